@@ -1,0 +1,30 @@
+"""Shared pytest configuration.
+
+* ``@pytest.mark.nt`` tests need neural-tangents; they are skipped, with the reason shown, in the
+  current-JAX environment where it is not installed.
+* ``@pytest.mark.slow`` tests are excluded by the default command (``python3 tasks.py test``) and run
+  with ``python3 tasks.py test --slow``.
+"""
+import importlib.util
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+HAS_NT = importlib.util.find_spec("neural_tangents") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_NT:
+        return
+    skip = pytest.mark.skip(reason="neural-tangents is not installed in this environment "
+                                   "(current-JAX env); run in the pinned 'nt' environment")
+    for item in items:
+        if "nt" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    import jax
+    return f"widelimit: jax {jax.__version__}, neural-tangents {'yes' if HAS_NT else 'no'}"

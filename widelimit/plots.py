@@ -108,9 +108,9 @@ def plot_l2_trajectories(t, lams: Sequence[float], test_loss, path: PathLike, *,
     if test.shape[0] != lams.size:
         raise ValueError(f"test_loss must have one row per lambda ({lams.size}), got shape {test.shape}")
     t = _arr("t", t, (1, 2))
-    tt = np.broadcast_to(t, test.shape) if t.ndim == 1 else t
-    if tt.shape != test.shape:
+    if (t.shape[-1], t.shape[0] if t.ndim == 2 else test.shape[0]) != (test.shape[1], test.shape[0]):
         raise ValueError(f"t must have shape ({test.shape[1]},) or {test.shape}, got {t.shape}")
+    tt = np.broadcast_to(t, test.shape)
     train = None
     if train_loss is not None:
         train = _arr("train_loss", train_loss, (2,))

@@ -1,0 +1,359 @@
+"""The training loop: ``train(config) -> RunResult``.
+
+One run is one jit-compiled program: parameter initialisation, then ``jax.lax.scan`` over the
+``eval_every`` steps between two logging points, wrapped in an outer ``scan`` over logging points. The
+program is a pure function of ``(key, hyper-parameters, data arrays)`` (:class:`Program`), which is what
+lets :mod:`widelimit.train.ensemble` ``vmap`` it over seeds and learning-rate / L2 grids.
+
+Per step ``k`` (``k`` = updates done so far, physical time ``t_k = sum_{j<k} eta_j``): a batch (the whole
+training set when ``batch_size is None``; otherwise the ``k``-th batch of a fresh random permutation of the
+training set each epoch, incomplete last batch dropped), loss ``l`` (mse or xent, *without* the L2 term)
+and its gradient, then the optimiser update of :func:`widelimit.train.optim.make_optimizer`
+(``theta <- theta - eta (grad l + lam theta)`` for GD). With AutoL2 the optimiser is fed the training loss
+and accuracy: full batch, those of the current parameters (exact); minibatch, their mean over the batches of
+the last ``measure_every`` steps (no extra forward passes).
+
+Metrics at steps ``0, eval_every, 2 eval_every, ..., steps`` (all evaluated on the *full* train and test
+sets; for BatchNorm nets this means full-set batch statistics):
+
+* ``metrics``: ``step``, ``time`` (physical), ``lr``, ``lam`` (coefficient in effect; AutoL2: before that
+  step's measurement), ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``param_norm`` (``||theta||``),
+  ``l2_penalty`` (``lam/2 ||theta_S||^2``), and with AutoL2 ``autol2_decays``;
+* ``layers`` (keys ``"<quantity>/<layer>"``): ``weight_norm`` ``||W||``, ``grad_norm`` ``||grad_W l||`` (full
+  training set), ``angular_update`` (angle between ``W`` before and after the last step into this point),
+  ``angular_update_mean`` (mean over the steps since the previous point), and for scale-invariant layers
+  (:func:`widelimit.nets.scale_invariant_mask`) ``eff_lr`` ``eta/||W||^2`` and ``grad_norm_unit``
+  ``||grad_W l|| ||W||``; angles are NaN at step 0;
+* ``probe``: network outputs on the first ``probe_size`` test points at every logging point.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import _x64
+from ..data import Dataset, load_dataset
+from ..nets import apply, init_params, layer_names, param_count, scale_invariant_mask
+from .autol2 import AutoL2State
+from .config import RunConfig
+from .metrics import LOSS_FNS, accuracy, layer_angles, layer_weight_norms, params_sq_norm, sq_norm, \
+    weight_layers
+from .optim import current_l2, make_optimizer, resolve_mask
+from .schedules import make_schedule
+
+HARNESS_VERSION = 1
+
+
+def precision(dtype: str):
+    """Context for running a program in ``dtype`` ("float64" enables JAX x64 inside the block only)."""
+    return _x64.x64() if dtype == "float64" else contextlib.nullcontext()
+
+
+@dataclass
+class RunResult:
+    """Metrics of one run (numpy arrays over the logging points) plus its canonical config.
+
+    ``metrics``: scalar streams; ``layers``: per-layer streams keyed ``"<quantity>/<layer>"``; ``probe``:
+    ``outputs`` ``(n_logs, P, K)``, ``targets`` ``(P, K)``, ``test_index`` ``(P,)``; ``info``: timings,
+    versions, parameter count, scale-invariant layers; ``params``: final parameters (not stored).
+    """
+
+    config: RunConfig
+    run_id: str
+    metrics: Dict[str, np.ndarray]
+    layers: Dict[str, np.ndarray]
+    probe: Dict[str, np.ndarray]
+    info: Dict[str, Any] = field(default_factory=dict)
+    params: Any = None
+
+    def streams(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """The metric streams as stored by :class:`widelimit.results.ResultStore`."""
+        return {"metrics": self.metrics, "layers": self.layers, "probe": self.probe}
+
+    def summary(self) -> Dict[str, Any]:
+        """Final and best values (best test accuracy / lowest test loss with their step and time)."""
+        m = self.metrics
+        out = {k: float(m[k][-1]) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lam")}
+        for key, pick in (("test_acc", np.nanargmax), ("test_loss", np.nanargmin)):
+            vals = m[key]
+            if np.all(np.isnan(vals)):
+                continue
+            i = int(pick(vals))
+            tag = "best_test_acc" if key == "test_acc" else "min_test_loss"
+            out[tag] = float(vals[i])
+            out[f"{tag}_step"] = int(m["step"][i])
+            out[f"{tag}_time"] = float(m["time"][i])
+        out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool, list))})
+        return out
+
+    def save(self, store) -> None:
+        """Write this run to a :class:`widelimit.results.ResultStore` (one record per stream)."""
+        store.write(self.run_id, self.config.to_dict(), self.streams(), self.summary())
+
+    @classmethod
+    def from_stored(cls, stored) -> "RunResult":
+        """Rebuild a result (without params) from a :class:`widelimit.results.StoredRun`."""
+        cfg = RunConfig.from_dict(stored.config)
+        s = stored.streams
+        return cls(cfg, stored.run_id, s.get("metrics", {}), s.get("layers", {}), s.get("probe", {}),
+                   dict(stored.summary))
+
+
+class Program:
+    """The pure, traceable training program of a configuration (everything but seed, lr and L2 values).
+
+    ``run(key, hp, arrays) -> (metrics, final_params)``: ``key`` a PRNG key (init, then minibatch order);
+    ``hp`` a dict with ``"learning_rate"`` and/or ``"l2"`` scalars overriding the configuration's constant
+    values (for AutoL2, ``"l2"`` is the initial coefficient); ``arrays`` from :meth:`arrays`.
+    """
+
+    def __init__(self, config: RunConfig, data: Dataset):
+        cfg = config.canonical()
+        self.config = cfg
+        self.spec = spec = cfg.spec
+        try:
+            spec.check_input(data.x_train, name="data x_train")
+        except ValueError as exc:
+            raise ValueError(f"RunConfig.arch does not fit dataset {data.name!r}: {exc}") from exc
+        if data.out_dim != spec.out_dim:
+            raise ValueError(f"RunConfig.arch: out_dim={spec.out_dim} but the dataset has {data.out_dim} "
+                             "target columns")
+        if cfg.batch_size is not None and cfg.batch_size > data.n_train:
+            raise ValueError(f"RunConfig.batch_size: {cfg.batch_size} exceeds the {data.n_train} training "
+                             "examples")
+        self.in_shape = data.in_shape
+        self.n_train = data.n_train
+        self.probe_size = min(cfg.probe_size, data.n_test)
+        self.loss_fn = LOSS_FNS[cfg.loss]
+        self.autol2 = cfg.autol2
+        self.lr = make_schedule(cfg.learning_rate)
+        self.l2 = None if self.autol2 is not None else make_schedule(cfg.l2)
+        shapes = jax.eval_shape(lambda k: init_params(spec, k, self.in_shape), jax.random.PRNGKey(0))
+        self.layer_names = layer_names(spec)
+        self.weight_layers = weight_layers(shapes)
+        si = scale_invariant_mask(spec, shapes)
+        self.si_layers = [n for n in self.weight_layers if si[n].get("W", False)]
+        self.l2_mask = resolve_mask(cfg.l2_groups, shapes)
+        if cfg.l2_groups is not None and not any(jax.tree_util.tree_leaves(self.l2_mask)):
+            paths = ["/".join([layer, a]) for layer in shapes for a in shapes[layer]]
+            raise ValueError(f"RunConfig.l2_groups {cfg.l2_groups} match no parameter array; arrays are {paths}")
+        self.n_params = param_count(shapes)
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def dtype(self):
+        return jnp.float64 if self.config.dtype == "float64" else jnp.float32
+
+    def arrays(self, data: Dataset) -> Dict[str, jax.Array]:
+        """Device arrays of the dataset in the run's dtype (call inside :func:`precision`)."""
+        dt = self.dtype()
+        return {k: jnp.asarray(getattr(data, k), dt) for k in ("x_train", "y_train", "x_test", "y_test")}
+
+    def default_hp(self, config: Optional[RunConfig] = None) -> Dict[str, jax.Array]:
+        """The overridable hyper-parameters of ``config`` (default: the program's) as scalars."""
+        cfg = (config or self.config)
+        dt = self.dtype()
+        hp = {}
+        if not isinstance(cfg.learning_rate, dict):
+            hp["learning_rate"] = jnp.asarray(cfg.learning_rate, dt)
+        if cfg.autol2 is not None:
+            hp["l2"] = jnp.asarray(cfg.autol2.init_lam, dt)
+        elif not isinstance(cfg.l2, dict):
+            hp["l2"] = jnp.asarray(cfg.l2, dt)
+        return hp
+
+    # -- the program -------------------------------------------------------------------------------
+    def _optimizer(self, hp):
+        cfg = self.config
+        lr = hp.get("learning_rate", self.lr)
+        if self.autol2 is not None:
+            l2 = dataclasses.replace(self.autol2, init_lam=hp["l2"]) if "l2" in hp else self.autol2
+        else:
+            l2 = hp.get("l2", self.l2)
+        return make_optimizer(cfg.optimizer, lr, l2=l2, l2_mask=self.l2_mask, **cfg.optimizer_options), lr
+
+    def init_params(self, key):
+        """Initial parameters of the run with PRNG key ``key`` (``jax.random.PRNGKey(seed)``):
+        ``init_params(spec, split(key)[0], in_shape, dtype)``; ``split(key)[1]`` drives the minibatch order."""
+        return init_params(self.spec, jax.random.split(key)[0], self.in_shape, self.dtype())
+
+    def run(self, key, hp, arrays):
+        cfg, spec = self.config, self.spec
+        dt = self.dtype()
+        xtr, ytr, xte, yte = arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+        batch_key = jax.random.split(key)[1]
+        params = self.init_params(key)
+        opt, lr = self._optimizer(hp)
+        lr_fn = lr if callable(lr) else (lambda k: lr)
+        opt_state = opt.init(params)
+        loss_fn = self.loss_fn
+
+        def objective(p, x, y):
+            f = apply(spec, p, x)
+            return loss_fn(f, y), f
+
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        B, N = cfg.batch_size, self.n_train
+        m_every = self.autol2.measure_every if self.autol2 is not None else 1
+
+        def batch(k):
+            if B is None:
+                return xtr, ytr
+            per_epoch = N // B
+            perm = jax.random.permutation(jax.random.fold_in(batch_key, k // per_epoch), N)
+            idx = jax.lax.dynamic_slice_in_dim(perm, (k % per_epoch) * B, B)
+            return xtr[idx], ytr[idx]
+
+        def step(carry, _):
+            p, s, k, t, run_l, run_a, run_n = carry
+            xb, yb = batch(k)
+            (loss, f), g = grad_fn(p, xb, yb)
+            acc = accuracy(f, yb)
+            extra = {}
+            if self.autol2 is not None:
+                if B is None:
+                    extra = {"train_loss": loss, "train_accuracy": acc}
+                else:
+                    run_l, run_a, run_n = run_l + loss, run_a + acc, run_n + 1
+                    extra = {"train_loss": run_l / run_n, "train_accuracy": run_a / run_n}
+                    reset = (k % m_every) == 0
+                    zero = jnp.zeros((), dt)
+                    run_l, run_a = jnp.where(reset, zero, run_l), jnp.where(reset, zero, run_a)
+                    run_n = jnp.where(reset, zero, run_n)
+            updates, s = opt.update(g, s, p, **extra)
+            new = optax.apply_updates(p, updates)
+            angs = layer_angles(p, new)
+            t = t + jnp.asarray(lr_fn(k), dt)
+            return (new, s, k + 1, t, run_l, run_a, run_n), angs
+
+        def evaluate(p, s, k, t, ang_last, ang_mean):
+            (tr_loss, f_tr), g = grad_fn(p, xtr, ytr)
+            f_te = apply(spec, p, xte)
+            lam = jnp.asarray(current_l2(s), dt)
+            lr_k = jnp.asarray(lr_fn(k), dt)
+            metrics = {
+                "step": k, "time": t, "lr": lr_k, "lam": lam,
+                "train_loss": tr_loss, "train_acc": accuracy(f_tr, ytr),
+                "test_loss": loss_fn(f_te, yte), "test_acc": accuracy(f_te, yte),
+                "param_norm": jnp.sqrt(params_sq_norm(p)),
+                "l2_penalty": 0.5 * lam * params_sq_norm(p, self.l2_mask),
+            }
+            if self.autol2 is not None:
+                metrics["autol2_decays"] = _find_autol2(s).n_decays
+            norms = layer_weight_norms(p)
+            gnorm = {n: jnp.sqrt(sq_norm(g[n]["W"])) for n in self.weight_layers}
+            layers = {}
+            for n in self.weight_layers:
+                layers[f"weight_norm/{n}"] = norms[n]
+                layers[f"grad_norm/{n}"] = gnorm[n]
+                layers[f"angular_update/{n}"] = ang_last[n]
+                layers[f"angular_update_mean/{n}"] = ang_mean[n]
+            for n in self.si_layers:
+                layers[f"eff_lr/{n}"] = lr_k / norms[n] ** 2
+                layers[f"grad_norm_unit/{n}"] = gnorm[n] * norms[n]
+            return {"metrics": metrics, "layers": layers, "probe": f_te[:self.probe_size]}
+
+        def chunk(carry, length):
+            carry, angs = jax.lax.scan(step, carry, None, length=length)
+            last = {n: a[-1] for n, a in angs.items()}
+            mean = {n: jnp.mean(a) for n, a in angs.items()}
+            p, s, k, t = carry[:4]
+            return carry, evaluate(p, s, k, t, last, mean)
+
+        zero = jnp.zeros((), dt)
+        nan = {n: jnp.asarray(jnp.nan, dt) for n in self.weight_layers}
+        carry = (params, opt_state, jnp.zeros((), jnp.int32), zero, zero, zero, zero)
+        logs = [jax.tree_util.tree_map(lambda a: a[None], evaluate(params, opt_state, carry[2], zero, nan, nan))]
+        n_full, rem = divmod(cfg.steps, cfg.eval_every)
+        if n_full:
+            carry, stacked = jax.lax.scan(lambda c, _: chunk(c, cfg.eval_every), carry, None, length=n_full)
+            logs.append(stacked)
+        if rem:
+            carry, last = chunk(carry, rem)
+            logs.append(jax.tree_util.tree_map(lambda a: a[None], last))
+        out = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *logs)
+        return out, carry[0]
+
+    # -- results -----------------------------------------------------------------------------------
+    def result(self, config: RunConfig, out, params=None, info=None) -> RunResult:
+        """Package one member's program output as a :class:`RunResult` for ``config``."""
+        cfg = config.canonical()
+        out = jax.tree_util.tree_map(np.asarray, out)
+        probe = {"outputs": out["probe"], "test_index": np.arange(self.probe_size)}
+        info = dict(info or {})
+        info.update({"n_params": self.n_params, "scale_invariant_layers": list(self.si_layers),
+                     "weight_layers": list(self.weight_layers), "harness_version": HARNESS_VERSION,
+                     "jax_version": jax.__version__, "backend": jax.default_backend()})
+        return RunResult(cfg, cfg.run_id, dict(out["metrics"]), dict(out["layers"]), probe, info, params)
+
+
+def _find_autol2(opt_state) -> AutoL2State:
+    found = []
+
+    def walk(s):
+        if isinstance(s, AutoL2State):
+            found.append(s)
+        elif isinstance(s, (tuple, list)):
+            for c in s:
+                walk(c)
+    walk(opt_state)
+    return found[0]
+
+
+def _probe_targets(result: RunResult, data: Dataset) -> None:
+    result.probe["targets"] = np.asarray(data.y_test[:len(result.probe["test_index"])])
+
+
+def train(config: RunConfig, data: Optional[Dataset] = None, *, keep_params: bool = False,
+          program: Optional[Program] = None) -> RunResult:
+    """Train one network as described by ``config`` and return its metrics.
+
+    The configuration is validated before anything else (``ValueError``/``TypeError`` naming the field).
+    ``data`` may be passed to reuse an already loaded dataset (it must be the config's). ``program``
+    reuses a compiled :class:`Program` of a structurally identical configuration (same everything but
+    seed and constant learning-rate / L2 values); sweeps use this to compile once. Deterministic for a
+    given seed on a given backend.
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+    cfg = config.canonical()
+    with precision(cfg.dtype):
+        if data is None:
+            data = load_dataset(cfg.data, **cfg.data_options)
+        if program is not None and program.config.structure_key() != cfg.structure_key():
+            raise ValueError("program was built for a configuration that differs from config in more than "
+                             "seed / constant learning_rate / constant l2")
+        prog = program if program is not None else Program(cfg, data)
+        arrays = prog.arrays(data)
+        key = jax.random.PRNGKey(cfg.seed)
+        hp = prog.default_hp(cfg)
+        t0 = time.perf_counter()
+        compiled = _compile(prog, key, hp, arrays)
+        t1 = time.perf_counter()
+        out, params = compiled(key, hp, arrays)
+        jax.block_until_ready(out)
+        t2 = time.perf_counter()
+        result = prog.result(cfg, out, jax.tree_util.tree_map(np.asarray, params) if keep_params else None,
+                             {"compile_s": t1 - t0, "run_s": t2 - t1})
+    _probe_targets(result, data)
+    return result
+
+
+def _compile(prog: Program, key, hp, arrays):
+    """Compile ``prog.run`` for these argument shapes once per program (cached on the program)."""
+    sig = (tuple(sorted((k, v.shape, str(v.dtype)) for k, v in hp.items())),
+           tuple(sorted((k, v.shape, str(v.dtype)) for k, v in arrays.items())))
+    cache = prog.__dict__.setdefault("_compiled", {})
+    if sig not in cache:
+        cache[sig] = jax.jit(prog.run).lower(key, hp, arrays).compile()
+    return cache[sig]
+
+
+__all__ = ["train", "RunResult", "Program", "precision", "HARNESS_VERSION"]

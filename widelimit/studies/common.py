@@ -1,0 +1,392 @@
+"""Shared helpers for the validation studies: sizes, machine description, command line, resumable
+per-point caching and report writing.
+
+Every study module exposes ``run(size, out_dir, progress=True, resume=True) -> Path`` and uses the
+pieces here:
+
+* :func:`check_size` — validate ``size`` (``"quick"``, ``"full"``, or ``"smoke"``: a tiny size used
+  only by the test suite) before any expensive work.
+* :func:`machine_info` — a JSON-able description of the machine (CPU model, cores available, memory,
+  JAX version/backend/devices, Python/NumPy versions, git commit).
+* :func:`command_line` — the exact command line of this process (``sys.argv``), shell-quoted, plus
+  :func:`reproduce_command`, the canonical Python call that regenerates a study.
+* :class:`PointCache` — resumable per-point cache on top of :class:`widelimit.results.ResultStore`:
+  ``cache.get_or_compute(config, compute)`` returns the stored arrays/summary for a JSON config,
+  computing and storing them atomically the first time. A killed study resumes where it stopped.
+* :func:`write_report` — write ``<out_dir>/<name>.md`` (title, summary, sections made of Markdown
+  text, :class:`~widelimit.tables.Table` objects and :class:`Figure` references, then the command and
+  the machine) and ``<out_dir>/<name>.json`` (the same tables as JSON plus free-form ``data``).
+* :func:`progress_iter` — a tqdm progress bar that can be switched off.
+
+Example (a study in ten lines)::
+
+    from widelimit.studies.common import (PointCache, Figure, check_size, write_report, progress_iter)
+    from widelimit.tables import Table
+
+    def run(size="quick", out_dir="validation", progress=True, resume=True):
+        size = check_size(size)
+        cache = PointCache.for_study("mystudy", size, out_dir, resume=resume)
+        tab = Table(["lam", "t*"])
+        for lam in progress_iter([0.1, 0.01], "lambda", progress):
+            res = cache.get_or_compute({"lam": lam}, lambda: ({"curve": {"y": ...}}, {"tstar": 3.0}))
+            tab.add_row([lam, res.summary["tstar"]])
+        return write_report("mystudy", out_dir, title="My study", size=size,
+                            sections=[("Results", ["Some text.", tab, Figure("mystudy.png", "caption")])],
+                            data={"anything": "json-able"})
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..results import ResultStore, to_jsonable
+from ..tables import Table
+
+SIZES_ALL = ("smoke", "quick", "full")
+CACHE_DIRNAME = ".cache"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# -- sizes ------------------------------------------------------------------------------------------
+def check_size(size: str, allowed: Sequence[str] = SIZES_ALL) -> str:
+    """Return ``size`` if it is one of ``allowed`` (default smoke/quick/full), else raise ValueError.
+
+    ``"smoke"`` is a seconds-long size for the test suite only; reports made at that size say so.
+    """
+    if not isinstance(size, str) or size not in allowed:
+        raise ValueError(f"size must be one of {tuple(allowed)}, got {size!r}")
+    return size
+
+
+def check_out_dir(out_dir: PathLike) -> Path:
+    """``out_dir`` as a Path (created if missing); TypeError if it is not a path."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a directory path (str or os.PathLike), got {type(out_dir).__name__}")
+    p = Path(out_dir)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"out_dir {str(p)!r} exists and is not a directory")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+# -- machine and command ----------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_gib() -> Optional[float]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _git_commit() -> Optional[str]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not sha:
+        return None
+    return sha + (" (with uncommitted changes)" if dirty else "")
+
+
+def machine_info() -> Dict[str, Any]:
+    """Describe the machine this process runs on (JSON-able dict).
+
+    Keys: ``platform``, ``cpu``, ``cpus_available`` (cores this process may use), ``cpus_total``,
+    ``memory_gib``, ``python``, ``numpy``, ``jax``, ``jax_backend``, ``jax_devices``, ``git_commit``.
+    """
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        avail = os.cpu_count()
+    info: Dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpus_available": avail,
+        "cpus_total": os.cpu_count(),
+        "memory_gib": _mem_total_gib(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        import jax
+        info["jax"] = jax.__version__
+        info["jax_backend"] = jax.default_backend()
+        info["jax_devices"] = [str(getattr(d, "device_kind", d)) for d in jax.devices()]
+    except Exception as exc:  # pragma: no cover - jax is a hard dependency
+        info["jax"] = f"unavailable ({exc})"
+    info["git_commit"] = _git_commit()
+    return info
+
+
+def format_machine(info: Mapping[str, Any]) -> str:
+    """One Markdown line describing ``machine_info()``."""
+    devs = info.get("jax_devices") or []
+    dev = f"{len(devs)}× {devs[0]}" if devs else "?"
+    mem = info.get("memory_gib")
+    return (f"{info.get('cpu', '?')}, {info.get('cpus_available', '?')} of {info.get('cpus_total', '?')} "
+            f"cores available, {mem if mem is not None else '?'} GiB RAM; {info.get('platform', '?')}; "
+            f"Python {info.get('python', '?')}, NumPy {info.get('numpy', '?')}, JAX {info.get('jax', '?')} "
+            f"(backend {info.get('jax_backend', '?')}: {dev}); git {info.get('git_commit') or '?'}")
+
+
+def command_line(argv: Optional[Sequence[str]] = None) -> str:
+    """The exact command line of this process, shell-quoted.
+
+    ``sys.executable`` is shown relative to the current directory when it lies below it (e.g.
+    ``.venvs/nt/bin/python``); a script argv[0] ending in ``widelimit/cli.py`` or ``__main__.py`` is shown
+    as ``-m widelimit.cli`` so the command can be pasted back.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    exe = sys.executable or "python"
+    try:
+        exe = os.path.relpath(exe) if not os.path.relpath(exe).startswith("..") else exe
+    except ValueError:
+        pass
+    if argv:
+        a0 = argv[0].replace(os.sep, "/")
+        if a0.endswith("widelimit/cli.py") or a0.endswith("widelimit/__main__.py"):
+            argv = ["-m", "widelimit.cli"] + argv[1:]
+        elif a0.endswith("pytest/__main__.py") or a0.endswith("/pytest") or a0 == "pytest":
+            argv = ["-m", "pytest"] + argv[1:]
+        elif a0 == "-c":
+            argv = ["-c", "..."] + argv[1:]
+        else:
+            try:
+                rel = os.path.relpath(argv[0])
+                argv = [rel if not rel.startswith("..") else argv[0]] + argv[1:]
+            except ValueError:
+                pass
+    return " ".join(shlex.quote(a) for a in [exe] + argv)
+
+
+def reproduce_command(name: str, size: str, out_dir: PathLike) -> str:
+    """The canonical command that regenerates study ``name`` at ``size`` into ``out_dir``."""
+    return (f"PYTHONPATH=. .venvs/nt/bin/python -c \"from widelimit.studies import get_study; "
+            f"get_study('{name}')('{size}', '{Path(out_dir).as_posix()}')\"")
+
+
+# -- progress ---------------------------------------------------------------------------------------
+def progress_iter(iterable: Iterable, desc: str, enabled: bool = True, total: Optional[int] = None):
+    """``iterable`` wrapped in a tqdm bar (to stderr) when ``enabled``, else unchanged."""
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+# -- resumable per-point cache ----------------------------------------------------------------------
+def config_key(config: Mapping[str, Any]) -> str:
+    """Stable id of a JSON-able config: sha256 of its canonical JSON (sorted keys), 20 hex chars."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    text = json.dumps(to_jsonable(dict(config)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class CachedPoint:
+    """One cached computation: ``streams`` (name -> dict of arrays), ``summary`` (JSON-able dict),
+    ``config`` and whether it was ``loaded`` from disk (True) or just computed (False)."""
+
+    config: Dict[str, Any]
+    streams: Dict[str, Dict[str, np.ndarray]]
+    summary: Dict[str, Any]
+    loaded: bool
+
+
+Computed = Tuple[Mapping[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
+class PointCache:
+    """Resumable cache of study points in a :class:`~widelimit.results.ResultStore`.
+
+    A point is identified by a JSON-able ``config`` (include everything the result depends on: study,
+    size, dataset, spec, λ, η, seeds, ...). ``get_or_compute(config, compute)`` returns the stored point
+    if it exists, else calls ``compute() -> (streams, summary)`` — ``streams`` a mapping
+    ``{stream name: {array name: array}}``, ``summary`` a JSON-able dict — stores it atomically and
+    returns it. A study killed at any moment therefore restarts from the last finished point.
+
+    With ``resume=False`` the cache directory is wiped on construction, so everything is recomputed.
+    """
+
+    def __init__(self, root: PathLike, resume: bool = True) -> None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a directory path, got {type(root).__name__}")
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be a bool, got {type(resume).__name__}")
+        self.root = Path(root)
+        if not resume and self.root.exists():
+            shutil.rmtree(self.root)
+        self.store = ResultStore(self.root)
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def for_study(cls, name: str, size: str, out_dir: PathLike, resume: bool = True) -> "PointCache":
+        """The cache of study ``name`` at ``size``: ``<out_dir>/.cache/<name>-<size>``."""
+        return cls(Path(out_dir) / CACHE_DIRNAME / f"{name}-{size}", resume=resume)
+
+    def get_or_compute(self, config: Mapping[str, Any], compute: Callable[[], Computed]) -> CachedPoint:
+        """Return the point for ``config``, computing and storing it with ``compute()`` if missing."""
+        key = config_key(config)
+        cfg = to_jsonable(dict(config))
+        if self.store.has(key):
+            run = self.store.load(key)
+            if run.config == cfg:
+                self.hits += 1
+                return CachedPoint(cfg, run.streams, dict(run.summary), True)
+        out = compute()
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("compute() must return a tuple (streams, summary)")
+        streams, summary = out
+        self.store.write(key, cfg, streams, summary)
+        self.misses += 1
+        run = self.store.load(key)
+        return CachedPoint(cfg, run.streams, dict(run.summary), False)
+
+
+# -- reports ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """A PNG to show in a report: ``path`` (absolute, or relative to the report's directory) and a
+    ``caption`` printed under it."""
+
+    path: PathLike
+    caption: str = ""
+
+
+Block = Union[str, Table, Figure]
+Section = Tuple[str, Sequence[Block]]
+
+
+def _figure_md(fig: Figure, out_dir: Path) -> str:
+    p = Path(fig.path)
+    if p.is_absolute():
+        try:
+            p = p.relative_to(out_dir.resolve())
+        except ValueError:
+            p = Path(os.path.relpath(p, out_dir.resolve()))
+    rel = p.as_posix()
+    alt = fig.caption.split(".")[0] if fig.caption else rel
+    md = f"![{alt}]({rel})"
+    return md + (f"\n\n*{fig.caption}*" if fig.caption else "")
+
+
+def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence[Section],
+                 size: str, summary: Optional[str] = None, data: Optional[Mapping[str, Any]] = None,
+                 command: Optional[str] = None, machine: Optional[Mapping[str, Any]] = None,
+                 elapsed_s: Optional[float] = None) -> Path:
+    """Write the study report ``<out_dir>/<name>.md`` and ``<out_dir>/<name>.json``; return the .md path.
+
+    ``sections`` is a list of ``(heading, blocks)``; each block is Markdown text (``str``), a
+    :class:`~widelimit.tables.Table` (rendered as Markdown; its JSON goes into the .json file) or a
+    :class:`Figure`. ``summary`` is a paragraph under the title. ``command`` defaults to
+    :func:`command_line` (this process), ``machine`` to :func:`machine_info`. The report ends with a
+    "How this was made" section: command, canonical reproduce command, machine, size, wall time.
+
+    The JSON file holds ``{name, title, size, command, reproduce, machine, elapsed_s, written_at,
+    tables: [{section, ...table.to_dict()}], data}`` (``data`` converted with ``to_jsonable``).
+    """
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"name must be a non-empty string without slashes or spaces, got {name!r}")
+    out = check_out_dir(out_dir)
+    if not isinstance(title, str) or not title:
+        raise ValueError(f"title must be a non-empty string, got {title!r}")
+    check_size(size)
+    cmd = command if command is not None else command_line()
+    mach = dict(machine) if machine is not None else machine_info()
+    lines: List[str] = [f"# {title}", ""]
+    if size == "smoke":
+        lines += ["> **Smoke size** (test-suite only): numbers are not meaningful.", ""]
+    if summary:
+        lines += [summary.strip(), ""]
+    tables_json = []
+    for sec in sections:
+        if not (isinstance(sec, tuple) and len(sec) == 2 and isinstance(sec[0], str)):
+            raise TypeError(f"each section must be a (heading, blocks) tuple, got {sec!r}")
+        heading, blocks = sec
+        lines += [f"## {heading}", ""]
+        for b in blocks:
+            if isinstance(b, Table):
+                lines += [b.to_markdown().rstrip(), ""]
+                tables_json.append({"section": heading, **b.to_dict()})
+            elif isinstance(b, Figure):
+                lines += [_figure_md(b, out), ""]
+            elif isinstance(b, str):
+                lines += [b.strip(), ""]
+            else:
+                raise TypeError(f"section {heading!r}: blocks must be str, Table or Figure, got "
+                                f"{type(b).__name__}")
+    repro = reproduce_command(name, size, out)
+    lines += ["## How this was made", "",
+              f"- Command: `{cmd}`",
+              f"- Equivalent Python call: `{repro}`",
+              f"- Size: `{size}`" + (f"; wall time {elapsed_s:.0f} s" if elapsed_s is not None else ""),
+              f"- Machine: {format_machine(mach)}",
+              f"- Written: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
+    md_path = out / f"{name}.md"
+    md_path.write_text("\n".join(lines))
+    payload = {"name": name, "title": title, "size": size, "command": cmd, "reproduce": repro,
+               "machine": mach, "elapsed_s": elapsed_s, "written_at": time.time(),
+               "tables": tables_json, "data": to_jsonable(dict(data or {}))}
+    (out / f"{name}.json").write_text(json.dumps(_finite(payload), indent=1, sort_keys=False))
+    return md_path
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf floats by None / "inf" strings so the JSON is standard."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+class Stopwatch:
+    """Wall-clock timer: ``sw = Stopwatch(); ...; sw.elapsed`` (seconds)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+__all__ = ["SIZES_ALL", "check_size", "check_out_dir", "machine_info", "format_machine", "command_line",
+           "reproduce_command", "progress_iter", "config_key", "CachedPoint", "PointCache", "Figure",
+           "write_report", "Stopwatch"]

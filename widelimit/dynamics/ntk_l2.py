@@ -242,7 +242,7 @@ class L2Flow:
         """
         L = _homogeneity_degree(spec)
         from widelimit.kernels import analytic_kernels
-        ktt = analytic_kernels(spec, x_train, x_train).ntk
+        ktt = analytic_kernels(spec, x_train).ntk
         kxt = None if x_test is None else analytic_kernels(spec, x_test, x_train).ntk
         return cls(ktt, y_train, lam, L, k_test_train=kxt, f0_train=f0_train, f0_test=f0_test)
 

@@ -189,9 +189,13 @@ def command_line(argv: Optional[Sequence[str]] = None) -> str:
 
 
 def reproduce_command(name: str, size: str, out_dir: PathLike) -> str:
-    """The canonical command that regenerates study ``name`` at ``size`` into ``out_dir``."""
-    return (f"PYTHONPATH=. .venvs/nt/bin/python -c \"from widelimit.studies import get_study; "
-            f"get_study('{name}')('{size}', '{Path(out_dir).as_posix()}')\"")
+    """The canonical command that regenerates study ``name`` at ``size`` into ``out_dir``
+    (``smoke`` is not a command-line size: it is given as the equivalent Python call)."""
+    out = Path(out_dir).as_posix()
+    if size == "smoke":
+        return (f"PYTHONPATH=. .venvs/nt/bin/python -c \"from widelimit.studies import get_study; "
+                f"get_study('{name}')('smoke', '{out}')\"")
+    return f"PYTHONPATH=. .venvs/nt/bin/python -m widelimit.cli validate {name} --size {size} --out {out}"
 
 
 # -- progress ---------------------------------------------------------------------------------------
@@ -352,7 +356,7 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
     repro = reproduce_command(name, size, out)
     lines += ["## How this was made", "",
               f"- Command: `{cmd}`",
-              f"- Equivalent Python call: `{repro}`",
+              f"- To regenerate: `{repro}`",
               f"- Size: `{size}`" + (f"; wall time {elapsed_s:.0f} s" if elapsed_s is not None else ""),
               f"- Machine: {format_machine(mach)}",
               f"- Written: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]

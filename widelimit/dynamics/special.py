@@ -106,33 +106,27 @@ def scaled_upper_gamma(a: float, z: np.ndarray) -> np.ndarray:
     return out
 
 
+# (upper z bound, depth) for the continued fraction: depths are ~1.3x the number of Lentz steps
+# to reach |delta - 1| < 1e-16 at the lower end of each band (measured for a in [0, 1/2)).
+_CF_BANDS = ((3.0, 84), (10.0, 50), (50.0, 22), (1e3, 12), (np.inf, 6))
+
+
 def _u_continued_fraction(a: float, z: np.ndarray) -> np.ndarray:
-    """Legendre continued fraction for Gamma(a, z), modified Lentz, vectorised with an active set."""
-    tiny = 1e-300
-    b = z + 1.0 - a
-    c = np.full_like(z, 1.0 / tiny)
-    d = 1.0 / b
-    h = d.copy()
-    active = np.arange(z.size)
-    for i in range(1, 2000):
-        an = -i * (i - a)
-        b[active] += 2.0
-        dd = an * d[active] + b[active]
-        dd = np.where(np.abs(dd) < tiny, tiny, dd)
-        cc = b[active] + an / c[active]
-        cc = np.where(np.abs(cc) < tiny, tiny, cc)
-        dd = 1.0 / dd
-        delta = dd * cc
-        d[active] = dd
-        c[active] = cc
-        h[active] *= delta
-        done = np.abs(delta - 1.0) < 1e-16
-        active = active[~done]
-        if active.size == 0:
-            break
-    else:  # pragma: no cover - the fraction converges in < 200 steps for z >= 1.5
-        raise RuntimeError("continued fraction for Gamma(a, z) did not converge")
-    return z * h
+    """``U = z / (b_0 + a_1/(b_1 + a_2/(b_2 + ...)))``, Legendre's continued fraction for Gamma(a, z)
+    (``b_i = z + 2i + 1 - a``, ``a_i = -i (i - a)``), evaluated bottom-up at a depth set per band of z."""
+    out = np.empty_like(z)
+    lo = 0.0
+    for hi, depth in _CF_BANDS:
+        sel = (z >= lo) & (z < hi)
+        lo = hi
+        if not sel.any():
+            continue
+        zs = z[sel]
+        tail = zs + (2 * depth + 1 - a)
+        for i in range(depth, 0, -1):
+            tail = zs + (2 * i - 1 - a) - i * (i - a) / tail
+        out[sel] = zs / tail
+    return out
 
 
 def _lower_series(a: float, z: np.ndarray) -> np.ndarray:
@@ -254,20 +248,46 @@ def _coeffs_decaying(mu: np.ndarray, t: np.ndarray, kappa: float, beta: float, L
     return P, mu * j_mu, decay, j_mu, gap_mu
 
 
+# (upper z0 bound, number of terms): z0^n / n! < 1e-19 beyond the last term in each band
+_SERIES_BANDS = tuple((z, next(n for n in range(1, 60) if z ** n / math.factorial(n) < 1e-19)) for z in
+                      (1e-6, 1e-3, 0.05, 0.5, _Z_SERIES))
+
+
 def _j_over_mu_series(a: float, z0: np.ndarray, t: np.ndarray, kappa: float, beta: float):
-    """``J/mu = e^{-beta t} e^{z_t} / kappa * sum_n (-z0)^n/n! h_{n+a}(kappa t)`` for ``z0 <= 2``."""
+    """``J/mu = e^{-beta t} e^{z_t} / kappa * sum_n (-z0)^n/n! h_{n+a}(kappa t)`` for ``z0 <= 2``,
+    ``h_c(x) = (1 - e^{-c x}) / c`` (``h_0(x) = x``); the alternating sum loses at most ``e^{2 z0}``.
+
+    ``e^{-(n+a) x}`` comes from running products where ``x >= 0.7`` (no cancellation in ``1 - e^{-c x}``
+    there) and from ``expm1`` below.
+    """
     x = kappa * t
-    coef = np.ones_like(z0)
     total = np.zeros_like(z0)
-    zmax, n_terms, bound = float(z0.max()), 1, 1.0
-    while bound > 1e-19:  # terms z0^n/n! * h_{n+a}; sum >= e^{-z0} h_a: 1e-19 is ample for z0 <= 2
-        bound *= zmax / n_terms
-        n_terms += 1
-    for n in range(0, n_terms + 1):
-        c = n + a
-        h = x if c == 0.0 else -np.expm1(-c * x) / c
-        total += coef * h
-        coef = coef * (-z0) / (n + 1)
+    lo = -1.0
+    for hi, n_terms in _SERIES_BANDS:
+        for big in (False, True):
+            sel = (z0 > lo) & (z0 <= hi) & ((x >= 0.7) if big else (x < 0.7))
+            if not sel.any():
+                continue
+            zs, xs = z0[sel], x[sel]
+            coef = np.ones_like(zs)
+            acc = np.zeros_like(zs)
+            if big:
+                q = np.exp(-xs)
+                p = np.exp(-a * xs)
+            for n in range(n_terms + 1):
+                c = n + a
+                if c == 0.0:
+                    h = xs
+                elif big:
+                    h = (1.0 - p) / c
+                else:
+                    h = -np.expm1(-c * xs) / c
+                acc += coef * h
+                coef = coef * (-zs) / (n + 1)
+                if big:
+                    p = p * q
+            total[sel] = acc
+        lo = hi
     zt = z0 * np.exp(-x)
     return np.exp(-beta * t + zt) * total / kappa
 

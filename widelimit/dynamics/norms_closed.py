@@ -85,14 +85,14 @@ def _check_common(optimizer, lr, weight_decay, grad_norm_sq, d, momentum, beta1,
     lam = _arr("weight_decay", weight_decay)
     G = _arr("grad_norm_sq", grad_norm_sq)
     dd = _arr("d", d, positive=True, integer=True)
-    if np.any(eta * lam >= 1):
-        raise ValueError("lr * weight_decay must be < 1")
     try:
         np.broadcast_shapes(*[np.shape(a) for a in (eta, lam, G, dd) if a is not None])
     except ValueError:
         shapes = {n: np.shape(a) for n, a in (("lr", eta), ("weight_decay", lam), ("grad_norm_sq", G),
                                                 ("d", dd)) if a is not None}
         raise ValueError(f"mismatched array shapes (must broadcast): {shapes}") from None
+    if np.any(eta * lam >= 1):
+        raise ValueError("lr * weight_decay must be < 1")
     return opt, eta, lam, G, dd
 
 

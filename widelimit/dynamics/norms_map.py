@@ -32,6 +32,8 @@ with ``D = w_{k+1} - w_k`` and ``E||D_perp||^2 = E||D||^2 - (w.D)^2/||w||^2``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .norms_result import NormDynamics, finite_check, prepare_inputs
@@ -66,51 +68,62 @@ def solve_norm_map(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_st
                          momentum, beta1, beta2, eps)
     opt = inp["opt"]
     n, ng = inp["n_steps"], inp["n_groups"]
-    LR, LAM, GS = inp["lr"], inp["lam"], inp["G"]
-    a, b, c1 = opt.a, opt.b, opt.c1
-    dd = inp["d"]
-    x = inp["x0"].copy()
-    p = np.zeros(ng)
-    q = np.zeros(ng)
-    V = np.zeros(ng)
-    xs = np.empty((n + 1, ng))
-    xs[0] = x
-    eff = np.empty((n, ng))
-    ang = np.empty((n, ng))
-    dsq = np.empty((n, ng))
-    kap = np.ones((n, ng))
-    for k in range(n):
-        eta, lam, G = LR[k], LAM[k], GS[k]
-        lc, ld = (0.0, lam) if opt.decoupled else (lam, 0.0)
-        gg = G / x
-        hw = lc * x
-        hh = gg + lc * lc * x
-        hM = lc * p
-        c2 = opt.c2(k)
-        if opt.is_adam:
-            V = opt.beta2 * V + (1.0 - opt.beta2) * hh
-            Vhat = V / (1.0 - opt.beta2 ** (k + 1))
-            kappa = 1.0 / (np.sqrt(Vhat / dd) + opt.eps)
-            kap[k] = kappa
-        else:
-            kappa = 1.0
-        wM = a * p + b * hw                       # w_k . M_{k+1}
-        MM = a * a * q + 2 * a * b * hM + b * b * hh  # ||M_{k+1}||^2
-        hMn = a * hM + b * hh                     # h_k . M_{k+1}
-        s = eta * kappa
-        wD = -s * (c1 * hw + c2 * wM) - eta * ld * x
-        DD = (s * s * (c1 * c1 * hh + 2 * c1 * c2 * hMn + c2 * c2 * MM)
-              + 2 * s * eta * ld * (c1 * hw + c2 * wM) + (eta * ld) ** 2 * x)
-        DM = -s * (c1 * hMn + c2 * MM) - eta * ld * wM   # D . M_{k+1}
-        perp = np.maximum(DD - wD * wD / x, 0.0)
-        rx = np.sqrt(x)
-        ang[k] = np.arctan2(np.sqrt(perp), rx + wD / rx)
-        eff[k] = s / x
-        dsq[k] = DD
-        x = x + 2 * wD + DD
-        p = wM + DM
-        q = MM
-        xs[k + 1] = x
+    LR, LAM, GS, dd = inp["lr"], inp["lam"], inp["G"], inp["d"]
+    LC, LD = (np.zeros_like(LAM), LAM) if opt.decoupled else (LAM, np.zeros_like(LAM))
+    C2 = [opt.c2(k) for k in range(n)]
+    unbias2 = (1.0 / (1.0 - opt.beta2 ** np.arange(1, n + 1))).tolist() if opt.is_adam else None
+    if ng <= _SCALAR_GROUPS:   # per-group loop on Python floats: ~10x less overhead than tiny arrays
+        cols = [_iterate(opt, float(inp["x0"][g]), LR[:, g].tolist(), LC[:, g].tolist(), LD[:, g].tolist(),
+                         GS[:, g].tolist(), C2, unbias2, None if dd is None else float(dd[g]), _SCALAR_OPS)
+                for g in range(ng)]
+        xs, eff, ang, dsq, kap = (np.stack([np.asarray(c[i], dtype=np.float64) for c in cols], axis=1)
+                                  for i in range(5))
+    else:
+        xs, eff, ang, dsq, kap = (np.asarray(v, dtype=np.float64) for v in
+                                  _iterate(opt, inp["x0"].copy(), LR, LC, LD, GS, C2, unbias2, dd, _ARRAY_OPS))
     finite_check(xs, "||w||^2")
     return NormDynamics(optimizer=opt, method="map", norm_sq=xs, effective_lr=eff, angular_update=ang,
                         update_norm_sq=dsq, precond=kap, lr=LR, weight_decay=LAM, grad_norm_sq=GS, d=dd)
+
+
+_SCALAR_GROUPS = 16
+_SCALAR_OPS = (math.sqrt, math.atan2, lambda v: v if v > 0.0 else 0.0)
+_ARRAY_OPS = (np.sqrt, np.arctan2, lambda v: np.maximum(v, 0.0))
+
+
+def _iterate(opt, x, LR, LC, LD, GS, C2, unbias2, dd, ops):
+    """The moment map of the module docstring; works on floats or on arrays over groups (``ops``)."""
+    sqrt, atan2, clip0 = ops
+    a, b, c1 = opt.a, opt.b, opt.c1
+    adam, b2, eps = opt.is_adam, opt.beta2, opt.eps
+    p = q = V = 0.0 * x
+    xs, eff, ang, dsq, kap = [x], [], [], [], []
+    for k in range(len(LR)):
+        eta, lc, ld, c2 = LR[k], LC[k], LD[k], C2[k]
+        hw = lc * x
+        hh = GS[k] / x + lc * hw                  # ||h||^2 = G/x + lam_c^2 x   (g . w = 0)
+        hM = lc * p                               # E[h . M] = lam_c p          (A1: E[g . M] = 0)
+        if adam:
+            V = b2 * V + (1.0 - b2) * hh
+            kappa = 1.0 / (sqrt(V * unbias2[k] / dd) + eps)
+        else:
+            kappa = 1.0 + 0.0 * x
+        s = eta * kappa
+        wM = a * p + b * hw                       # w_k . M_{k+1}
+        MM = a * a * q + 2 * a * b * hM + b * b * hh  # ||M_{k+1}||^2
+        hMn = a * hM + b * hh                     # h_k . M_{k+1}
+        u = c1 * hw + c2 * wM                     # w . (c1 h + c2 M_{k+1})
+        ed = eta * ld
+        wD = -s * u - ed * x                      # w . D,  D = w_{k+1} - w_k
+        DD = s * s * (c1 * c1 * hh + 2 * c1 * c2 * hMn + c2 * c2 * MM) + 2 * s * ed * u + ed * ed * x
+        DM = -s * (c1 * hMn + c2 * MM) - ed * wM  # D . M_{k+1}
+        rx = sqrt(x)
+        ang.append(atan2(sqrt(clip0(DD - wD * wD / x)), rx + wD / rx))
+        eff.append(s / x)
+        dsq.append(DD)
+        kap.append(kappa)
+        x = x + 2 * wD + DD
+        p = wM + DM
+        q = MM
+        xs.append(x)
+    return xs, eff, ang, dsq, kap

@@ -25,6 +25,8 @@ step (linear in ``u``); the Adam ODEs with classical RK4 (``substeps`` per step)
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .norms_result import NormDynamics, finite_check, prepare_inputs
@@ -33,13 +35,28 @@ from .norms_schedules import Schedule
 __all__ = ["solve_norm_ode"]
 
 
-def _adam_kappa(x, G, lc, d, eps):
-    return 1.0 / (np.sqrt((G / x + lc * lc * x) / d) + eps)
+def _adam_kappa(x, G, lc, d, eps, sqrt):
+    return 1.0 / (sqrt((G / x + lc * lc * x) / d) + eps)
 
 
-def _adam_rhs(x, eta, lc, ld, G, d, eps):
-    kap = _adam_kappa(x, G, lc, d, eps)
+def _adam_rhs(x, eta, lc, ld, G, d, eps, sqrt):
+    kap = _adam_kappa(x, G, lc, d, eps, sqrt)
     return -2.0 * eta * (ld + kap * lc) * x + (eta * kap) ** 2 * G / x
+
+
+def _rk4(x, LR, LC, LD, GS, d, eps, h, substeps, sqrt):
+    """Classical RK4 over each step (inputs constant within the step); floats or arrays over groups."""
+    out = [x]
+    for k in range(len(LR)):
+        args = (LR[k], LC[k], LD[k], GS[k], d, eps, sqrt)
+        for _ in range(substeps):
+            k1 = _adam_rhs(x, *args)
+            k2 = _adam_rhs(x + 0.5 * h * k1, *args)
+            k3 = _adam_rhs(x + 0.5 * h * k2, *args)
+            k4 = _adam_rhs(x + h * k3, *args)
+            x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        out.append(x)
+    return out
 
 
 def solve_norm_ode(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_steps: int,
@@ -83,17 +100,13 @@ def solve_norm_ode(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_st
         kap = np.ones((n, ng))
     else:
         h = 1.0 / substeps
-        x = xs[0].copy()
-        for k in range(n):
-            args = (LR[k], LC[k], LD[k], GS[k], dd, opt.eps)
-            for _ in range(substeps):
-                k1 = _adam_rhs(x, *args)
-                k2 = _adam_rhs(x + 0.5 * h * k1, *args)
-                k3 = _adam_rhs(x + 0.5 * h * k2, *args)
-                k4 = _adam_rhs(x + h * k3, *args)
-                x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-            xs[k + 1] = x
-        kap = _adam_kappa(xs[:-1], GS, LC, dd, opt.eps)
+        if ng <= 16:   # Python floats per group: far less overhead than tiny arrays
+            for g in range(ng):
+                xs[:, g] = _rk4(float(xs[0, g]), LR[:, g].tolist(), LC[:, g].tolist(), LD[:, g].tolist(),
+                                GS[:, g].tolist(), float(dd[g]), opt.eps, h, substeps, math.sqrt)
+        else:
+            xs[:] = np.asarray(_rk4(xs[0].copy(), LR, LC, LD, GS, dd, opt.eps, h, substeps, np.sqrt))
+        kap = _adam_kappa(xs[:-1], GS, LC, dd, opt.eps, np.sqrt)
     finite_check(xs, "||w||^2")
     x = xs[:-1]
     eff = LR * kap / x

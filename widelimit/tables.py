@@ -107,7 +107,7 @@ _LATEX_UNICODE = {
     "θ": r"\theta", "κ": r"\kappa", "λ": r"\lambda", "μ": r"\mu", "ν": r"\nu", "π": r"\pi",
     "ρ": r"\rho", "σ": r"\sigma", "τ": r"\tau", "φ": r"\phi", "ω": r"\omega", "Γ": r"\Gamma",
     "Θ": r"\Theta", "Λ": r"\Lambda", "Σ": r"\Sigma", "Ω": r"\Omega", "·": r"\cdot", "×": r"\times",
-    "≈": r"\approx", "≤": r"\leq", "≥": r"\geq", "±": r"\pm", "∞": r"\infty", "√": r"\surd",
+    "≈": r"\approx", "‖": r"\|", "≤": r"\leq", "≥": r"\geq", "±": r"\pm", "∞": r"\infty", "√": r"\surd",
     "²": r"^{2}", "³": r"^{3}", "⁴": r"^{4}", "−": "-",
 }
 

@@ -391,6 +391,126 @@ class Stopwatch:
         return time.perf_counter() - self.t0
 
 
+# -- extrema and fits -------------------------------------------------------------------------------
+def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[float, float, str]:
+    """Location and value of the minimum (``kind="min"``) or maximum of samples ``y(x)``.
+
+    Takes the best finite sample, then, when it has a finite neighbour on each side, the vertex of the
+    parabola through the three points (in ``log x`` if ``log_x``), clipped to the neighbours' interval.
+    Returns ``(x_best, y_best, where)`` with ``where`` one of ``"interior"``, ``"first"`` (best at the
+    first sample: the optimum may lie before the grid), ``"last"`` (may lie beyond it) or ``"none"``
+    (no finite sample; NaNs returned).
+    """
+    if kind not in ("min", "max"):
+        raise ValueError(f"kind must be 'min' or 'max', got {kind!r}")
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"x and y must be non-empty and of the same length, got {x.shape} and {y.shape}")
+    if log_x and np.any(x <= 0):
+        raise ValueError("x must be > 0 with log_x=True")
+    sign = 1.0 if kind == "min" else -1.0
+    z = np.where(np.isfinite(y), sign * y, np.inf)
+    if not np.any(np.isfinite(z)):
+        return float("nan"), float("nan"), "none"
+    i = int(np.argmin(z))
+    u = np.log(x) if log_x else x
+    if i == 0 or i == x.size - 1 or not (np.isfinite(z[i - 1]) and np.isfinite(z[i + 1])):
+        where = "first" if i == 0 else ("last" if i == x.size - 1 else "interior")
+        return float(x[i]), float(y[i]), where
+    u0, u1, u2 = u[i - 1], u[i], u[i + 1]
+    z0, z1, z2 = z[i - 1], z[i], z[i + 1]
+    den = (u0 - u1) * (u0 - u2) * (u1 - u2)
+    a = (u2 * (z1 - z0) + u1 * (z0 - z2) + u0 * (z2 - z1)) / den
+    b = (u2 ** 2 * (z0 - z1) + u1 ** 2 * (z2 - z0) + u0 ** 2 * (z1 - z2)) / den
+    if not a > 0:
+        return float(x[i]), float(y[i]), "interior"
+    uv = float(np.clip(-b / (2 * a), u0, u2))
+    c = z1 - a * u1 ** 2 - b * u1
+    zv = min(a * uv ** 2 + b * uv + c, z1)
+    return float(np.exp(uv) if log_x else uv), float(sign * zv), "interior"
+
+
+def loglog_slope(x, y) -> Tuple[float, float, int]:
+    """Least-squares ``log y = slope log x + log prefactor`` over finite positive pairs.
+
+    Returns ``(slope, prefactor, n_points)``; NaNs when fewer than two distinct x remain.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if len(np.unique(x[ok])) < 2:
+        return float("nan"), float("nan"), int(ok.sum())
+    slope, icpt = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
+    return float(slope), float(np.exp(icpt)), int(ok.sum())
+
+
+# -- plots ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Series:
+    """One line/marker series of a panel: ``x``, ``y``, matplotlib ``fmt`` (e.g. ``"-"``, ``"o"``,
+    ``"--"``), ``label`` and optional ``color``."""
+
+    x: Any
+    y: Any
+    fmt: str = "-"
+    label: Optional[str] = None
+    color: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes: a list of :class:`Series`, axis labels, log scales and a title."""
+
+    series: Sequence[Series]
+    xlabel: str = ""
+    ylabel: str = ""
+    title: str = ""
+    logx: bool = True
+    logy: bool = True
+
+
+def plot_panels(path: PathLike, panels: Sequence[Panel], *, ncols: Optional[int] = None,
+                panel_size: Tuple[float, float] = (4.6, 3.6), dpi: int = 110) -> Path:
+    """Draw ``panels`` side by side into a PNG at ``path`` (Agg canvas, no pyplot state); return the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(p)!r}")
+    if not panels:
+        raise ValueError("panels must not be empty")
+    n = len(panels)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig = MplFigure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
+    FigureCanvasAgg(fig)
+    for k, pan in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for s in pan.series:
+            xs, ys = np.asarray(s.x, dtype=float), np.asarray(s.y, dtype=float)
+            kw = {"label": s.label}
+            if s.color is not None:
+                kw["color"] = s.color
+            ax.plot(xs, ys, s.fmt, ms=4, lw=1.3, **kw)
+        if pan.logx:
+            ax.set_xscale("log")
+        if pan.logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(pan.xlabel)
+        ax.set_ylabel(pan.ylabel)
+        if pan.title:
+            ax.set_title(pan.title, fontsize=9)
+        if any(s.label for s in pan.series):
+            ax.legend(fontsize=6.5)
+        ax.grid(True, which="both", alpha=0.2)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(p, dpi=dpi, format="png")
+    return p
+
+
 __all__ = ["SIZES_ALL", "check_size", "check_out_dir", "machine_info", "format_machine", "command_line",
            "reproduce_command", "progress_iter", "config_key", "CachedPoint", "PointCache", "Figure",
-           "write_report", "Stopwatch"]
+           "write_report", "Stopwatch", "refine_extremum", "loglog_slope", "Series", "Panel", "plot_panels"]

@@ -14,7 +14,8 @@ Datasets (``DATASETS``):
 * ``"mnist1d"``  MNIST-1D generated offline by ``mnist1d.data.make_dataset`` with the package's default
   arguments (4000 train / 1000 test signals of length 40); optional cache of the generated arrays.
 * ``"cifar10"``  CIFAR-10 read from a local directory in the standard python-pickle format
-  (``data_batch_1`` .. ``data_batch_5``, ``test_batch``); a clear error when it is missing.
+  (``data_batch_1`` .. ``data_batch_5``, ``test_batch``); a clear error when it is missing. Pixels are
+  scaled to [0, 1] (then normalised, per channel by default); images are ``(N, 32, 32, 3)`` channels-last.
 
 Common classification options: ``classes`` (subset of class ids, e.g. ``[0, 1]``; the order defines the
 target columns), ``n_train``/``n_test`` (subsample sizes, ``None`` = all available), ``seed`` (split and
@@ -298,12 +299,13 @@ def _subsample(n_avail: int, n: Optional[int], rng: np.random.Generator, what: s
     return rng.permutation(n_avail)[:n]
 
 
-def _finish(name, opts, x_tr, c_tr, x_te, c_te, classes, structure) -> Dataset:
+def _finish(name, opts, x_tr, c_tr, x_te, c_te, classes, structure, scale=1.0) -> Dataset:
     """``structure`` maps raw rows to the structured (signal/image, channels-last) form, in which the
     normalisation is computed; ``layout="flat"`` flattens afterwards."""
     n_cls = len(classes)
     work = np.dtype(opts["dtype"])  # float32 data (CIFAR) is normalised in float32 to save memory
-    x_tr, x_te = structure(x_tr).astype(work), structure(x_te).astype(work)
+    x_tr = structure(x_tr).astype(work) * work.type(scale)
+    x_te = structure(x_te).astype(work) * work.type(scale)
     x_tr, x_te, stats = _normalize(x_tr, x_te, opts["normalize"], name)
     if opts["layout"] == "flat":
         x_tr, x_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
@@ -330,7 +332,7 @@ def _split_pool(name, opts, x, labels, structure) -> Dataset:
     return _finish(name, opts, x[tr], c[tr], x[te], c[te], classes, structure)
 
 
-def _official_split(name, opts, x_tr, l_tr, x_te, l_te, structure) -> Dataset:
+def _official_split(name, opts, x_tr, l_tr, x_te, l_te, structure, scale=1.0) -> Dataset:
     """Class filter + seeded subsampling of each side of an official train/test split."""
     classes = opts["classes"] if opts["classes"] is not None else list(range(10))
     x_tr, c_tr = _select_classes(x_tr, l_tr, classes)
@@ -338,7 +340,7 @@ def _official_split(name, opts, x_tr, l_tr, x_te, l_te, structure) -> Dataset:
     rng = np.random.default_rng(opts["seed"])
     i_tr = _subsample(len(x_tr), opts["n_train"], rng, "n_train", name)
     i_te = _subsample(len(x_te), opts["n_test"], rng, "n_test", name)
-    return _finish(name, opts, x_tr[i_tr], c_tr[i_tr], x_te[i_te], c_te[i_te], classes, structure)
+    return _finish(name, opts, x_tr[i_tr], c_tr[i_tr], x_te[i_te], c_te[i_te], classes, structure, scale)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -463,8 +465,8 @@ def _load_cifar10(opts) -> Dataset:
     x_te, y_te = _read_cifar_batch(root / "test_batch")
 
     def structure(a):  # rows are 1024 R, 1024 G, 1024 B values, each a row-major 32x32 plane; -> NHWC
-        return a.reshape(len(a), 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32) / 255.0
-    return _official_split("cifar10", opts, x, y, x_te, y_te, structure)
+        return a.reshape(len(a), 3, 32, 32).transpose(0, 2, 3, 1)
+    return _official_split("cifar10", opts, x, y, x_te, y_te, structure, scale=1.0 / 255.0)
 
 
 _LOADERS = {"teacher": _load_teacher, "digits": _load_digits, "mnist1d": _load_mnist1d,

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data import Dataset, load_dataset
 from .config import RunConfig
-from .loop import Program, RunResult, _probe_targets, precision
+from .loop import Program, RunResult, _probe_targets, compile_program, precision
 
 
 @dataclass
@@ -121,7 +121,7 @@ def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, 
             hp_c = {k: v[idx] for k, v in hp.items()}
             if compiled is None:
                 t0 = time.perf_counter()
-                compiled = fn.lower(k_c, hp_c, arrays).compile()
+                compiled = compile_program(fn, k_c, hp_c, arrays)
                 compile_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             out, p = compiled(k_c, hp_c, arrays)

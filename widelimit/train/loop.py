@@ -51,6 +51,19 @@ from .schedules import make_schedule
 
 HARNESS_VERSION = 1
 
+#: XLA compiler options used for every program this module (and ``ensemble``) compiles; ``None`` = XLA's
+#: defaults. ``{"xla_backend_optimization_level": 0}`` roughly halves CPU compile time at the cost of slower
+#: execution: worth it for short runs (the test suite uses it), not for long ones.
+COMPILER_OPTIONS: Optional[Dict[str, Any]] = None
+
+
+def compile_program(fn, *args):
+    """``jax.jit(fn).lower(*args).compile()`` with :data:`COMPILER_OPTIONS`."""
+    lowered = fn.lower(*args) if hasattr(fn, "lower") else jax.jit(fn).lower(*args)
+    if COMPILER_OPTIONS:
+        return lowered.compile(compiler_options=dict(COMPILER_OPTIONS))
+    return lowered.compile()
+
 
 def precision(dtype: str):
     """Context for running a program in ``dtype`` ("float64" enables JAX x64 inside the block only)."""
@@ -352,8 +365,9 @@ def _compile(prog: Program, key, hp, arrays):
            tuple(sorted((k, v.shape, str(v.dtype)) for k, v in arrays.items())))
     cache = prog.__dict__.setdefault("_compiled", {})
     if sig not in cache:
-        cache[sig] = jax.jit(prog.run).lower(key, hp, arrays).compile()
+        cache[sig] = compile_program(prog.run, key, hp, arrays)
     return cache[sig]
 
 
-__all__ = ["train", "RunResult", "Program", "precision", "HARNESS_VERSION"]
+__all__ = ["train", "RunResult", "Program", "precision", "compile_program", "HARNESS_VERSION",
+           "COMPILER_OPTIONS"]

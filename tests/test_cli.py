@@ -311,3 +311,49 @@ def test_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "widelimit.cli", "solve", "--depth", "0"], capture_output=True,
                        text=True, env=env, timeout=120)
     assert r.returncode == 2 and "--depth" in r.stderr
+
+
+def test_solve_regression_has_no_accuracy(tmp_path):
+    rc = cli.main(["solve", "--data", "teacher", "--n-train", "30", "--n-test", "20", "--depth", "1",
+                   "--lams", "0.1", "--n-times", "5", "--no-plot", "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = _read_csv(tmp_path / "trajectories.csv")
+    assert list(rows[0]) == ["λ", "t", "train loss", "test loss"]
+    from widelimit.tables import Table
+    summ = Table.from_json((tmp_path / "summary.json").read_text()).records()[0]
+    assert math.isinf(summ["kernel decay"])  # L = 1: the kernel never decays (ridge limit)
+    assert summ["output decay"] == pytest.approx(1 / 0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.nt
+def test_solve_cnn_with_neural_tangents(tmp_path):
+    from widelimit.arch import CNN
+    from widelimit.data import load_dataset
+    from widelimit.dynamics.ntk_l2 import L2Flow
+    from widelimit.kernels import analytic_kernels
+    rc = cli.main(["solve", "--arch", "cnn", "--depth", "1", "--channels", "8", "--n-train", "20", "--n-test",
+                   "20", "--classes", "0,1", "--targets", "pm1", "--lams", "0.1", "--t-min", "0.1", "--t-max",
+                   "100", "--n-times", "6", "--no-plot", "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    ds = load_dataset("digits", n_train=20, n_test=20, classes=[0, 1], targets="pm1", layout="image")
+    spec = CNN(depth=1, channels=8, ndim=2)
+    fl = L2Flow(analytic_kernels(spec, ds.x_train).ntk, ds.y_train, 0.1, 2,
+                k_test_train=analytic_kernels(spec, ds.x_test, ds.x_train).ntk)
+    t = np.geomspace(0.1, 100, 6)
+    te = 0.5 * np.mean((fl.test(t) - ds.y_test) ** 2, axis=(-2, -1))
+    rows = _read_csv(tmp_path / "trajectories.csv")
+    np.testing.assert_allclose([r["test loss"] for r in rows], te, rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_derive_real_scripts(tmp_path, capsys):
+    root = cli._derivations_dir()
+    names = [n for n in cli.DERIVATIONS if (root / f"{n}.py").is_file()]
+    if not names:
+        pytest.skip("no derivation scripts in this checkout")
+    assert cli.main(["derive", *names, "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for n in names:
+        assert (tmp_path / f"{n}.md").stat().st_size > 500
+        assert f"{n}: wrote" in out and "checks passed" in out

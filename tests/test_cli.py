@@ -56,6 +56,8 @@ BAD = [
     (["table", "ntk", "--format", "html"], "--format"),
     (["table", "ntk", "--out", "x.xlsx"], "--out"),
     (["table", "norms", "--momentum", "1.0"], "--momentum"),
+    (["table", "norms", "--out", "n.html"], "--out"),
+    (["table", "norms", "--optimizers", "adamw"], "--group-size"),
     (["table", "norms", "--optimizers", "rmsprop"], "--optimizers"),
     (["table", "norms", "--lrs", "0"], "--lrs"),
     (["table", "norms", "--betas", "0.9"], "--betas"),
@@ -171,6 +173,11 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
     assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "c")] + args) == 2
     assert cli.main(["solve", "--kernels", str(kfile), "--L", "3", "--out", str(tmp_path / "c")] + args) == 0
     assert cli.main(["solve", "--kernels", str(kfile), "--data", "digits", "--out", str(tmp_path / "d")] + args) == 2
+    bad = problem.k_tt.copy()
+    bad[0, 1] += 1.0  # not symmetric: the solver refuses it, the CLI reports it (exit 1, no traceback)
+    np.savez(kfile, k_train_train=bad, k_test_train=problem.k_xt, y_train=problem.ds.y_train,
+             y_test=problem.ds.y_test, L=3)
+    assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "e")] + args) == 1
 
 
 def test_table_ntk_end_to_end(problem, tmp_path, capsys):

@@ -22,8 +22,9 @@ import argparse
 import math
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -125,6 +126,8 @@ def _add_arch(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-size", type=positive_int, default=3, help="CNN filter size (default 3)")
     g.add_argument("--activation", choices=ACTIVATION_CHOICES, default="relu", help="default relu")
     g.add_argument("--slope", type=float, default=0.01, help="leaky_relu negative slope (default 0.01)")
+    g.add_argument("--abrelu", nargs=2, type=float, default=[0.0, 1.0], metavar=("A", "B"),
+                   help="abrelu slopes: a·min(x,0) + b·max(x,0) (default 0 1)")
     g.add_argument("--W-std", dest="W_std", type=positive_float, default=math.sqrt(2.0),
                    help="weight std (default sqrt(2))")
     g.add_argument("--b-std", dest="b_std", type=nonneg_float, default=None,
@@ -341,7 +344,8 @@ def build_spec(args):
     images and 1-D on MNIST-1D / teacher signals)."""
     from widelimit.arch import CNN, MLP
     common = dict(depth=args.depth, activation=args.activation, W_std=args.W_std, b_std=args.b_std,
-                  parameterization=args.parameterization, slope=args.slope)
+                  parameterization=args.parameterization, slope=args.slope, abrelu_a=args.abrelu[0],
+                  abrelu_b=args.abrelu[1])
     try:
         if args.arch == "mlp":
             return MLP(width=args.width, **common)
@@ -354,7 +358,8 @@ def build_spec(args):
 def describe_spec(spec) -> str:
     """Short human description of an architecture spec (for table captions)."""
     from widelimit.arch import CNN
-    act = spec.activation + (f"({spec.slope:g})" if spec.activation == "leaky_relu" else "")
+    act = spec.activation + (f"({spec.slope:g})" if spec.activation == "leaky_relu" else
+                             f"({spec.abrelu_a:g}, {spec.abrelu_b:g})" if spec.activation == "abrelu" else "")
     body = (f"CNN {spec.ndim}-D, {spec.depth} conv ({spec.channels} ch, k={spec.kernel_size}) + dense"
             if isinstance(spec, CNN) else f"MLP depth {spec.depth}")
     return (f"{body}, {act}, W_std {spec.W_std:.4g}" + (f", b_std {spec.b_std:g}" if spec.b_std is not None else "")
@@ -379,14 +384,17 @@ def _data_options(args) -> dict:
     return opts
 
 
+@dataclass
 class Problem:
-    """Kernels and targets of one theory problem, with where they came from."""
+    """Unnormalised NTKs and targets of one theory problem, its degree L and where it came from."""
 
-    def __init__(self, k_train_train, k_test_train, y_train, y_test, L: int, source: str,
-                 classification: bool):
-        self.k_train_train, self.k_test_train = k_train_train, k_test_train
-        self.y_train, self.y_test = y_train, y_test
-        self.L, self.source, self.classification = L, source, classification
+    k_train_train: Any
+    k_test_train: Any
+    y_train: Any
+    y_test: Any
+    L: int
+    source: str
+    classification: bool
 
 
 def _check_problem_args(args) -> None:
@@ -457,13 +465,26 @@ def _load_problem(args) -> Problem:
         raise UsageError(f"data options: {e}") from None
     spec = build_spec(args)
     try:
-        k_tt = np.asarray(analytic_kernels(spec, ds.x_train).ntk, dtype=np.float64)
-        k_xt = np.asarray(analytic_kernels(spec, ds.x_test, ds.x_train).ntk, dtype=np.float64)
-    except (ImportError, NotImplementedError) as e:
-        raise CommandError(f"cannot compute the infinite-width NTK of {spec!r} here: {e}") from e
+        kern = []
+        bar = _progress([(ds.x_train, None), (ds.x_test, ds.x_train)], args, desc="NTK (train, test)")
+        for x1, x2 in bar:
+            kern.append(np.asarray(analytic_kernels(spec, x1, x2).ntk, dtype=np.float64))
+        k_tt, k_xt = kern
+    except (ImportError, NotImplementedError, ValueError) as e:
+        raise CommandError(f"cannot compute the infinite-width NTK of {describe_spec(spec)} here: {e}") from e
     src = (f"{name}: {ds.n_train} train / {ds.n_test} test"
            + (f", classes {list(ds.labels)}" if ds.labels is not None else "") + f"; {describe_spec(spec)}")
     return Problem(k_tt, k_xt, ds.y_train, ds.y_test, spec.homogeneity_degree, src, ds.labels is not None)
+
+
+def _check_table_out(args) -> None:
+    """--out needs a known extension unless --format is given."""
+    if args.out is not None and args.format is None:
+        from widelimit.tables import format_for_path
+        try:
+            format_for_path(args.out)
+        except ValueError as e:
+            raise UsageError(f"--out: {e}") from None
 
 
 def _write_tables(tables: "dict", args) -> None:
@@ -542,8 +563,11 @@ def _flow_metrics(prob, lam: float):
     """``(L2Flow, FlowMetrics)`` of a problem: one eigendecomposition, reused for every λ."""
     L2Flow = _require("widelimit.dynamics.ntk_l2", "L2Flow")
     FlowMetrics = _require("widelimit.predict", "FlowMetrics")
-    flow = L2Flow(prob.k_train_train, prob.y_train, lam, prob.L, k_test_train=prob.k_test_train)
-    return flow, FlowMetrics(flow, prob.y_test)
+    try:
+        flow = L2Flow(prob.k_train_train, prob.y_train, lam, prob.L, k_test_train=prob.k_test_train)
+        return flow, FlowMetrics(flow, prob.y_test)
+    except ValueError as e:  # e.g. a saved kernel that is not symmetric positive semi-definite
+        raise CommandError(f"cannot build the L2 flow from {prob.source}: {e}") from e
 
 
 def _t_star_each(t_star, metrics, lams, args):
@@ -623,12 +647,7 @@ def cmd_table_ntk(args) -> int:
         raise UsageError("--budgets are step counts: give the learning rate with --lr (budget time = η·T)")
     if args.search_lams is not None and args.budgets is None:
         raise UsageError("--search-lams is the λ grid searched for λ_opt: it needs --budgets")
-    if args.out is not None and args.format is None:
-        from widelimit.tables import format_for_path
-        try:
-            format_for_path(args.out)
-        except ValueError as e:
-            raise UsageError(f"--out: {e}") from None
+    _check_table_out(args)
     _check_problem_args(args)
     t_star, lambda_opt = _require("widelimit.predict", "t_star", "lambda_opt")
     from widelimit.tables import Table
@@ -702,6 +721,7 @@ NORM_UNITS = {"angular update": "rad/step", "relaxation time": "t = η·steps"}
 def cmd_table_norms(args) -> int:
     """Equilibrium predictions for scale-invariant groups (see :mod:`widelimit.predict_norms`)."""
     import numpy as np
+    _check_table_out(args)
     adam = ("adam_l2", "adamw")
     if args.optimizers is None:
         optimizers = [o.replace("-", "_") for o in OPTIMIZER_NAMES]

@@ -183,6 +183,118 @@ class ExpectedLoss:
         return [refine_extremum(lams, mat[:, j], log_x=True, kind="min") for j in range(mat.shape[1])]
 
 
+def linear_gd(k_train_train, k_test_train, y_train, lam: float, L: int, eta: float, steps: Sequence[int], *,
+              f0_train=None, f0_test=None, normalization: Optional[float] = None
+              ) -> Tuple[np.ndarray, np.ndarray]:
+    """Outputs of the infinite-width network trained by *discrete* full-batch GD with L2 (the finite-``eta``
+    counterpart of :class:`~widelimit.dynamics.ntk_l2.L2Flow`), at the step counts ``steps``.
+
+    One GD step ``theta' = c theta - eta grad l`` with ``c = 1 - eta lam`` equals
+    ``theta' = c (theta - (eta/c) grad l)``; by L-homogeneity and linearisation (exact at infinite width)
+
+        f_{k+1} = c^L f_k - eta c^{L-1} Theta~_k (f_k - y),     Theta~_k = c^{2(L-1) k} Theta~_0,
+
+    and at test points ``f_{k+1}(x) = c^L f_k(x) - eta c^{L-1} Theta~_k(x, X) (f_k - y)``; ``Theta~ = Theta /
+    normalization`` (default ``N K``). Returns ``(f_train, f_test)`` of shapes (S, N, K), (S, M, K) for the
+    S requested steps (sorted, ``>= 0``). As ``eta -> 0`` at fixed ``eta k`` this tends to the flow.
+    """
+    ktt = np.asarray(k_train_train, np.float64)
+    kxt = np.asarray(k_test_train, np.float64)
+    y = np.asarray(y_train, np.float64)
+    y = y.reshape(y.shape[0], -1)
+    n, m = ktt.shape[0], kxt.shape[0]
+    if ktt.shape != (n, n) or kxt.shape[1] != n or y.shape[0] != n:
+        raise ValueError(f"shapes do not match: k_train_train {ktt.shape}, k_test_train {kxt.shape}, "
+                         f"y_train {y.shape}")
+    if not (eta > 0 and lam >= 0 and eta * lam < 1):
+        raise ValueError(f"need eta > 0, lam >= 0 and eta*lam < 1, got eta={eta}, lam={lam}")
+    steps = np.asarray(steps, np.int64)
+    if steps.ndim != 1 or np.any(steps < 0) or np.any(np.diff(steps) < 0):
+        raise ValueError("steps must be a sorted 1-D array of step counts >= 0")
+    norm = float(y.size) if normalization is None else float(normalization)
+    mu, v = np.linalg.eigh(0.5 * (ktt + ktt.T) / norm)
+    mu = np.maximum(mu, 0.0)
+    g = (kxt / norm) @ v
+    ye = v.T @ y
+    a = v.T @ (np.zeros_like(y) if f0_train is None else np.asarray(f0_train, np.float64).reshape(y.shape))
+    fx = np.zeros((m, y.shape[1])) if f0_test is None else np.asarray(f0_test, np.float64).reshape(m, -1)
+    c = 1.0 - eta * lam
+    cL, cL1, ck = c ** L, c ** (L - 1), c ** (2 * (L - 1))
+    out_tr, out_te = [], []
+    decay = 1.0
+    j = 0
+    for k in range(int(steps[-1]) + 1 if steps.size else 0):
+        while j < steps.size and steps[j] == k:
+            out_tr.append(v @ a)
+            out_te.append(fx.copy())
+            j += 1
+        resid = a - ye
+        fx = cL * fx - eta * cL1 * decay * (g @ resid)
+        a = cL * a - eta * cL1 * decay * (mu[:, None] * resid)
+        decay *= ck
+    shape_tail = np.asarray(y_train).shape[1:]
+    f_tr = np.stack(out_tr).reshape((steps.size, n) + shape_tail)
+    f_te = np.stack(out_te).reshape((steps.size, m) + shape_tail)
+    return f_tr, f_te
+
+
+def mlp_empirical_ntk(spec, params, x1, x2=None) -> np.ndarray:
+    """Empirical NTK of a finite bias-free MLP (NTK parameterisation, no normalisation), float64 NumPy,
+    averaged over the outputs' diagonal blocks: ``mean_k Theta_kk(x1, x2)``, shape (N1, N2).
+
+    Uses the layer structure instead of Jacobians: with ``z_l = (W_std/sqrt(n_{l-1})) h_{l-1} W_l`` and
+    ``delta_l = df_k/dz_l``, ``Theta_kk(x, x') = sum_l (W_std^2/n_{l-1}) <h_{l-1}(x), h_{l-1}(x')>
+    <delta_l(x), delta_l(x')>``: memory O(N width), so it works at widths where a Jacobian would not fit.
+    """
+    from ..arch import MLP
+    from ..nets import layer_names
+    if not isinstance(spec, MLP) or spec.has_bias or spec.norm is not None or \
+            spec.parameterization != "ntk" or spec.activation not in ("relu", "leaky_relu", "abrelu", "identity"):
+        raise ValueError(f"mlp_empirical_ntk needs a bias-free, unnormalised MLP in the NTK parameterisation "
+                         f"with a piecewise-linear activation, got {spec!r}")
+    names = layer_names(spec)
+    ws = [np.asarray(params[nm]["W"], np.float64) for nm in names]
+    if spec.activation == "relu":
+        lo, hi = 0.0, 1.0
+    elif spec.activation == "leaky_relu":
+        lo, hi = float(spec.slope), 1.0
+    elif spec.activation == "abrelu":
+        lo, hi = float(spec.abrelu_a), float(spec.abrelu_b)
+    else:
+        lo, hi = 1.0, 1.0
+    s = float(spec.W_std)
+
+    def forward(x):
+        hs, ds = [np.asarray(x, np.float64)], []
+        for w in ws[:-1]:
+            z = (s / np.sqrt(w.shape[0])) * (hs[-1] @ w)
+            ds.append(np.where(z > 0, hi, lo))
+            hs.append(z * ds[-1])
+        return hs, ds
+
+    h1, d1 = forward(x1)
+    same = x2 is None
+    h2, d2 = (h1, d1) if same else forward(x2)
+    n_out = ws[-1].shape[1]
+    gram_h = [(s * s / w.shape[0]) * (a @ b.T) for w, a, b in zip(ws, h1, h2)]
+    total = np.zeros((h1[0].shape[0], h2[0].shape[0]))
+    for k in range(n_out):
+        total += gram_h[-1]                                  # readout: delta = 1
+        if len(ws) == 1:
+            continue
+        e1 = np.broadcast_to((s / np.sqrt(ws[-1].shape[0])) * ws[-1][:, k], h1[-1].shape) * d1[-1]
+        e2 = e1 if same else np.broadcast_to((s / np.sqrt(ws[-1].shape[0])) * ws[-1][:, k],
+                                             h2[-1].shape) * d2[-1]
+        for li in range(len(ws) - 2, -1, -1):              # hidden layer li: input h[li], delta e (wrt z_li)
+            total += gram_h[li] * (e1 @ e2.T)
+            if li == 0:
+                break
+            back = s / np.sqrt(ws[li].shape[0])
+            e1 = back * (e1 @ ws[li].T) * d1[li - 1]
+            e2 = e1 if same else back * (e2 @ ws[li].T) * d2[li - 1]
+    return total / n_out
+
+
 # ------------------------------------------------------------------------------------------------
 # measurement
 # ------------------------------------------------------------------------------------------------
@@ -245,10 +357,10 @@ def train_grid(cache: PointCache, base, *, seeds: Sequence[int], l2s: Optional[S
                 [[c.to_dict() for c in row] for row in grid], elapsed)
 
 
-def initial_outputs(config, ds) -> Tuple[np.ndarray, np.ndarray]:
-    """Outputs ``(f0_train, f0_test)`` (float64) of the network that ``train(config)`` starts from:
-    parameters from :meth:`widelimit.train.Program.init_params` with ``PRNGKey(config.seed)``, in the
-    run's dtype."""
+def initial_state(config, ds):
+    """``(params, f0_train, f0_test)`` of the network that ``train(config)`` starts from: parameters from
+    :meth:`widelimit.train.Program.init_params` with ``PRNGKey(config.seed)`` (as NumPy arrays in the run's
+    dtype) and their outputs on the training and test inputs (float64)."""
     import jax
 
     from ..nets import apply
@@ -261,7 +373,7 @@ def initial_outputs(config, ds) -> Tuple[np.ndarray, np.ndarray]:
         arr = prog.arrays(ds)
         f_tr = np.asarray(apply(prog.spec, params, arr["x_train"]), np.float64)
         f_te = np.asarray(apply(prog.spec, params, arr["x_test"]), np.float64)
-    return f_tr, f_te
+    return jax.tree_util.tree_map(np.asarray, params), f_tr, f_te
 
 
 def seed_mean_tstar(time: np.ndarray, loss: np.ndarray) -> Tuple[float, float, str]:
@@ -283,5 +395,5 @@ def fmt_where(value: float, where: str, horizon: Optional[float] = None) -> str:
     return f"{value:.4g}"
 
 
-__all__ = ["DataKernels", "dataset_kernels", "ExpectedLoss", "Grid", "train_grid", "initial_outputs",
+__all__ = ["DataKernels", "dataset_kernels", "ExpectedLoss", "Grid", "train_grid", "initial_state", "linear_gd", "mlp_empirical_ntk",
            "seed_mean_tstar", "fmt_where"]

@@ -133,9 +133,11 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     curves = []
     for i, lam in enumerate(lams):
         curves.append(Series(tt_plot, theory(lam, tt_plot), "-", f"λ={lam:.2g}", colors[i]))
-        curves.append(Series(time[1:], mean_curve[i, 1:], "o", None, colors[i]))
+        sub = np.unique(np.geomspace(1, time.size - 1, 40).astype(int))
+        curves.append(Series(time[sub], mean_curve[i, sub], "o", None, colors[i]))
+    inner = [i for i in range(len(lams)) if me_tstar[i][2] == "interior"]
     tsers = [Series(lams, [r[0] for r in th_tstar], "s-", "theory", "C1"),
-             Series(lams, [r[0] for r in me_tstar], "o", "measured", "C0")]
+             Series(lams[inner], [me_tstar[i][0] for i in inner], "o", "measured", "C0")]
     osers = [Series(budgets, [r[0] for r in th_opt], "s-", "theory", "C1"),
              Series(budgets, c_short / (eta * budgets), "--", "c/(ηT), c from short run", "C2"),
              Series(budgets, [r[0] for r in me_opt], "o", "measured", "C0")]

@@ -320,6 +320,36 @@ def test_module_entry_point():
     assert r.returncode == 2 and "--depth" in r.stderr
 
 
+def test_solve_expected_over_nngp_init(problem, tmp_path):
+    """--f0 nngp: expected test loss over f0 ~ NNGP, checked against the ensemble covariance solver."""
+    from widelimit.arch import MLP
+    from widelimit.dynamics.ensemble import L2FlowEnsemble
+    rc = cli.main(["solve"] + DATA_ARGS + ["--f0", "nngp", "--lams", "0.05", "--t-min", "0.1", "--t-max", "300",
+                                           "--n-times", "9", "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = _read_csv(tmp_path / "trajectories.csv")
+    ds = problem.ds
+    ens = L2FlowEnsemble.from_spec(MLP(depth=3), ds.x_train, ds.y_train, 0.05, x_test=ds.x_test)
+
+    def expected(t):
+        t = np.asarray(t, dtype=float)
+        mean, var = ens.mean(t).test, ens.cov(t, diagonal=True).test
+        return 0.5 * np.mean((mean - ds.y_test) ** 2, axis=(-2, -1)) + 0.5 * np.mean(var, axis=-1)
+
+    t = np.geomspace(0.1, 300, 9)
+    np.testing.assert_allclose([r["expected test loss"] for r in rows], expected(t), rtol=1e-8)
+    assert all(r["expected test loss"] > r["test loss"] for r in rows[:-1])  # the f0 variance adds loss
+    summ = json.loads((tmp_path / "summary.json").read_text())["rows"][0]
+    ts = summ["t*"]
+    around = expected(ts * np.array([0.9, 1.0, 1.1]))
+    assert around[1] <= around.min() * (1 + 1e-9)
+    assert summ["test loss at t*"] == pytest.approx(around[1], rel=1e-6)
+    # saved kernels need the NNGP parts for --f0 nngp
+    kfile = tmp_path / "k.npz"
+    np.savez(kfile, k_train_train=problem.k_tt, k_test_train=problem.k_xt, y_train=ds.y_train, y_test=ds.y_test, L=3)
+    assert cli.main(["table", "ntk", "--kernels", str(kfile), "--f0", "nngp", "--lams", "0.1", "--no-progress"]) == 2
+
+
 def test_solve_regression_has_no_accuracy(tmp_path):
     rc = cli.main(["solve", "--data", "teacher", "--n-train", "30", "--n-test", "20", "--depth", "1",
                    "--lams", "0.1", "--n-times", "5", "--no-plot", "--no-progress", "--out", str(tmp_path)])

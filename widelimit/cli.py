@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
@@ -154,6 +153,11 @@ def _add_data(p: argparse.ArgumentParser, n_train: int = 200, n_test: int = 500)
     g.add_argument("--L", dest="L", type=positive_int, default=None,
                    help="homogeneity degree L (with --kernels when the file has no 'L'; default: from "
                         "the architecture)")
+    g.add_argument("--f0", choices=("zero", "nngp"), default="zero",
+                   help="initial function: zero = the flow from f0 = 0, the mean over initialisations "
+                        "(default); nngp = test loss averaged over random f0 ~ NNGP, what a seed average of "
+                        "finite networks measures (with --kernels the file then needs nngp_train_train, "
+                        "nngp_test_train, nngp_test_diag)")
     p.set_defaults(_n_train_default=n_train, _n_test_default=n_test)
 
 
@@ -386,7 +390,8 @@ def _data_options(args) -> dict:
 
 @dataclass
 class Problem:
-    """Unnormalised NTKs and targets of one theory problem, its degree L and where it came from."""
+    """Unnormalised NTKs (and, for ``--f0 nngp``, NNGP kernels) and targets of one theory problem,
+    its degree L and where it came from."""
 
     k_train_train: Any
     k_test_train: Any
@@ -395,6 +400,13 @@ class Problem:
     L: int
     source: str
     classification: bool
+    nngp_train_train: Any = None
+    nngp_test_train: Any = None
+    nngp_test_diag: Any = None
+
+
+KERNEL_KEYS = ("k_train_train", "k_test_train", "y_train", "y_test")
+NNGP_KEYS = ("nngp_train_train", "nngp_test_train", "nngp_test_diag")
 
 
 def _check_problem_args(args) -> None:
@@ -427,54 +439,122 @@ def _check_problem_args(args) -> None:
         raise UsageError(f"data options: {e}") from None
 
 
+def _load_kernel_file(args) -> Problem:
+    """A problem from ``--kernels FILE.npz`` (keys ``KERNEL_KEYS``, optional ``L``, and ``NNGP_KEYS`` for
+    ``--f0 nngp``). Targets with only 0/1 or ±1 values are treated as classification."""
+    import numpy as np
+    try:
+        z = np.load(args.kernels, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--kernels: cannot read {str(args.kernels)!r} as .npz: {e}") from None
+    need = KERNEL_KEYS + (NNGP_KEYS if args.f0 == "nngp" else ())
+    with z:
+        missing = [k for k in need if k not in z.files]
+        if missing:
+            raise UsageError(f"--kernels: {str(args.kernels)!r} lacks {missing} (has {z.files})"
+                             + ("; --f0 nngp needs the NNGP kernels too" if set(missing) & set(NNGP_KEYS) else ""))
+        arrs = {k: np.asarray(z[k], dtype=np.float64) for k in need}
+        L = args.L if args.L is not None else (int(z["L"]) if "L" in z.files else None)
+    if L is None:
+        raise UsageError("--kernels: the file has no 'L'; give the homogeneity degree with --L")
+    y_tr, y_te = (a[:, None] if a.ndim == 1 else a for a in (arrs["y_train"], arrs["y_test"]))
+    n, m = arrs["k_train_train"].shape[0], arrs["k_test_train"].shape[0]
+    shapes_ok = (arrs["k_train_train"].shape == (n, n) and arrs["k_test_train"].shape == (m, n)
+                 and y_tr.shape[0] == n and y_te.shape[0] == m and y_tr.shape[1:] == y_te.shape[1:])
+    if args.f0 == "nngp":
+        shapes_ok &= (arrs["nngp_train_train"].shape == (n, n) and arrs["nngp_test_train"].shape == (m, n)
+                      and arrs["nngp_test_diag"].shape == (m,))
+    if not shapes_ok:
+        raise UsageError("--kernels: inconsistent shapes " + ", ".join(f"{k} {arrs[k].shape}" for k in need))
+    cls = bool(np.all(np.isin(y_tr, (0.0, 1.0))) or np.all(np.isin(y_tr, (-1.0, 1.0))))
+    return Problem(arrs["k_train_train"], arrs["k_test_train"], y_tr, y_te, L, f"kernels from {args.kernels}",
+                   cls, *(arrs.get(k) for k in NNGP_KEYS))
+
+
 def _load_problem(args) -> Problem:
-    """Kernels from --kernels, or analytic NTKs of the architecture on the dataset."""
+    """Kernels from --kernels, or analytic NTKs (and NNGPs) of the architecture on the dataset."""
     import numpy as np
     if args.kernels is not None:
-        try:
-            z = np.load(args.kernels, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--kernels: cannot read {str(args.kernels)!r} as .npz: {e}") from None
-        with z:
-            missing = [k for k in ("k_train_train", "k_test_train", "y_train", "y_test") if k not in z.files]
-            if missing:
-                raise UsageError(f"--kernels: {str(args.kernels)!r} lacks {missing} (has {z.files})")
-            arrs = {k: np.asarray(z[k], dtype=np.float64) for k in ("k_train_train", "k_test_train",
-                                                                   "y_train", "y_test")}
-            L = args.L if args.L is not None else (int(z["L"]) if "L" in z.files else None)
-        if L is None:
-            raise UsageError("--kernels: the file has no 'L'; give the homogeneity degree with --L")
-        y_tr, y_te = arrs["y_train"], arrs["y_test"]
-        y_tr = y_tr[:, None] if y_tr.ndim == 1 else y_tr
-        y_te = y_te[:, None] if y_te.ndim == 1 else y_te
-        n, m = arrs["k_train_train"].shape[0], arrs["k_test_train"].shape[0]
-        if arrs["k_train_train"].shape != (n, n) or arrs["k_test_train"].shape != (m, n) or \
-                y_tr.shape[0] != n or y_te.shape[0] != m or y_tr.shape[1:] != y_te.shape[1:]:
-            raise UsageError(f"--kernels: inconsistent shapes k_train_train {arrs['k_train_train'].shape}, "
-                             f"k_test_train {arrs['k_test_train'].shape}, y_train {y_tr.shape}, "
-                             f"y_test {y_te.shape}")
-        cls = bool(np.all(np.isin(y_tr, (0.0, 1.0))) or np.all(np.isin(y_tr, (-1.0, 1.0))))
-        return Problem(arrs["k_train_train"], arrs["k_test_train"], y_tr, y_te, L,
-                       f"kernels from {args.kernels}", cls)
+        return _load_kernel_file(args)
     load_dataset = _require("widelimit.data", "load_dataset")
-    analytic_kernels = _require("widelimit.kernels", "analytic_kernels")
+    kernel_fn = _require("widelimit.kernels", "kernel_fn")
     name = args.data or "digits"
     try:  # sizes against the examples available are only known once the data are loaded (cheap)
         ds = load_dataset(name, **_data_options(args))
     except (TypeError, ValueError) as e:
         raise UsageError(f"data options: {e}") from None
     spec = build_spec(args)
+    nngp = args.f0 == "nngp"
+    # jobs: train-train, test-train, and for the NNGP prior the test-test diagonal in blocks of 256
+    jobs = [(ds.x_train, None), (ds.x_test, ds.x_train)]
+    if nngp:
+        jobs += [(ds.x_test[i:i + 256], None) for i in range(0, ds.n_test, 256)]
     try:
-        kern = []
-        bar = _progress([(ds.x_train, None), (ds.x_test, ds.x_train)], args, desc="NTK (train, test)")
-        for x1, x2 in bar:
-            kern.append(np.asarray(analytic_kernels(spec, x1, x2).ntk, dtype=np.float64))
-        k_tt, k_xt = kern
+        k = kernel_fn(spec)
+        out = [k(x1, x2) for x1, x2 in _progress(jobs, args, desc="kernels")]
     except (ImportError, NotImplementedError, ValueError) as e:
         raise CommandError(f"cannot compute the infinite-width NTK of {describe_spec(spec)} here: {e}") from e
     src = (f"{name}: {ds.n_train} train / {ds.n_test} test"
            + (f", classes {list(ds.labels)}" if ds.labels is not None else "") + f"; {describe_spec(spec)}")
-    return Problem(k_tt, k_xt, ds.y_train, ds.y_test, spec.homogeneity_degree, src, ds.labels is not None)
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    extra = ((f64(out[0].nngp), f64(out[1].nngp), np.concatenate([np.diag(f64(o.nngp)) for o in out[2:]]))
+             if nngp else (None, None, None))
+    return Problem(f64(out[0].ntk), f64(out[1].ntk), ds.y_train, ds.y_test, spec.homogeneity_degree, src,
+                   ds.labels is not None, *extra)
+
+
+class Theory:
+    """Test-loss predictions of one problem for any λ, built once (one eigendecomposition).
+
+    ``f0="zero"``: the flow started from f0 = 0, i.e. the mean function over initialisations
+    (:mod:`widelimit.predict`). ``f0="nngp"``: the test MSE averaged over random initial functions
+    f0 ~ NNGP, ``E loss = loss(mean f_t) + mean_x Var f_t(x) / 2`` — what an average over seeds of
+    finite networks estimates (:class:`widelimit.studies.ntk_tools.ExpectedLoss`).
+    """
+
+    def __init__(self, prob: Problem, f0: str):
+        self.prob, self.f0 = prob, f0
+        L2Flow = _require("widelimit.dynamics.ntk_l2", "L2Flow")
+        FlowMetrics = _require("widelimit.predict", "FlowMetrics")
+        try:
+            self.flow = L2Flow(prob.k_train_train, prob.y_train, 0.0, prob.L, k_test_train=prob.k_test_train)
+            self.metrics = FlowMetrics(self.flow, prob.y_test)
+            self.expected = None
+            if f0 == "nngp":
+                DataKernels, ExpectedLoss = _require("widelimit.studies.ntk_tools", "DataKernels", "ExpectedLoss")
+                self.expected = ExpectedLoss(DataKernels(
+                    prob.k_train_train, prob.k_test_train, prob.nngp_train_train, prob.nngp_test_train,
+                    prob.nngp_test_diag, prob.y_train, prob.y_test, prob.L))
+        except ValueError as e:  # e.g. a saved kernel that is not symmetric positive semi-definite
+            raise CommandError(f"cannot build the L2 flow from {prob.source}: {e}") from e
+
+    def test_loss(self, lam: float, t):
+        """Test MSE (mean function or expectation over f0, per ``f0``) at times ``t`` (1-D)."""
+        if self.expected is not None:
+            return self.expected(float(lam), t)
+        return self.metrics.test_loss(float(lam), t)
+
+    def t_star(self, lam: float):
+        """``(t*, loss at t*, on the window's edge)``, searched on λt ∈ [1e-3, 1e2]."""
+        if self.expected is not None:  # its value at t* is a parabola vertex: evaluate the loss there instead
+            t, _, where = self.expected.t_star(float(lam))
+            return t, float(self.expected(float(lam), [t])[0]), where != "interior"
+        r = _require("widelimit.predict", "t_star")(self.metrics, lams=[float(lam)])
+        return float(r.t_star[0]), float(r.best[0]), bool(r.at_edge[0])
+
+    def lambda_opt(self, lams, times):
+        """Per budget time: ``(λ minimising the test loss at that time over lams, the loss, on the grid edge)``."""
+        if self.expected is not None:
+            return [(lo, float(self.expected(lo, [t])[0]), where != "interior")
+                    for (lo, _, where), t in zip(self.expected.lambda_opt(lams, times), times)]
+        r = _require("widelimit.predict", "lambda_opt")(self.metrics, lams=lams, steps=times, eta=1.0)
+        return [(float(a), float(b), bool(c)) for a, b, c in zip(r.lam_opt, r.best, r.at_edge)]
+
+    def t_stars(self, lams, args):
+        """:meth:`t_star` for every λ (progress bar): arrays ``t_star, best, at_edge``."""
+        import numpy as np
+        res = [self.t_star(lam) for lam in _progress(lams, args, desc="t* per λ")]
+        return tuple(np.array(x) for x in zip(*res))
 
 
 def _check_table_out(args) -> None:
@@ -559,28 +639,14 @@ def _train_accuracy(flow, t):
     return np.concatenate(out)
 
 
-def _flow_metrics(prob, lam: float):
-    """``(L2Flow, FlowMetrics)`` of a problem: one eigendecomposition, reused for every λ."""
-    L2Flow = _require("widelimit.dynamics.ntk_l2", "L2Flow")
-    FlowMetrics = _require("widelimit.predict", "FlowMetrics")
-    try:
-        flow = L2Flow(prob.k_train_train, prob.y_train, lam, prob.L, k_test_train=prob.k_test_train)
-        return flow, FlowMetrics(flow, prob.y_test)
-    except ValueError as e:  # e.g. a saved kernel that is not symmetric positive semi-definite
-        raise CommandError(f"cannot build the L2 flow from {prob.source}: {e}") from e
-
-
-def _t_star_each(t_star, metrics, lams, args):
-    """:func:`widelimit.predict.t_star` one λ at a time (with a progress bar); fields stacked over λ."""
-    import numpy as np
-    parts = [t_star(metrics, lams=[lam], eta=args.lr) for lam in _progress(lams, args, desc="t* per λ")]
-    fields = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("lam", "t_star", "c", "best", "at_edge")}
-    return types.SimpleNamespace(**fields, steps=None if args.lr is None else fields["t_star"] / args.lr)
-
-
 def _decay_times(L: int, lam: float):
     """Kernel decay time ``1/(2(L−1)λ)`` (∞ for L = 1) and output decay time ``1/(Lλ)``, physical time."""
     return (1.0 / (2 * (L - 1) * lam) if L > 1 else math.inf), 1.0 / (L * lam)
+
+
+F0_NOTE = {"zero": "f0 = 0: the mean function over random initialisations",
+           "nngp": "expected test MSE over random initial functions f0 ~ NNGP (what a seed average of finite "
+                   "networks estimates)"}
 
 
 def cmd_solve(args) -> int:
@@ -588,25 +654,30 @@ def cmd_solve(args) -> int:
     import numpy as np
     t_min, t_max = _time_grid(args)
     _check_problem_args(args)
-    t_star, loss_curves = _require("widelimit.predict", "t_star", "loss_curves")
+    loss_curves = _require("widelimit.predict", "loss_curves")
     from widelimit.plots import plot_l2_trajectories
     from widelimit.tables import Table
 
     prob = _load_problem(args)
-    flow, metrics = _flow_metrics(prob, args.lams[0])
+    theory = Theory(prob, args.f0)
     t = np.geomspace(t_min, t_max, args.n_times)
     lams = np.asarray(args.lams, dtype=float)
-    curves = loss_curves(metrics, lams=lams, t=t, accuracy=prob.classification, train_loss=True)
-    train_acc = ([_train_accuracy(flow.with_lam(lam), t) for lam in lams] if prob.classification else None)
-    ts = _t_star_each(t_star, metrics, lams, args)
+    curves = loss_curves(theory.metrics, lams=lams, t=t, accuracy=prob.classification, train_loss=True)
+    train_acc = ([_train_accuracy(theory.flow.with_lam(lam), t) for lam in lams] if prob.classification else None)
+    expected = np.stack([theory.test_loss(lam, t) for lam in lams]) if args.f0 == "nngp" else None
+    t_star, best, edge = theory.t_stars(lams, args)
 
     cols = ["λ", "t"] + (["steps"] if args.lr else []) + ["train loss", "test loss"] \
+        + (["expected test loss"] if expected is not None else []) \
         + (["train acc", "test acc"] if prob.classification else [])
     traj = Table(cols, title="Infinite-width L2 flow: trajectories", units={"t": "η·steps"},
-                 caption=f"{prob.source}; L = {prob.L}; f0 = 0; MSE 1/(2NK) Σ (f−y)²")
+                 caption=f"{prob.source}; L = {prob.L}; MSE 1/(2NK) Σ (f−y)²",
+                 notes=["train/test loss and accuracy: the flow from f0 = 0 (mean function)"]
+                 + (["expected test loss: averaged over f0 ~ NNGP"] if expected is not None else []))
     for i, lam in enumerate(lams):
         for j, tj in enumerate(t):
             row = [lam, tj] + ([tj / args.lr] if args.lr else []) + [curves.train_loss[i, j], curves.test_loss[i, j]]
+            row += [expected[i, j]] if expected is not None else []
             traj.add_row(row + ([train_acc[i][j], curves.test_accuracy[i, j]] if prob.classification else []))
 
     summary = Table(["λ", "t*"] + (["steps*"] if args.lr else []) + ["c = λt*", "test loss at t*"]
@@ -614,27 +685,26 @@ def cmd_solve(args) -> int:
                     title="Best test time t* and c = λ·t*",
                     units={"t*": "η·steps", "kernel decay": "η·steps", "output decay": "η·steps"},
                     caption=f"{prob.source}; L = {prob.L}",
-                    notes=["t* = argmin over t of the infinite-width test MSE (f0 = 0, the ensemble mean); "
-                           "kernel decay 1/(2(L−1)λ), output decay 1/(Lλ)"])
-    edge = []
+                    notes=[f"t* = time of the minimum of the infinite-width test MSE; {F0_NOTE[args.f0]}",
+                           "test acc at t*: mean function; kernel decay 1/(2(L−1)λ), output decay 1/(Lλ)"])
     for i, lam in enumerate(lams):
-        row = [lam, ts.t_star[i]] + ([ts.steps[i]] if args.lr else []) + [ts.c[i], ts.best[i]]
+        row = [lam, t_star[i]] + ([t_star[i] / args.lr] if args.lr else []) + [lam * t_star[i], best[i]]
         if prob.classification:
-            row.append(float(metrics.test_accuracy(lam, [ts.t_star[i]])[0]))
+            row.append(float(theory.metrics.test_accuracy(lam, [t_star[i]])[0]))
         summary.add_row(row + list(_decay_times(prob.L, lam)))
-        if ts.at_edge[i]:
-            edge.append(f"{lam:g}")
-    if edge:
-        summary.notes.append(f"for λ = {', '.join(edge)} the best time lies on the edge of the searched window "
-                             "λt ∈ [1e-3, 1e2]: t* is only a bound (no interior minimum)")
+    if np.any(edge):
+        summary.notes.append("the minimum lies on the edge of the searched window λt ∈ [1e-3, 1e2] (t* is only a "
+                             "bound) for λ = " + ", ".join(f"{lam:g}" for lam in lams[edge]))
 
     args.out.mkdir(parents=True, exist_ok=True)
     written = [traj.save(args.out / "trajectories.csv"), traj.save(args.out / "trajectories.json"),
                summary.save(args.out / "summary.md"), summary.save(args.out / "summary.json")]
     if not args.no_plot:
         written.append(plot_l2_trajectories(
-            t, lams, curves.test_loss, args.out / "trajectories.png", train_loss=curves.train_loss,
-            t_star=np.where(ts.at_edge, np.nan, ts.t_star), title=f"infinite-width L2 flow, L = {prob.L}"))
+            t, lams, expected if expected is not None else curves.test_loss, args.out / "trajectories.png",
+            train_loss=curves.train_loss, t_star=np.where(edge, np.nan, t_star),
+            ylabel="MSE (test: expected over f0)" if expected is not None else "MSE loss",
+            title=f"infinite-width L2 flow, L = {prob.L}"))
     sys.stdout.write(summary.to_markdown())
     print("wrote " + ", ".join(str(w) for w in written), file=sys.stderr)
     return EXIT_OK
@@ -649,47 +719,46 @@ def cmd_table_ntk(args) -> int:
         raise UsageError("--search-lams is the λ grid searched for λ_opt: it needs --budgets")
     _check_table_out(args)
     _check_problem_args(args)
-    t_star, lambda_opt = _require("widelimit.predict", "t_star", "lambda_opt")
     from widelimit.tables import Table
 
     prob = _load_problem(args)
+    theory = Theory(prob, args.f0)
     lams = np.asarray(sorted(set(args.lams), reverse=True), dtype=float)
-    _, metrics = _flow_metrics(prob, lams[0])
     unit = "steps" if args.lr else "η·steps"
     scale = 1.0 / args.lr if args.lr else 1.0
-    ts = _t_star_each(t_star, metrics, lams, args)
+    t_star, best, edge = theory.t_stars(lams, args)
     cols = ["λ", "t*"] + (["steps*"] if args.lr else []) + ["c = λt*", "test loss at t*"] \
         + (["test acc at t*"] if prob.classification else []) + ["kernel decay", "output decay"]
     per_lam = Table(cols, title="Time scales of the infinite-width L2 flow",
                     units={"t*": "η·steps", "kernel decay": unit, "output decay": unit},
                     caption=f"{prob.source}; L = {prob.L}" + (f"; η = {args.lr:g}" if args.lr else ""),
-                    notes=["t* = time of the best infinite-width test MSE (f0 = 0); c = λ·t* "
-                           "(the theory of THEORY.md §3: t* ≈ c/λ with c independent of λ)",
-                           "kernel decay time 1/(2(L−1)λ) (the NTK shrinks as e^{−2(L−1)λt}); "
-                           "output decay time 1/(Lλ)"])
+                    notes=[f"t* = time of the best infinite-width test MSE; {F0_NOTE[args.f0]}; c = λ·t* "
+                           "(THEORY.md §3: t* ≈ c/λ with c independent of λ)",
+                           "test acc at t*: mean function; kernel decay time 1/(2(L−1)λ) (the NTK shrinks as "
+                           "e^{−2(L−1)λt}); output decay time 1/(Lλ)"])
     for i, lam in enumerate(lams):
-        row = [lam, ts.t_star[i]] + ([ts.steps[i]] if args.lr else []) + [ts.c[i], ts.best[i]]
+        row = [lam, t_star[i]] + ([t_star[i] / args.lr] if args.lr else []) + [lam * t_star[i], best[i]]
         if prob.classification:
-            row.append(float(metrics.test_accuracy(lam, [ts.t_star[i]])[0]))
+            row.append(float(theory.metrics.test_accuracy(lam, [t_star[i]])[0]))
         per_lam.add_row(row + [x * scale for x in _decay_times(prob.L, lam)])
-    if np.any(ts.at_edge):
+    if np.any(edge):
         per_lam.notes.append("on the edge of the searched window λt ∈ [1e-3, 1e2] (t* only a bound) for λ = "
-                             + ", ".join(f"{lam:g}" for lam in lams[ts.at_edge]))
+                             + ", ".join(f"{lam:g}" for lam in lams[edge]))
     tables = {"tstar": per_lam}
 
     if args.budgets is not None:
-        good = ~ts.at_edge
-        if not np.any(good):
+        if np.all(edge):
             raise CommandError("no λ in --lams has an interior best test time, so c = λ·t* is undefined; "
                                "try larger λ")
-        i0 = int(np.argmax(np.where(good, lams, -np.inf)))   # the largest λ with an interior t*
-        c0, lam0 = float(ts.c[i0]), float(lams[i0])
+        i0 = int(np.argmax(np.where(edge, -np.inf, lams)))   # the largest λ with an interior t*
+        c0, lam0 = float(lams[i0] * t_star[i0]), float(lams[i0])
         budgets = np.asarray(sorted(set(args.budgets)), dtype=float)
-        rule = c0 / (args.lr * budgets)
+        times = args.lr * budgets
+        rule = c0 / times
         search = (np.asarray(sorted(set(args.search_lams)), dtype=float) if args.search_lams is not None else
                   np.geomspace(rule.min() / 30, rule.max() * 30,
                                int(math.ceil(16 * math.log10(900 * rule.max() / rule.min()))) + 1))
-        lo = lambda_opt(metrics, lams=search, steps=budgets, eta=args.lr)
+        opt = theory.lambda_opt(search, times)
         per_budget = Table(["T", "ηT", "λ_opt = c/(ηT)", "test loss (rule)", "λ argmin", "test loss (argmin)",
                             "argmin at grid edge"],
                            title="L2 coefficient for a step budget T",
@@ -697,13 +766,13 @@ def cmd_table_ntk(args) -> int:
                            caption=f"{prob.source}; L = {prob.L}; η = {args.lr:g}",
                            notes=[f"rule: λ_opt = c/(ηT) with c = {c0:.4g} = λ·t* at λ = {lam0:g} (the largest "
                                   "λ of the t* table with an interior optimum), THEORY.md §3",
-                                  "test loss: infinite-width test MSE after T steps (time ηT) at that λ",
+                                  f"test loss: infinite-width test MSE after T steps (time ηT); {F0_NOTE[args.f0]}",
                                   f"λ argmin: the λ minimising that loss over {search.size} log-spaced λ in "
                                   f"[{search.min():.3g}, {search.max():.3g}]; on the grid edge it is only a bound"])
         for j, T in enumerate(budgets):
-            loss_rule = float(metrics.test_loss(float(rule[j]), [lo.time[j]])[0])
-            per_budget.add_row([int(T), lo.time[j], rule[j], loss_rule, lo.lam_opt[j], lo.best[j],
-                                bool(lo.at_edge[j])])
+            loss_rule = float(theory.test_loss(float(rule[j]), [times[j]])[0])
+            lo, lo_loss, lo_edge = opt[j]
+            per_budget.add_row([int(T), times[j], rule[j], loss_rule, lo, lo_loss, lo_edge])
         tables["lambda_opt"] = per_budget
     _write_tables(tables, args)
     return EXIT_OK

@@ -871,9 +871,11 @@ def cmd_derive(args) -> int:
     root = _derivations_dir()
     files = {n: root / f"{n}.py" for n in names}
     missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise CommandError(f"derivation script(s) not found: {missing}. 'widelimit derive' runs from a source "
+    if not root.is_dir():
+        raise CommandError(f"derivations folder not found at {root}: 'widelimit derive' runs from a source "
                            "checkout of widelimit (the derivations/ folder beside the widelimit package)")
+    if missing:
+        raise CommandError(f"derivation script(s) not found: {missing}")
     args.out.mkdir(parents=True, exist_ok=True)
     failed: List[str] = []
     for n, path in _progress(files.items(), args, desc="derivations", total=len(files)):

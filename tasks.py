@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One-file bootstrap for widelimit: creates the environments it needs, then runs.
 
-    python3 tasks.py main [ARGS...]   # quick validation on sklearn digits (the main job)
+    python3 tasks.py main [ARGS...]   # quick validation on sklearn digits (the main job), into out/quick;
+                                      # ARGS replace the default `validate` arguments
     python3 tasks.py test [--slow] [--env nt|jax|both] [PYTEST ARGS...]
 
 Only the standard library is used here, so this runs on a machine that has nothing but
@@ -64,7 +65,7 @@ def run(py: Path, args: list[str]) -> int:
 
 def cmd_main(argv: list[str]) -> int:
     py = ensure_env("nt")
-    args = argv or ["quick"]
+    args = argv or ["quick", "--size", "quick", "--out", "out/quick", "--resume"]
     return run(py, ["-m", "widelimit.cli", "validate"] + args)
 
 

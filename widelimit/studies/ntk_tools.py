@@ -384,6 +384,36 @@ def seed_mean_tstar(time: np.ndarray, loss: np.ndarray) -> Tuple[float, float, s
     return refine_extremum(np.asarray(time)[keep], m[keep], log_x=True, kind="min")
 
 
+def grid_lambda_opt(grid: Grid, budgets: Sequence[int]) -> List[Tuple[float, float, str]]:
+    """Measured best lam for each budget of ``T`` steps: minimum over ``grid.values`` (an L2 grid) of the
+    seed-averaged test loss logged at step ``T`` (which must be a logging step), refined by a parabola in
+    ``log lam``. Returns ``(lam_opt, loss, where)`` per budget."""
+    if grid.axis != "l2":
+        raise ValueError(f"grid must be over l2 values, got axis {grid.axis!r}")
+    mean = grid.metrics["test_loss"].mean(axis=1)           # (n_lam, n_logs)
+    out = []
+    for T in budgets:
+        hit = np.nonzero(grid.step == int(T))[0]
+        if hit.size == 0:
+            raise ValueError(f"budget {T} is not a logging step; logged steps are {grid.step[:5]}...")
+        out.append(refine_extremum(grid.values, mean[:, hit[0]], log_x=True, kind="min"))
+    return out
+
+
+def loss_at_lambda(grid: Grid, T: int, lam: float) -> float:
+    """Seed-averaged test loss at step ``T`` interpolated (linearly in ``log lam``) at ``lam``; NaN outside
+    the grid."""
+    j = np.nonzero(grid.step == int(T))[0]
+    if j.size == 0 or not np.isfinite(lam) or lam <= 0:
+        return float("nan")
+    x = np.log(grid.values)
+    order = np.argsort(x)
+    u = math.log(lam)
+    if u < x[order[0]] or u > x[order[-1]]:
+        return float("nan")
+    return float(np.interp(u, x[order], grid.metrics["test_loss"].mean(axis=1)[order, j[0]]))
+
+
 def fmt_where(value: float, where: str, horizon: Optional[float] = None) -> str:
     """Human string for an extremum location: ``"> 1500"`` when it lies at the end of the window, etc."""
     if where == "none" or not math.isfinite(value):
@@ -396,4 +426,4 @@ def fmt_where(value: float, where: str, horizon: Optional[float] = None) -> str:
 
 
 __all__ = ["DataKernels", "dataset_kernels", "ExpectedLoss", "Grid", "train_grid", "initial_state", "linear_gd", "mlp_empirical_ntk",
-           "seed_mean_tstar", "fmt_where"]
+           "seed_mean_tstar", "fmt_where", "grid_lambda_opt", "loss_at_lambda"]

@@ -1,0 +1,154 @@
+"""Study 6: linear (L = 1) against deep (L >= 2) homogeneous networks at long times.
+
+THEORY.md section 2: for ``L = 1`` (a linear model, ``MLP(depth=1)``) the kernel is constant and the L2
+flow tends to the ridge solution ``f(x) = Theta~_xX (Theta~ + lam I)^{-1} y`` (any initialisation); for
+``L >= 2`` the kernel decays like ``e^{-2(L-1) lam t}`` and, once it has, every output decays like
+``e^{-L lam t}``: ``f -> 0``.
+
+Theory: :class:`~widelimit.dynamics.ntk_l2.L2Flow` with the analytic NTK and the network's *own* initial
+outputs ``f0`` (the flow is linear in ``f0``; no centring), per seed. Measurement: finite networks of
+depth 1, 2, 3 (full-batch GD, float32) trained to ``t >> 1/lam``, their outputs on all test points
+recorded. Reported: the distance of the final linear model from the ridge solution; for ``L >= 2`` the
+output norm at the end and the late-time decay rate (fit of ``log ||f_t||`` against t) against ``L lam``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from ..tables import Table
+from .common import (Figure, Panel, PointCache, Series, Stopwatch, check_out_dir, check_size, plot_panels,
+                     progress_iter, write_report)
+from .ntk_tools import dataset_kernels, initial_state, train_grid
+
+NAME = "linear_vs_deep"
+
+SIZES: Dict[str, Dict[str, Any]] = {
+    "smoke": dict(data_options=dict(classes=[3, 8], targets="pm1", n_train=30, n_test=30, seed=0), depths=[1, 2],
+                  width=32, eta=0.5, lam=0.05, steps=120, eval_every=10, seeds=[0]),
+    "quick": dict(data_options=dict(classes=[3, 8], targets="pm1", n_train=200, n_test=150, seed=0),
+                  depths=[1, 2, 3], width=256, eta=0.5, lam=0.01, steps=2000, eval_every=20, seeds=[0, 1]),
+    "full": dict(data_options=dict(n_train=2000, n_test=1000, seed=0, targets="onehot"), data="mnist1d",
+                 depths=[1, 2, 3, 4], width=4096, eta=1.0, lam=0.005, steps=4000, eval_every=40,
+                 seeds=[0, 1, 2, 3]),
+}
+
+
+def _norm(a) -> float:
+    return float(np.linalg.norm(a))
+
+
+def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
+    """Run the linear-vs-deep study at ``size``; write ``linear_vs_deep.md``/``.json``/``.png`` into ``out_dir``."""
+    size = check_size(size)
+    out = check_out_dir(out_dir)
+    sw = Stopwatch()
+    p = SIZES[size]
+    from ..arch import MLP
+    from ..data import load_dataset
+    from ..dynamics.ntk_l2 import L2Flow
+    from ..train import RunConfig
+
+    cache = PointCache.for_study(NAME, size, out, resume=resume)
+    data = p.get("data", "digits")
+    ds = load_dataset(data, **p["data_options"])
+    K = ds.out_dim
+    eta, lam = float(p["eta"]), float(p["lam"])
+    y_norm = _norm(ds.y_test)
+    results, plot_series = [], []
+    for di, L in enumerate(progress_iter(p["depths"], "depths", progress)):
+        spec = MLP(depth=int(L), width=int(p["width"]), out_dim=K)
+        dk = dataset_kernels(spec, ds, cache=cache, key={"spec": spec.replace(width=1).to_dict(), "data": data,
+                                                          "options": p["data_options"]})
+        cfg = RunConfig(arch=spec, data=data, data_options=p["data_options"], optimizer="gd", learning_rate=eta,
+                        l2=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test, dtype="float32")
+        grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[lam], progress=False)
+        times = grid.time[0]
+        n = dk.n_train
+        ridge = (dk.ntk_xt / (n * K)) @ np.linalg.solve(dk.ntk_tt / (n * K) + lam * np.eye(n), ds.y_train)
+        per_seed = []
+        for si, seed in enumerate(p["seeds"]):
+            _, f0_tr, f0_te = initial_state(cfg.replace(seed=seed), ds)
+            flow = L2Flow(dk.ntk_tt, ds.y_train, lam, int(L), k_test_train=dk.ntk_xt, f0_train=f0_tr, f0_test=f0_te)
+            th = flow.test(times)                                        # (n_logs, M, K)
+            me = grid.probe[0, si]
+            th_norm = np.array([_norm(a) for a in th]) / y_norm
+            me_norm = np.array([_norm(a) for a in me]) / y_norm
+            track = np.array([_norm(a - b) / max(_norm(b), 1e-300) for a, b in zip(me, th)])
+            late = times >= times[-1] * 0.6
+            rate_me = -np.polyfit(times[late], np.log(np.maximum(me_norm[late], 1e-300)), 1)[0]
+            rate_th = -np.polyfit(times[late], np.log(np.maximum(th_norm[late], 1e-300)), 1)[0]
+            per_seed.append(dict(seed=seed, th_norm=th_norm, me_norm=me_norm, track=track, rate_me=rate_me,
+                                 rate_th=rate_th, ridge_err_me=_norm(me[-1] - ridge) / _norm(ridge),
+                                 ridge_err_th=_norm(th[-1] - ridge) / _norm(ridge),
+                                 ridge_inf=_norm(flow.test(np.array([np.inf]))[0] - ridge) / _norm(ridge),
+                                 train_loss_end=float(grid.metrics["train_loss"][0, si, -1]),
+                                 test_loss_end=float(grid.metrics["test_loss"][0, si, -1])))
+        ridge_test_loss = float(0.5 * np.mean((ridge - ds.y_test) ** 2))
+        mean = lambda k: float(np.mean([s[k] for s in per_seed]))  # noqa: E731
+        results.append(dict(L=int(L), times=times, per_seed=per_seed, ridge_test_loss=ridge_test_loss,
+                            **{k: mean(k) for k in ("rate_me", "rate_th", "ridge_err_me", "ridge_err_th", "ridge_inf",
+                                                    "train_loss_end", "test_loss_end")},
+                            norm_end_me=float(np.mean([s["me_norm"][-1] for s in per_seed])),
+                            norm_end_th=float(np.mean([s["th_norm"][-1] for s in per_seed])),
+                            track_max=float(np.max([s["track"][1:].max() for s in per_seed])),
+                            track_end=float(np.mean([s["track"][-1] for s in per_seed]))))
+        col = f"C{di % 10}"
+        plot_series.append(Series(times[1:], np.mean([s["th_norm"] for s in per_seed], 0)[1:], "-", f"L={L} theory", col))
+        plot_series.append(Series(times[1:], np.mean([s["me_norm"] for s in per_seed], 0)[1:], "o", f"L={L} measured",
+                                  col))
+
+    T_end = eta * p["steps"]
+    t1 = Table(["L", "‖f_T‖/‖y‖ theory", "‖f_T‖/‖y‖ measured", "decay rate theory", "decay rate measured",
+                "L·λ", "distance to ridge (measured)", "distance to ridge (theory)", "test loss at T measured"],
+               title=f"Outputs on {ds.n_test} test points at t = {T_end:g} = {T_end * lam:g}/λ (λ = {lam:g})",
+               units={"decay rate theory": "1/t", "decay rate measured": "1/t"},
+               notes=["Decay rate: −slope of log ‖f_t‖ against t over the last 40% of the run (mean over seeds). "
+                      "Distance to ridge: ‖f_T − f_ridge‖/‖f_ridge‖ on the test points, f_ridge = Θ̃_xX(Θ̃+λI)⁻¹y "
+                      "with the analytic NTK (for L = 1 the NTK is exact at any width).",
+                      f"Test MSE of the ridge solution: {results[0]['ridge_test_loss']:.4g} (L = {results[0]['L']} "
+                      f"kernel)."])
+    for r in results:
+        t1.add_row([r["L"], r["norm_end_th"], r["norm_end_me"], r["rate_th"], r["rate_me"], r["L"] * lam,
+                    r["ridge_err_me"] if r["L"] == 1 else None, r["ridge_err_th"] if r["L"] == 1 else None,
+                    r["test_loss_end"]])
+    t2 = Table(["L", "max relative deviation from own-f0 theory", "relative deviation at T"],
+               title="How closely the finite networks follow the theory along the way",
+               notes=["‖f_meas(t) − f_theory(t)‖/‖f_theory(t)‖ on the test points, theory from the network's own "
+                      "f0; max over logged t > 0 and seeds, and the seed mean at the end."])
+    for r in results:
+        t2.add_row([r["L"], r["track_max"], r["track_end"]])
+    png = plot_panels(out / f"{NAME}.png", [
+        Panel(plot_series, "t = η·steps", "‖f_t‖ / ‖y‖ on test points",
+              f"outputs: ridge limit (L=1) vs decay (L≥2), λ={lam:g}", logx=False)], ncols=1,
+        panel_size=(6.5, 4.2))
+
+    lines = []
+    for r in results:
+        if r["L"] == 1:
+            lines.append(f"L = 1: after t = {T_end:g} the linear network is {r['ridge_err_me']:.2e} (relative) from the "
+                         f"ridge solution; the closed-form flow itself is {r['ridge_err_th']:.2e} from it at that time "
+                         f"(and {r['ridge_inf']:.1e} at t = ∞). Its outputs stay at ‖f‖/‖y‖ = {r['norm_end_me']:.3g}.")
+        else:
+            ratio = r["rate_me"] / (r["L"] * lam)
+            lines.append(f"L = {r['L']}: ‖f_T‖/‖y‖ = {r['norm_end_me']:.3g} measured vs {r['norm_end_th']:.3g} theory; "
+                         f"late decay rate {r['rate_me']:.4g} measured vs {r['rate_th']:.4g} theory (L·λ = "
+                         f"{r['L'] * lam:.4g}; measured/Lλ = {ratio:.3f}); largest deviation from the theory along "
+                         f"the way {r['track_max']:.3g}.")
+    summary = (f"{data} ({ds.n_train} train / {ds.n_test} test, {K} output(s), MSE), bias-free ReLU MLPs of depth "
+               + ", ".join(str(d) for d in p["depths"]) + f" (L = depth), NTK parameterisation, width {p['width']}; "
+               f"full-batch GD η = {eta:g}, λ = {lam:g}, {p['steps']} steps (t = {T_end:g}), float32, "
+               f"{len(p['seeds'])} seed(s). Theory from each network's own f0.")
+    data_out = {"results": [{k: v for k, v in r.items() if k != "per_seed"} | {"per_seed": [
+        {k: v for k, v in s.items()} for s in r["per_seed"]]} for r in results], "params": p}
+    return write_report(NAME, out, title="Study 6: linear (L = 1, ridge limit) vs deep (L ≥ 2, decay to zero)",
+                        summary=summary, sections=[("Long-time outputs", [t1]), ("Tracking", [t2]),
+                                                   ("Plot", [Figure(png.name, "Test-output norm vs time: theory "
+                                                                              "(lines), finite networks (dots).")]),
+                                                   ("Reading the numbers", lines)],
+                        size=size, data=data_out, elapsed_s=sw.elapsed)
+
+
+__all__ = ["run", "SIZES", "NAME"]

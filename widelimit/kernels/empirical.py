@@ -1,0 +1,158 @@
+"""Empirical NTK of a finite network by Jacobian contraction in plain JAX.
+
+``Theta_kl(x, x') = sum_p d f_k(x)/d theta_p * d f_l(x')/d theta_p`` (unnormalised), computed block by
+block: the Jacobian of a block of at most ``batch_size`` examples is formed with ``jax.jacrev``, so the
+peak memory is about ``2 * batch_size * K * P`` numbers (``K`` outputs, ``P`` parameters); the block is
+shrunk further so that one Jacobian stays under ``max_bytes``. All blocks have the same shape (the last
+one is padded by repeating a row and the padding discarded), so each call compiles at most twice. Runs in float64 (inside
+:func:`widelimit._x64.x64`) when the parameters are float64; inputs are cast to the parameters' dtype.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, Optional
+
+import numpy as np
+
+
+def _blocks(n: int, size: int):
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _contract(apply_fn, params, xa, xb, full: bool, same: bool):
+    import jax
+    import jax.numpy as jnp
+
+    def jac(x):
+        return jax.jacrev(lambda p: apply_fn(p, x))(params)  # leaves (B, K, *shape)
+
+    ja = jac(xa)
+    jb = ja if same else jac(xb)
+    total = 0.0
+    for la, lb in zip(jax.tree_util.tree_leaves(ja), jax.tree_util.tree_leaves(jb)):
+        la = la.reshape(la.shape[0], la.shape[1], -1)
+        lb = lb.reshape(lb.shape[0], lb.shape[1], -1)
+        if full:
+            total = total + jnp.einsum("ikp,jlp->ijkl", la, lb)
+        else:
+            total = total + jnp.einsum("ikp,jkp->ij", la, lb) / la.shape[1]
+    return total
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(apply_fn: Callable, full: bool, same: bool):
+    """Jitted block contraction, cached per ``apply_fn`` so repeated calls reuse compilations."""
+    import jax
+    if same:
+        return jax.jit(lambda p, a: _contract(apply_fn, p, a, a, full, True))
+    return jax.jit(lambda p, a, b: _contract(apply_fn, p, a, b, full, False))
+
+
+@functools.lru_cache(maxsize=32)
+def _spec_apply(spec) -> Callable:
+    from ..nets import apply
+    return functools.partial(apply, spec)
+
+
+def empirical_ntk(apply_fn: Callable, params, x1, x2: Optional[np.ndarray] = None, *,
+                  batch_size: int = 64, output: str = "mean", max_bytes: int = 2 ** 28) -> np.ndarray:
+    """Empirical NTK of ``apply_fn(params, x) -> (N, K)`` between ``x1`` ``(N1, ...)`` and ``x2`` ``(N2, ...)``.
+
+    ``output="mean"``: ``(N1, N2)``, the average over outputs ``k`` of ``Theta_kk`` (the infinite-width
+    NTK is ``Theta * I_K``, so this is the estimate to compare with it). ``output="full"``:
+    ``(N1, N2, K, K)``. ``x2=None`` means ``x2 = x1`` (only blocks on or above the diagonal are computed).
+    Returns a NumPy array in the parameters' dtype (float64 when they are float64).
+
+    ``apply_fn`` must treat examples independently (no batch statistics): a batch-normalised network's
+    NTK is only defined for one fixed batch, obtained here with ``batch_size >= N1`` and ``x2=None``.
+    """
+    import jax
+
+    from .._x64 import x64
+
+    if output not in ("mean", "full"):
+        raise ValueError(f"output must be 'mean' or 'full', got {output!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable as apply_fn(params, x), got {type(apply_fn).__name__}")
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError("params has no arrays")
+    dtype = np.result_type(*[np.dtype(leaf.dtype) for leaf in leaves])
+    x1 = np.asarray(x1)
+    same = x2 is None
+    x2 = x1 if same else np.asarray(x2)
+    if x1.ndim < 2 or x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x1 and x2 must be batches (N, ...) of the same per-example shape, "
+                         f"got {x1.shape} and {x2.shape}")
+    n_params = sum(int(np.prod(leaf.shape)) for leaf in leaves)
+    ctx = x64() if dtype == np.float64 else contextlib.nullcontext()
+    with ctx:
+        import jax.numpy as jnp
+
+        k_out = int(jax.eval_shape(lambda p, x: apply_fn(p, x), params,
+                                   jax.ShapeDtypeStruct((1,) + x1.shape[1:], dtype)).shape[-1])
+        per_example = k_out * n_params * dtype.itemsize
+        n_max = max(x1.shape[0], x2.shape[0])
+        size = max(1, min(batch_size, n_max, max_bytes // max(per_example, 1)))
+        full = output == "full"
+        fn, fn_same = _compiled(apply_fn, full, False), _compiled(apply_fn, full, True)
+        shape = (x1.shape[0], x2.shape[0]) + ((k_out, k_out) if full else ())
+        out = np.zeros(shape, dtype=dtype)
+        xa_all, xb_all = jnp.asarray(x1, dtype), jnp.asarray(x2, dtype)
+        b1 = _blocks(x1.shape[0], size)
+        b2 = b1 if same else _blocks(x2.shape[0], size)
+
+        def padded(x, sl):  # every block gets the same shape (one compilation); pad by repeating a row
+            blk = x[sl]
+            short = size - blk.shape[0]
+            return blk if short == 0 else jnp.concatenate([blk, jnp.repeat(blk[-1:], short, axis=0)])
+
+        for i, si in enumerate(b1):
+            ni = si.stop - si.start
+            for j, sj in enumerate(b2):
+                if same and j < i:
+                    continue
+                nj = sj.stop - sj.start
+                if same and i == j:
+                    out[si, sj] = np.asarray(fn_same(params, padded(xa_all, si)))[:ni, :ni]
+                    continue
+                block = np.asarray(fn(params, padded(xa_all, si), padded(xb_all, sj)))[:ni, :nj]
+                out[si, sj] = block
+                if same:
+                    out[sj, si] = np.swapaxes(block, 0, 1) if not full else block.transpose(1, 0, 3, 2)
+    return out
+
+
+def empirical_ntk_of_spec(spec, key, x1, x2: Optional[np.ndarray] = None, *, dtype=None,
+                          batch_size: int = 64, output: str = "mean", max_bytes: int = 2 ** 28) -> np.ndarray:
+    """Empirical NTK of a random finite instance of ``spec`` (:func:`widelimit.nets.init_params` with ``key``).
+
+    ``dtype`` defaults to float64 (parameters drawn inside :func:`widelimit._x64.x64`). For
+    ``norm="batch"`` the whole ``x1`` is one batch (``x2`` must be None).
+    """
+    import jax.numpy as jnp
+
+    from .._x64 import x64
+    from ..nets import init_params
+
+    x1 = np.asarray(x1)
+    spec.check_input(x1, "x1")
+    if x2 is not None:
+        spec.check_input(x2, "x2")
+    if spec.norm == "batch":
+        if x2 is not None:
+            raise ValueError("x2 must be None for norm='batch': the NTK of a batch-normalised network is "
+                             "defined for one batch, x1")
+        batch_size, max_bytes = max(batch_size, x1.shape[0]), 2 ** 62  # one block: the whole batch
+    dtype = jnp.float64 if dtype is None else dtype
+    ctx = x64() if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+    with ctx:
+        params = init_params(spec, key, x1.shape[1:], dtype=dtype)
+    return empirical_ntk(_spec_apply(spec), params, x1, x2, batch_size=batch_size,
+                         output=output, max_bytes=max_bytes)
+
+
+__all__ = ["empirical_ntk", "empirical_ntk_of_spec"]

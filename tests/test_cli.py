@@ -119,7 +119,7 @@ def _read_csv(path):
 
 def test_solve_end_to_end(problem, tmp_path, capsys):
     out = tmp_path / "solve"
-    rc = cli.main(["solve"] + DATA_ARGS + ["--depth", "3", "--lams", "0.1", "0.01", "--lr", "0.5",
+    rc = cli.main(["solve"] + DATA_ARGS + ["--f0", "zero", "--depth", "3", "--lams", "0.1", "0.01", "--lr", "0.5",
                                            "--t-min", "0.01", "--t-max", "1000", "--n-times", "40",
                                            "--out", str(out), "--no-progress"])
     assert rc == 0
@@ -161,7 +161,7 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
              y_test=problem.ds.y_test, L=3)
     args = ["--lams", "0.03", "--t-min", "0.1", "--t-max", "100", "--n-times", "7", "--no-plot", "--no-progress"]
     assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "a")] + args) == 0
-    assert cli.main(["solve"] + DATA_ARGS + ["--out", str(tmp_path / "b")] + args) == 0
+    assert cli.main(["solve"] + DATA_ARGS + ["--f0", "zero", "--out", str(tmp_path / "b")] + args) == 0
     a, b = _read_csv(tmp_path / "a" / "trajectories.csv"), _read_csv(tmp_path / "b" / "trajectories.csv")
     assert len(a) == 7 and not (tmp_path / "a" / "trajectories.png").exists()
     for ra, rb in zip(a, b):
@@ -173,6 +173,22 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
     assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "c")] + args) == 2
     assert cli.main(["solve", "--kernels", str(kfile), "--L", "3", "--out", str(tmp_path / "c")] + args) == 0
     assert cli.main(["solve", "--kernels", str(kfile), "--data", "digits", "--out", str(tmp_path / "d")] + args) == 2
+    # a file with the NNGP parts: --f0 auto picks the expectation over f0, as the dataset path does
+    from widelimit.arch import MLP
+    from widelimit.kernels import analytic_kernels
+    ds = problem.ds
+    nn_tt = analytic_kernels(MLP(depth=3), ds.x_train).nngp
+    nn_xt = analytic_kernels(MLP(depth=3), ds.x_test, ds.x_train).nngp
+    nn_diag = np.diag(analytic_kernels(MLP(depth=3), ds.x_test).nngp)
+    np.savez(kfile, k_train_train=problem.k_tt, k_test_train=problem.k_xt, y_train=ds.y_train, y_test=ds.y_test,
+             nngp_train_train=nn_tt, nngp_test_train=nn_xt, nngp_test_diag=nn_diag, L=3)
+    assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "f")] + args) == 0
+    assert cli.main(["solve"] + DATA_ARGS + ["--out", str(tmp_path / "g")] + args) == 0
+    f, g = _read_csv(tmp_path / "f" / "trajectories.csv"), _read_csv(tmp_path / "g" / "trajectories.csv")
+    assert "expected test loss" in f[0]
+    for rf, rg in zip(f, g):
+        for k in rf:
+            assert rf[k] == pytest.approx(rg[k], rel=1e-12, abs=1e-15)
     bad = problem.k_tt.copy()
     bad[0, 1] += 1.0  # not symmetric: the solver refuses it, the CLI reports it (exit 1, no traceback)
     np.savez(kfile, k_train_train=bad, k_test_train=problem.k_xt, y_train=problem.ds.y_train,
@@ -183,7 +199,7 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
 def test_table_ntk_end_to_end(problem, tmp_path, capsys):
     from widelimit.dynamics.ntk_l2 import L2Flow
     out = tmp_path / "ntk.json"
-    rc = cli.main(["table", "ntk"] + DATA_ARGS + ["--lams", "0.1", "0.01", "--budgets", "100", "1000",
+    rc = cli.main(["table", "ntk"] + DATA_ARGS + ["--f0", "zero", "--lams", "0.1", "0.01", "--budgets", "100", "1000",
                                                   "--lr", "0.1", "--out", str(out), "--no-progress"])
     assert rc == 0
     tabs = json.loads(out.read_text())["tables"]
@@ -209,7 +225,7 @@ def test_table_ntk_end_to_end(problem, tmp_path, capsys):
         assert r["test loss (argmin)"] <= r["test loss (rule)"] + 1e-15
     del fl
     # CSV with --out writes one file per table; Markdown goes to stdout by default
-    rc = cli.main(["table", "ntk"] + DATA_ARGS + ["--lams", "0.1", "--budgets", "100", "--lr", "0.1",
+    rc = cli.main(["table", "ntk"] + DATA_ARGS + ["--f0", "zero", "--lams", "0.1", "--budgets", "100", "--lr", "0.1",
                                                   "--out", str(tmp_path / "t.csv"), "--no-progress"])
     assert rc == 0
     assert _read_csv(tmp_path / "t_tstar.csv")[0]["t*"] == pytest.approx(per_lam[0]["t*"], rel=1e-12)
@@ -321,10 +337,11 @@ def test_module_entry_point():
 
 
 def test_solve_expected_over_nngp_init(problem, tmp_path):
-    """--f0 nngp: expected test loss over f0 ~ NNGP, checked against the ensemble covariance solver."""
+    """Default --f0 (auto = nngp with a dataset): expected test loss over f0 ~ NNGP, checked against the
+    ensemble covariance solver."""
     from widelimit.arch import MLP
     from widelimit.dynamics.ensemble import L2FlowEnsemble
-    rc = cli.main(["solve"] + DATA_ARGS + ["--f0", "nngp", "--lams", "0.05", "--t-min", "0.1", "--t-max", "300",
+    rc = cli.main(["solve"] + DATA_ARGS + ["--lams", "0.05", "--t-min", "0.1", "--t-max", "300",
                                            "--n-times", "9", "--no-progress", "--out", str(tmp_path)])
     assert rc == 0
     rows = _read_csv(tmp_path / "trajectories.csv")
@@ -355,7 +372,7 @@ def test_solve_regression_has_no_accuracy(tmp_path):
                    "--lams", "0.1", "--n-times", "5", "--no-plot", "--no-progress", "--out", str(tmp_path)])
     assert rc == 0
     rows = _read_csv(tmp_path / "trajectories.csv")
-    assert list(rows[0]) == ["λ", "t", "train loss", "test loss"]
+    assert list(rows[0]) == ["λ", "t", "train loss", "test loss", "expected test loss"]
     from widelimit.tables import Table
     summ = Table.from_json((tmp_path / "summary.json").read_text()).records()[0]
     assert math.isinf(summ["kernel decay"])  # L = 1: the kernel never decays (ridge limit)

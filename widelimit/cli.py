@@ -153,11 +153,13 @@ def _add_data(p: argparse.ArgumentParser, n_train: int = 200, n_test: int = 500)
     g.add_argument("--L", dest="L", type=positive_int, default=None,
                    help="homogeneity degree L (with --kernels when the file has no 'L'; default: from "
                         "the architecture)")
-    g.add_argument("--f0", choices=("zero", "nngp"), default="zero",
-                   help="initial function: zero = the flow from f0 = 0, the mean over initialisations "
-                        "(default); nngp = test loss averaged over random f0 ~ NNGP, what a seed average of "
-                        "finite networks measures (with --kernels the file then needs nngp_train_train, "
-                        "nngp_test_train, nngp_test_diag)")
+    g.add_argument("--f0", choices=("auto", "zero", "nngp"), default="auto",
+                   help="initial function. nngp: test loss averaged over random f0 ~ NNGP, what a seed "
+                        "average of finite networks measures (L2 then pays off by removing the f0 noise); "
+                        "zero: the flow from f0 = 0, the mean function over initialisations (L2 only slows "
+                        "it down, so its λ argmin for a budget runs to the grid's lower edge). auto (default): "
+                        "nngp, or zero for a --kernels file without nngp_train_train, nngp_test_train, "
+                        "nngp_test_diag")
     p.set_defaults(_n_train_default=n_train, _n_test_default=n_test)
 
 
@@ -205,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps = sub.add_parser(
         "solve", formatter_class=fmt, help="closed-form L2 dynamics: trajectories, plot, t* summary",
         description="Closed-form infinite-width gradient flow with L2 (MSE) for an L-homogeneous network:\n"
-                    "df/dt = −e^{−2(L−1)λt} Θ̃ (f − y) − Lλ f, Θ̃ = Θ/(NK), f0 = 0 (the ensemble mean).\n"
-                    "Writes trajectories.csv/json (train/test loss and accuracy per t and λ), "
-                    "trajectories.png and summary.md\n(t* = best-test time, c = λ·t*).",
+                    "df/dt = −e^{−2(L−1)λt} Θ̃ (f − y) − Lλ f, Θ̃ = Θ/(NK).\n"
+                    "Writes trajectories.csv/json (train/test loss and accuracy of the mean function f0 = 0 per t "
+                    "and λ, and with --f0 nngp\nthe test loss expected over random initial functions), "
+                    "trajectories.png and summary.md/json (t* = best-test time, c = λ·t*).",
         epilog="example: widelimit solve --data digits --n-train 200 --depth 3 --lams 0.1 0.01 --out out/")
     _add_arch(ps)
     _add_data(ps)
@@ -400,6 +403,7 @@ class Problem:
     L: int
     source: str
     classification: bool
+    f0: str = "zero"              # "zero" (mean function) or "nngp" (expectation over f0 ~ NNGP)
     nngp_train_train: Any = None
     nngp_test_train: Any = None
     nngp_test_diag: Any = None
@@ -447,8 +451,9 @@ def _load_kernel_file(args) -> Problem:
         z = np.load(args.kernels, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UsageError(f"--kernels: cannot read {str(args.kernels)!r} as .npz: {e}") from None
-    need = KERNEL_KEYS + (NNGP_KEYS if args.f0 == "nngp" else ())
     with z:
+        f0 = args.f0 if args.f0 != "auto" else ("nngp" if all(k in z.files for k in NNGP_KEYS) else "zero")
+        need = KERNEL_KEYS + (NNGP_KEYS if f0 == "nngp" else ())
         missing = [k for k in need if k not in z.files]
         if missing:
             raise UsageError(f"--kernels: {str(args.kernels)!r} lacks {missing} (has {z.files})"
@@ -461,14 +466,14 @@ def _load_kernel_file(args) -> Problem:
     n, m = arrs["k_train_train"].shape[0], arrs["k_test_train"].shape[0]
     shapes_ok = (arrs["k_train_train"].shape == (n, n) and arrs["k_test_train"].shape == (m, n)
                  and y_tr.shape[0] == n and y_te.shape[0] == m and y_tr.shape[1:] == y_te.shape[1:])
-    if args.f0 == "nngp":
+    if f0 == "nngp":
         shapes_ok &= (arrs["nngp_train_train"].shape == (n, n) and arrs["nngp_test_train"].shape == (m, n)
                       and arrs["nngp_test_diag"].shape == (m,))
     if not shapes_ok:
         raise UsageError("--kernels: inconsistent shapes " + ", ".join(f"{k} {arrs[k].shape}" for k in need))
     cls = bool(np.all(np.isin(y_tr, (0.0, 1.0))) or np.all(np.isin(y_tr, (-1.0, 1.0))))
     return Problem(arrs["k_train_train"], arrs["k_test_train"], y_tr, y_te, L, f"kernels from {args.kernels}",
-                   cls, *(arrs.get(k) for k in NNGP_KEYS))
+                   cls, f0, *(arrs.get(k) for k in NNGP_KEYS))
 
 
 def _load_problem(args) -> Problem:
@@ -484,7 +489,7 @@ def _load_problem(args) -> Problem:
     except (TypeError, ValueError) as e:
         raise UsageError(f"data options: {e}") from None
     spec = build_spec(args)
-    nngp = args.f0 == "nngp"
+    nngp = args.f0 in ("auto", "nngp")
     # jobs: train-train, test-train, and for the NNGP prior the test-test diagonal in blocks of 256
     jobs = [(ds.x_train, None), (ds.x_test, ds.x_train)]
     if nngp:
@@ -500,27 +505,27 @@ def _load_problem(args) -> Problem:
     extra = ((f64(out[0].nngp), f64(out[1].nngp), np.concatenate([np.diag(f64(o.nngp)) for o in out[2:]]))
              if nngp else (None, None, None))
     return Problem(f64(out[0].ntk), f64(out[1].ntk), ds.y_train, ds.y_test, spec.homogeneity_degree, src,
-                   ds.labels is not None, *extra)
+                   ds.labels is not None, "nngp" if nngp else "zero", *extra)
 
 
 class Theory:
     """Test-loss predictions of one problem for any λ, built once (one eigendecomposition).
 
-    ``f0="zero"``: the flow started from f0 = 0, i.e. the mean function over initialisations
-    (:mod:`widelimit.predict`). ``f0="nngp"``: the test MSE averaged over random initial functions
+    ``prob.f0 == "zero"``: the flow started from f0 = 0, i.e. the mean function over initialisations
+    (:mod:`widelimit.predict`). ``"nngp"``: the test MSE averaged over random initial functions
     f0 ~ NNGP, ``E loss = loss(mean f_t) + mean_x Var f_t(x) / 2`` — what an average over seeds of
     finite networks estimates (:class:`widelimit.studies.ntk_tools.ExpectedLoss`).
     """
 
-    def __init__(self, prob: Problem, f0: str):
-        self.prob, self.f0 = prob, f0
+    def __init__(self, prob: Problem):
+        self.prob, self.f0 = prob, prob.f0
         L2Flow = _require("widelimit.dynamics.ntk_l2", "L2Flow")
         FlowMetrics = _require("widelimit.predict", "FlowMetrics")
         try:
             self.flow = L2Flow(prob.k_train_train, prob.y_train, 0.0, prob.L, k_test_train=prob.k_test_train)
             self.metrics = FlowMetrics(self.flow, prob.y_test)
             self.expected = None
-            if f0 == "nngp":
+            if self.f0 == "nngp":
                 DataKernels, ExpectedLoss = _require("widelimit.studies.ntk_tools", "DataKernels", "ExpectedLoss")
                 self.expected = ExpectedLoss(DataKernels(
                     prob.k_train_train, prob.k_test_train, prob.nngp_train_train, prob.nngp_test_train,
@@ -659,12 +664,12 @@ def cmd_solve(args) -> int:
     from widelimit.tables import Table
 
     prob = _load_problem(args)
-    theory = Theory(prob, args.f0)
+    theory = Theory(prob)
     t = np.geomspace(t_min, t_max, args.n_times)
     lams = np.asarray(args.lams, dtype=float)
     curves = loss_curves(theory.metrics, lams=lams, t=t, accuracy=prob.classification, train_loss=True)
     train_acc = ([_train_accuracy(theory.flow.with_lam(lam), t) for lam in lams] if prob.classification else None)
-    expected = np.stack([theory.test_loss(lam, t) for lam in lams]) if args.f0 == "nngp" else None
+    expected = np.stack([theory.test_loss(lam, t) for lam in lams]) if prob.f0 == "nngp" else None
     t_star, best, edge = theory.t_stars(lams, args)
 
     cols = ["λ", "t"] + (["steps"] if args.lr else []) + ["train loss", "test loss"] \
@@ -685,7 +690,7 @@ def cmd_solve(args) -> int:
                     title="Best test time t* and c = λ·t*",
                     units={"t*": "η·steps", "kernel decay": "η·steps", "output decay": "η·steps"},
                     caption=f"{prob.source}; L = {prob.L}",
-                    notes=[f"t* = time of the minimum of the infinite-width test MSE; {F0_NOTE[args.f0]}",
+                    notes=[f"t* = time of the minimum of the infinite-width test MSE; {F0_NOTE[prob.f0]}",
                            "test acc at t*: mean function; kernel decay 1/(2(L−1)λ), output decay 1/(Lλ)"])
     for i, lam in enumerate(lams):
         row = [lam, t_star[i]] + ([t_star[i] / args.lr] if args.lr else []) + [lam * t_star[i], best[i]]
@@ -722,7 +727,7 @@ def cmd_table_ntk(args) -> int:
     from widelimit.tables import Table
 
     prob = _load_problem(args)
-    theory = Theory(prob, args.f0)
+    theory = Theory(prob)
     lams = np.asarray(sorted(set(args.lams), reverse=True), dtype=float)
     unit = "steps" if args.lr else "η·steps"
     scale = 1.0 / args.lr if args.lr else 1.0
@@ -732,7 +737,7 @@ def cmd_table_ntk(args) -> int:
     per_lam = Table(cols, title="Time scales of the infinite-width L2 flow",
                     units={"t*": "η·steps", "kernel decay": unit, "output decay": unit},
                     caption=f"{prob.source}; L = {prob.L}" + (f"; η = {args.lr:g}" if args.lr else ""),
-                    notes=[f"t* = time of the best infinite-width test MSE; {F0_NOTE[args.f0]}; c = λ·t* "
+                    notes=[f"t* = time of the best infinite-width test MSE; {F0_NOTE[prob.f0]}; c = λ·t* "
                            "(THEORY.md §3: t* ≈ c/λ with c independent of λ)",
                            "test acc at t*: mean function; kernel decay time 1/(2(L−1)λ) (the NTK shrinks as "
                            "e^{−2(L−1)λt}); output decay time 1/(Lλ)"])
@@ -766,7 +771,7 @@ def cmd_table_ntk(args) -> int:
                            caption=f"{prob.source}; L = {prob.L}; η = {args.lr:g}",
                            notes=[f"rule: λ_opt = c/(ηT) with c = {c0:.4g} = λ·t* at λ = {lam0:g} (the largest "
                                   "λ of the t* table with an interior optimum), THEORY.md §3",
-                                  f"test loss: infinite-width test MSE after T steps (time ηT); {F0_NOTE[args.f0]}",
+                                  f"test loss: infinite-width test MSE after T steps (time ηT); {F0_NOTE[prob.f0]}",
                                   f"λ argmin: the λ minimising that loss over {search.size} log-spaced λ in "
                                   f"[{search.min():.3g}, {search.max():.3g}]; on the grid edge it is only a bound"])
         for j, T in enumerate(budgets):

@@ -1,0 +1,312 @@
+"""Tests of the NTK-regime validation studies (quick, width, tstar, lambda_opt, linear_vs_deep), their
+shared helpers (widelimit.studies.common, widelimit.studies.ntk_tools) and the report assembler.
+
+The default subset runs the main-job study at the tiny "smoke" size plus the helpers; the other studies
+at smoke size are marked slow.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from widelimit.arch import MLP
+from widelimit.studies import STUDIES, get_study
+from widelimit.studies.common import (Figure, PointCache, check_size, command_line, config_key, loglog_slope,
+                                      machine_info, refine_extremum, write_report)
+from widelimit.tables import Table
+
+MY_STUDIES = ("quick", "width", "tstar", "lambda_opt", "linear_vs_deep")
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    from widelimit.data import load_dataset
+    return load_dataset("digits", n_train=40, n_test=30, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# common.py
+def test_refine_extremum_recovers_parabola_vertex():
+    x = np.geomspace(1.0, 100.0, 9)
+    u0 = math.log(7.3)
+    y = (np.log(x) - u0) ** 2 + 0.5
+    xm, ym, where = refine_extremum(x, y)
+    assert where == "interior"
+    assert xm == pytest.approx(7.3, rel=1e-9)
+    assert ym == pytest.approx(0.5, abs=1e-12)
+    # maximum, and a minimum on the edge of the grid
+    xm2, _, w2 = refine_extremum(x, -y, kind="max")
+    assert w2 == "interior" and xm2 == pytest.approx(7.3, rel=1e-9)
+    assert refine_extremum(x, x)[2] == "first"
+    assert refine_extremum(x, -x)[2] == "last"
+    assert refine_extremum(x, np.full(9, np.nan))[2] == "none"
+    with pytest.raises(ValueError, match="kind"):
+        refine_extremum(x, y, kind="median")
+    with pytest.raises(ValueError, match="x must be > 0"):
+        refine_extremum(-x, y)
+
+
+def test_loglog_slope_and_size_checks():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    s, c, n = loglog_slope(x, 3.0 * x ** -0.5)
+    assert s == pytest.approx(-0.5) and c == pytest.approx(3.0) and n == 4
+    assert math.isnan(loglog_slope([1.0], [1.0])[0])
+    assert check_size("quick") == "quick"
+    with pytest.raises(ValueError, match="size must be one of"):
+        check_size("huge")
+
+
+def test_point_cache_resumes_and_wipes(tmp_path):
+    cache = PointCache(tmp_path / "c")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"s": {"a": np.arange(4.0)}}, {"v": 2.5}
+
+    first = cache.get_or_compute({"lam": 0.1, "w": 8}, compute)
+    again = PointCache(tmp_path / "c").get_or_compute({"w": 8, "lam": 0.1}, compute)   # key order irrelevant
+    assert not first.loaded and again.loaded and len(calls) == 1
+    np.testing.assert_array_equal(again.streams["s"]["a"], np.arange(4.0))
+    assert again.summary == {"v": 2.5}
+    assert config_key({"a": 1}) != config_key({"a": 2})
+    PointCache(tmp_path / "c", resume=False).get_or_compute({"lam": 0.1, "w": 8}, compute)
+    assert len(calls) == 2
+    with pytest.raises(TypeError, match="compute"):
+        PointCache(tmp_path / "d").get_or_compute({"x": 1}, lambda: {"s": {}})
+
+
+def test_write_report_md_and_json(tmp_path):
+    t = Table(["λ", "t*"], rows=[[0.1, 2.8], [0.01, float("nan")]])
+    md = write_report("demo", tmp_path, title="Demo", size="quick", summary="A summary.",
+                      sections=[("Numbers", ["text", t, Figure("demo.png", "A plot. More.")])],
+                      data={"arr": np.array([1.0, np.inf])}, command="widelimit validate demo",
+                      machine={"cpu": "X", "cpus_available": 2, "cpus_total": 2})
+    text = md.read_text()
+    assert text.startswith("# Demo") and "A summary." in text and "![A plot](demo.png)" in text
+    assert "`widelimit validate demo`" in text and "X, 2 of 2 cores" in text
+    payload = json.loads((tmp_path / "demo.json").read_text())   # strict JSON: no NaN/inf literals
+    assert payload["data"]["arr"] == [1.0, "inf"]
+    assert payload["tables"][0]["section"] == "Numbers"
+    with pytest.raises(TypeError, match="blocks"):
+        write_report("demo", tmp_path, title="Demo", size="quick", sections=[("S", [3.0])])
+    with pytest.raises(ValueError, match="name"):
+        write_report("a/b", tmp_path, title="Demo", size="quick", sections=[])
+
+
+def test_machine_info_and_command_line():
+    info = machine_info()
+    assert info["cpus_available"] >= 1 and info["python"].count(".") == 2 and "jax" in info
+    cmd = command_line(["/x/widelimit/cli.py", "validate", "quick"])
+    assert "-m widelimit.cli validate quick" in cmd
+
+
+# ------------------------------------------------------------------------------------------------
+# ntk_tools.py
+def test_expected_loss_matches_ensemble_covariance(small_digits):
+    """The O(N^2) mean-variance quadratic form equals the mean of L2FlowEnsemble's test variances, and the
+    mean-function loss equals the loss of the ensemble mean."""
+    from widelimit.dynamics.ensemble import L2FlowEnsemble
+    from widelimit.studies.ntk_tools import ExpectedLoss, dataset_kernels
+
+    ds = small_digits
+    spec = MLP(depth=3, out_dim=10)
+    el = ExpectedLoss(dataset_kernels(spec, ds))
+    t = np.array([0.0, 3.0, 30.0, 300.0])
+    for lam in (0.0, 0.02):
+        ens = L2FlowEnsemble.from_spec(spec, ds.x_train, ds.y_train, lam, x_test=ds.x_test)
+        var = ens.cov(t, diagonal=True).test.mean(-1)
+        np.testing.assert_allclose(el.variance(lam, t), var, rtol=1e-9, atol=1e-12)
+        mean = ens.mean(t).test
+        np.testing.assert_allclose(el.loss_of_mean(lam, t), 0.5 * np.mean((mean - ds.y_test) ** 2, axis=(1, 2)),
+                                   rtol=1e-9)
+    # at t = 0 the expected loss is the zero function's loss plus half the NNGP prior variance
+    assert el(0.02, [0.0])[0] == pytest.approx(el.zero_loss() + 0.5 * np.mean(el.dk.nngp_xx_diag), rel=1e-12)
+
+
+def test_expected_loss_against_monte_carlo(small_digits):
+    """Average of the per-draw test loss over sampled f0 ~ NNGP agrees with the closed form."""
+    from widelimit.dynamics.ntk_l2 import L2Flow
+    from widelimit.kernels import analytic_kernels
+    from widelimit.studies.ntk_tools import ExpectedLoss, dataset_kernels
+
+    ds = small_digits
+    spec = MLP(depth=2, out_dim=10)
+    el = ExpectedLoss(dataset_kernels(spec, ds))
+    x = np.concatenate([ds.x_train, ds.x_test])
+    k = analytic_kernels(spec, x)
+    chol = np.linalg.cholesky(k.nngp + 1e-10 * np.eye(len(x)))
+    rng = np.random.default_rng(0)
+    n = ds.n_train
+    t = np.array([1.0, 20.0])
+    losses = []
+    for _ in range(200):
+        f0 = chol @ rng.standard_normal((len(x), 10))
+        fl = L2Flow(k.ntk[:n, :n], ds.y_train, 0.03, 2, k_test_train=k.ntk[n:, :n], f0_train=f0[:n],
+                    f0_test=f0[n:])
+        losses.append(0.5 * np.mean((fl.test(t) - ds.y_test) ** 2, axis=(1, 2)))
+    losses = np.array(losses)
+    se = losses.std(0) / np.sqrt(len(losses))
+    assert np.all(np.abs(losses.mean(0) - el(0.03, t)) < 5 * se)
+
+
+def test_linear_gd_tends_to_flow(small_digits):
+    from widelimit.dynamics.ntk_l2 import L2Flow
+    from widelimit.studies.ntk_tools import dataset_kernels, linear_gd
+
+    ds = small_digits
+    dk = dataset_kernels(MLP(depth=3, out_dim=10), ds)
+    rng = np.random.default_rng(1)
+    f0t, f0x = rng.standard_normal(ds.y_train.shape), rng.standard_normal(ds.y_test.shape)
+    fl = L2Flow(dk.ntk_tt, ds.y_train, 0.05, 3, k_test_train=dk.ntk_xt, f0_train=f0t, f0_test=f0x)
+    errs = []
+    for eta in (0.1, 0.01):
+        steps = np.round(np.array([0.0, 2.0, 10.0]) / eta).astype(int)
+        a, b = linear_gd(dk.ntk_tt, dk.ntk_xt, ds.y_train, 0.05, 3, eta, steps, f0_train=f0t, f0_test=f0x)
+        A, B = fl(steps * eta)
+        np.testing.assert_array_equal(b[0], f0x)
+        errs.append(max(np.abs(a - A).max(), np.abs(b - B).max()))
+    assert errs[1] < errs[0] / 5          # first order in eta
+    assert errs[1] < 1e-3
+    with pytest.raises(ValueError, match="eta"):
+        linear_gd(dk.ntk_tt, dk.ntk_xt, ds.y_train, 0.05, 3, 0.0, [0, 1])
+
+
+@pytest.mark.parametrize("spec", [MLP(depth=3, width=24, out_dim=3),
+                                  MLP(depth=2, width=16, out_dim=2, activation="leaky_relu", slope=0.1),
+                                  MLP(depth=1, out_dim=2)])
+def test_layerwise_empirical_ntk_matches_jacobian(spec, small_digits):
+    import jax
+
+    from widelimit._x64 import x64
+    from widelimit.kernels import empirical_ntk
+    from widelimit.nets import apply, init_params
+    from widelimit.studies.ntk_tools import mlp_empirical_ntk
+
+    x1, x2 = small_digits.x_train[:12], small_digits.x_test[:7]
+    with x64():
+        p = init_params(spec, jax.random.PRNGKey(3), (64,), dtype=jax.numpy.float64)
+        ref = empirical_ntk(lambda q, x: apply(spec, q, x), p, x1, x2)
+    mine = mlp_empirical_ntk(spec, jax.tree_util.tree_map(np.asarray, p), x1, x2)
+    np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="bias-free"):
+        mlp_empirical_ntk(spec.replace(b_std=0.1), p, x1)
+
+
+def test_linear_network_gd_is_exactly_linear_gd():
+    """A depth-1 network is a linear model whose NTK is the analytic one at any width, and GD with L2 on
+    it is exactly the discrete recursion of linear_gd: the trained outputs agree to float32 precision."""
+    from widelimit.data import load_dataset
+    from widelimit.studies.ntk_tools import dataset_kernels, initial_state, linear_gd
+    from widelimit.train import RunConfig, train
+
+    opts = dict(classes=[3, 8], targets="pm1", n_train=30, n_test=20, seed=0)
+    ds = load_dataset("digits", **opts)
+    spec = MLP(depth=1, out_dim=1)
+    cfg = RunConfig(arch=spec, data="digits", data_options=opts, optimizer="gd", learning_rate=0.5, l2=0.05,
+                    steps=40, eval_every=10, probe_size=20, dtype="float32", seed=2)
+    res = train(cfg)
+    _, f0_tr, f0_te = initial_state(cfg, ds)
+    dk = dataset_kernels(spec, ds)
+    _, f_te = linear_gd(dk.ntk_tt, dk.ntk_xt, ds.y_train, 0.05, 1, 0.5, res.metrics["step"],
+                        f0_train=f0_tr, f0_test=f0_te)
+    meas = res.probe["outputs"]
+    assert np.abs(meas - f_te).max() < 1e-4 * np.abs(f_te).max()
+    assert np.abs(meas[-1] - meas[0]).max() > 0.1      # it did move
+
+
+# ------------------------------------------------------------------------------------------------
+# studies
+def test_studies_reject_bad_size(tmp_path):
+    for name in MY_STUDIES:
+        with pytest.raises(ValueError, match="size must be one of"):
+            get_study(name)("gigantic", tmp_path)
+    assert set(MY_STUDIES) <= set(STUDIES)
+
+
+def _load(out, name):
+    assert (out / f"{name}.md").is_file() and (out / f"{name}.png").stat().st_size > 1000
+    text = (out / f"{name}.md").read_text()
+    assert "## How this was made" in text and "Smoke size" in text
+    return text, json.loads((out / f"{name}.json").read_text())
+
+
+def test_quick_smoke(tmp_path):
+    md = get_study("quick")("smoke", tmp_path, progress=False, resume=True)
+    text, js = _load(tmp_path, "quick")
+    d = js["data"]
+    lams = np.array(d["lams"])
+    th = np.array([r[0] for r in d["theory_tstar"]], float)
+    assert np.all(np.isfinite(th)) and np.all(th > 0)
+    assert np.all(np.diff(th) < 0)                     # larger lambda, earlier optimum
+    assert np.all(np.isfinite(np.array(d["measured_test_loss_mean"], float)))
+    lo = [r[0] for r in d["theory_lambda_opt"] if r[2] == "interior"]
+    assert lo and all(v > 0 for v in lo)
+    assert len(d["budgets"]) >= 3 and "λ_opt" in text and md.name == "quick.md"
+    assert lams.size >= 3
+    # a rerun with resume reuses the cache (no training) and reproduces the numbers
+    get_study("quick")("smoke", tmp_path, progress=False, resume=True)
+    js2 = json.loads((tmp_path / "quick.json").read_text())
+    assert js2["data"]["measured_tstar"] == d["measured_tstar"]
+
+
+@pytest.mark.slow
+def test_width_smoke(tmp_path):
+    get_study("width")("smoke", tmp_path, progress=False)
+    _, js = _load(tmp_path, "width")
+    rows = js["data"]["rows"]
+    assert [r["width"] for r in rows] == [16, 32]
+    for r in rows:
+        for k in ("flow", "discrete", "empirical", "kernel"):
+            assert 0 < r[k] < 5
+        assert r["empirical"] < r["discrete"]          # the own initial kernel explains part of the error
+
+
+@pytest.mark.slow
+def test_tstar_smoke(tmp_path):
+    get_study("tstar")("smoke", tmp_path, progress=False)
+    _, js = _load(tmp_path, "tstar")
+    rows = js["data"]["lam_rows"]
+    th = [r["theory"][0] for r in rows]
+    assert all(t > 0 for t in th) and th[0] < th[1]    # lam 0.1 before lam 0.03
+    assert all(r["measured"][2] in ("interior", "first", "last") for r in js["data"]["eta_rows"])
+
+
+@pytest.mark.slow
+def test_lambda_opt_smoke(tmp_path):
+    get_study("lambda_opt")("smoke", tmp_path, progress=False)
+    _, js = _load(tmp_path, "lambda_opt")
+    rows = js["data"]["rows"]
+    assert len(rows) >= 3
+    th = [r["theory"][0] for r in rows]
+    assert all(a > b for a, b in zip(th, th[1:]))      # longer budget, smaller lambda_opt
+    assert js["data"]["c_theory"] > 0
+
+
+@pytest.mark.slow
+def test_linear_vs_deep_smoke(tmp_path):
+    get_study("linear_vs_deep")("smoke", tmp_path, progress=False)
+    _, js = _load(tmp_path, "linear_vs_deep")
+    res = {r["L"]: r for r in js["data"]["results"]}
+    # the depth-1 network is exactly linear: it follows the closed-form flow up to the GD discretisation
+    assert res[1]["track_max"] < 0.05
+    assert res[1]["ridge_inf"] < 1e-8                  # the L = 1 flow ends at the ridge solution
+
+
+def test_report_assembles_study_reports(tmp_path):
+    from widelimit.studies.report import build_report
+    quick = tmp_path / "quick"
+    t = Table(["a"], rows=[[1]])
+    write_report("tstar", quick, title="T star", size="quick", summary="Slope −1.", sections=[
+        ("S", [t, Figure("tstar.png", "cap")])], command="c", machine={"cpus_available": 2})
+    write_report("zzz_other", quick, title="Other", size="quick", sections=[], command="c", machine={})
+    out = build_report(tmp_path)
+    text = out.read_text()
+    assert "](quick/tstar.png)" in text and "](quick/tstar.md)" in text
+    assert "## T star" in text and "Slope −1." in text and "zzz_other" in text
+    assert text.index("## T star") < text.index("## Other")   # registry order first
+    with pytest.raises(ValueError, match="root"):
+        build_report(tmp_path / "missing")

@@ -37,14 +37,15 @@ import math
 import numpy as np
 
 from .norms_result import NormDynamics, finite_check, prepare_inputs
-from .norms_schedules import Schedule
+from .norms_schedules import Schedule, as_series
 
 __all__ = ["solve_norm_map"]
 
 
 def solve_norm_map(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_steps: int,
                    grad_norm_sq: Schedule, norm_sq0=None, norm0=None, d=None, momentum: float = 0.0,
-                   beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> NormDynamics:
+                   beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                   grad_buffer_dot: Schedule | None = None) -> NormDynamics:
     """Iterate the discrete norm map for ``n_steps`` steps of ``n_groups`` scale-invariant groups.
 
     Args:
@@ -60,6 +61,10 @@ def solve_norm_map(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_st
       d: number of parameters per group (required for Adam; unused by SGD-type optimisers).
       momentum: heavy-ball / Nesterov coefficient in [0, 1).
       beta1, beta2, eps: Adam's hyper-parameters (optax conventions, eps outside the square root).
+      grad_buffer_dot: optional measured ``g_k . M_k`` (loss gradient against the optimiser's buffer before
+        step k: optax's ``trace`` for momentum, Adam's ``mu``), in absolute units, replacing assumption A1
+        (``E[g . M] = 0``). A diagnostic: on real networks curvature makes successive gradients
+        anti-correlated with the buffer, which A1 ignores.
 
     Returns:
       :class:`NormDynamics` with ``method='map'``.
@@ -72,15 +77,19 @@ def solve_norm_map(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_st
     LC, LD = (np.zeros_like(LAM), LAM) if opt.decoupled else (LAM, np.zeros_like(LAM))
     C2 = [opt.c2(k) for k in range(n)]
     unbias2 = (1.0 / (1.0 - opt.beta2 ** np.arange(1, n + 1))).tolist() if opt.is_adam else None
+    GM = np.zeros((n, ng)) if grad_buffer_dot is None else \
+        as_series(grad_buffer_dot, "grad_buffer_dot", n, ng)
     if ng <= _SCALAR_GROUPS:   # per-group loop on Python floats: ~10x less overhead than tiny arrays
         cols = [_iterate(opt, float(inp["x0"][g]), LR[:, g].tolist(), LC[:, g].tolist(), LD[:, g].tolist(),
-                         GS[:, g].tolist(), C2, unbias2, None if dd is None else float(dd[g]), _SCALAR_OPS)
+                         GS[:, g].tolist(), GM[:, g].tolist(), C2, unbias2,
+                         None if dd is None else float(dd[g]), _SCALAR_OPS)
                 for g in range(ng)]
         xs, eff, ang, dsq, kap = (np.stack([np.asarray(c[i], dtype=np.float64) for c in cols], axis=1)
                                   for i in range(5))
     else:
         xs, eff, ang, dsq, kap = (np.asarray(v, dtype=np.float64) for v in
-                                  _iterate(opt, inp["x0"].copy(), LR, LC, LD, GS, C2, unbias2, dd, _ARRAY_OPS))
+                                  _iterate(opt, inp["x0"].copy(), LR, LC, LD, GS, GM, C2, unbias2, dd,
+                                           _ARRAY_OPS))
     finite_check(xs, "||w||^2")
     return NormDynamics(optimizer=opt, method="map", norm_sq=xs, effective_lr=eff, angular_update=ang,
                         update_norm_sq=dsq, precond=kap, lr=LR, weight_decay=LAM, grad_norm_sq=GS, d=dd)
@@ -91,7 +100,7 @@ _SCALAR_OPS = (math.sqrt, math.atan2, lambda v: v if v > 0.0 else 0.0)
 _ARRAY_OPS = (np.sqrt, np.arctan2, lambda v: np.maximum(v, 0.0))
 
 
-def _iterate(opt, x, LR, LC, LD, GS, C2, unbias2, dd, ops):
+def _iterate(opt, x, LR, LC, LD, GS, GM, C2, unbias2, dd, ops):
     """The moment map of the module docstring; works on floats or on arrays over groups (``ops``)."""
     sqrt, atan2, clip0 = ops
     a, b, c1 = opt.a, opt.b, opt.c1
@@ -102,7 +111,7 @@ def _iterate(opt, x, LR, LC, LD, GS, C2, unbias2, dd, ops):
         eta, lc, ld, c2 = LR[k], LC[k], LD[k], C2[k]
         hw = lc * x
         hh = GS[k] / x + lc * hw                  # ||h||^2 = G/x + lam_c^2 x   (g . w = 0)
-        hM = lc * p                               # E[h . M] = lam_c p          (A1: E[g . M] = 0)
+        hM = lc * p + GM[k]                       # E[h . M] = lam_c p + E[g . M]  (A1: E[g . M] = 0)
         if adam:
             V = b2 * V + (1.0 - b2) * hh
             kappa = 1.0 / (sqrt(V * unbias2[k] / dd) + eps)

@@ -108,6 +108,95 @@ def dataset_kernels(spec, ds, *, cache: Optional[PointCache] = None, key: Option
                        np.asarray(ds.y_test, np.float64), int(L))
 
 
+def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_samples: int = 256,
+                    seed0: int = 100_000, batch_size: int = 32, chunk: int = 32) -> DataKernels:
+    """Kernels of ``spec`` on ``ds`` estimated from finite instances, without neural-tangents (any spec,
+    CNNs included; for machines where the analytic CNN kernels are unavailable).
+
+    * NTK: mean over ``ntk_seeds`` of the empirical NTK (:func:`widelimit.kernels.empirical_ntk`, mean of
+      the outputs' diagonal blocks) of networks initialised with ``PRNGKey(seed)``, float32;
+    * NNGP: the covariance over ``nngp_samples`` random initialisations (keys ``seed0 + i``) of the initial
+      outputs, pooled over the K outputs: ``K(x, x') = mean_{i,k} f0_ik(x) f0_ik(x')``.
+
+    At the spec's finite width these differ from the infinite-width kernels by ``O(width^{-1/2})`` random
+    and ``O(1/width)`` systematic terms; the Monte-Carlo error of the NNGP is ``~ (nngp_samples K)^{-1/2}``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ..kernels import empirical_ntk
+    from ..nets import apply, init_params
+
+    L = spec.homogeneity_degree
+    if L is None:
+        raise ValueError(f"spec must be homogeneous in its parameters for the L2 theory, got {spec!r}")
+    in_shape = tuple(ds.x_train.shape[1:])
+    xtr = jnp.asarray(ds.x_train, jnp.float32)
+    xte = jnp.asarray(ds.x_test, jnp.float32)
+    fn = lambda p, x: apply(spec, p, x)  # noqa: E731
+    ntk_tt = np.zeros((ds.n_train, ds.n_train))
+    ntk_xt = np.zeros((ds.n_test, ds.n_train))
+    for s in ntk_seeds:
+        params = init_params(spec, jax.random.PRNGKey(int(s)), in_shape, jnp.float32)
+        ntk_tt += np.asarray(empirical_ntk(fn, params, xtr, batch_size=batch_size), np.float64)
+        ntk_xt += np.asarray(empirical_ntk(fn, params, xte, xtr, batch_size=batch_size), np.float64)
+    ntk_tt /= len(ntk_seeds)
+    ntk_xt /= len(ntk_seeds)
+
+    @jax.jit
+    def f0(keys):
+        return jax.vmap(lambda k: jnp.concatenate([fn(init_params(spec, k, in_shape, jnp.float32), xtr),
+                                                   fn(init_params(spec, k, in_shape, jnp.float32), xte)]))(keys)
+
+    n = ds.n_train
+    nngp_tt = np.zeros((n, n))
+    nngp_xt = np.zeros((ds.n_test, n))
+    diag = np.zeros(ds.n_test)
+    count = 0
+    for start in range(0, int(nngp_samples), chunk):
+        keys = jnp.stack([jax.random.PRNGKey(seed0 + i) for i in range(start, min(start + chunk, nngp_samples))])
+        f = np.asarray(f0(keys), np.float64)                   # (S, N + M, K)
+        ft, fx = f[:, :n], f[:, n:]
+        nngp_tt += np.einsum("snk,smk->nm", ft, ft)
+        nngp_xt += np.einsum("snk,smk->nm", fx, ft)
+        diag += np.einsum("snk,snk->n", fx, fx)
+        count += f.shape[0] * f.shape[2]
+    return DataKernels(0.5 * (ntk_tt + ntk_tt.T), ntk_xt, nngp_tt / count, nngp_xt / count, diag / count,
+                       np.asarray(ds.y_train, np.float64), np.asarray(ds.y_test, np.float64), int(L))
+
+
+def study_kernels(spec, ds, *, cache: Optional[PointCache], key: Dict[str, Any], kernels: str = "auto",
+                  **sampled_options) -> Tuple[DataKernels, str]:
+    """Kernels for a study: ``kernels="analytic"`` (:func:`dataset_kernels`), ``"sampled"``
+    (:func:`sampled_kernels`) or ``"auto"`` (analytic when available -- MLPs always, CNNs where
+    neural-tangents imports -- else sampled). Cached in ``cache`` under ``key``. Returns the kernels and
+    the method used."""
+    if kernels not in ("auto", "analytic", "sampled"):
+        raise ValueError(f"kernels must be 'auto', 'analytic' or 'sampled', got {kernels!r}")
+    if kernels == "auto":
+        from ..arch import MLP
+        kernels = "analytic"
+        if not isinstance(spec, MLP):
+            try:
+                import neural_tangents  # noqa: F401
+            except Exception:
+                kernels = "sampled"
+    if kernels == "analytic":
+        return dataset_kernels(spec, ds, cache=cache, key=key), "analytic"
+
+    def compute():
+        dk = sampled_kernels(spec, ds, **sampled_options)
+        return ({"k": {f: getattr(dk, f) for f in ("ntk_tt", "ntk_xt", "nngp_tt", "nngp_xt", "nngp_xx_diag")}},
+                {"L": dk.L})
+    full_key = {"what": "sampled_kernels", "spec": spec.to_dict(), **key,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in sampled_options.items()}}
+    arrs = (cache.get_or_compute(full_key, compute).streams["k"] if cache is not None else compute()[0]["k"])
+    return DataKernels(*(np.asarray(arrs[f], np.float64) for f in ("ntk_tt", "ntk_xt", "nngp_tt", "nngp_xt",
+                                                                    "nngp_xx_diag")),
+                       np.asarray(ds.y_train, np.float64), np.asarray(ds.y_test, np.float64),
+                       int(spec.homogeneity_degree)), "sampled"
+
+
 class ExpectedLoss:
     """Test MSE of the infinite-width L2 flow averaged over ``f0 ~ NNGP`` (see the module docstring).
 
@@ -425,5 +514,5 @@ def fmt_where(value: float, where: str, horizon: Optional[float] = None) -> str:
     return f"{value:.4g}"
 
 
-__all__ = ["DataKernels", "dataset_kernels", "ExpectedLoss", "Grid", "train_grid", "initial_state", "linear_gd", "mlp_empirical_ntk",
+__all__ = ["DataKernels", "dataset_kernels", "sampled_kernels", "study_kernels", "ExpectedLoss", "Grid", "train_grid", "initial_state", "linear_gd", "mlp_empirical_ntk",
            "seed_mean_tstar", "fmt_where", "grid_lambda_opt", "loss_at_lambda"]

@@ -328,6 +328,8 @@ def assumptions_section() -> str:
   ($S^2$ instead of $S_2$ per step).
 * Leading order in $\eta\lambda$ for the closed forms and the ODE; momentum needs $\eta\lambda\ll(1-\mu)^2$.
 * Adam: $\epsilon\to0$; $v$ in equilibrium and isotropic within the group, $v_i = E\|h\|^2/d$.
+* Angular update $\theta$: the angle between $w_k$ and $w_{k+1}$; the laws give $E[\theta^2] = E\|\Delta w\|^2/x$,
+  i.e. the root-mean-square angle per step.
 * Relaxation time: e-folding time, in steps, of a small deviation from equilibrium under the slow ODE (the
   same for every power of $x$).
 """

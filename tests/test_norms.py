@@ -401,3 +401,15 @@ def test_bad_input_closed_forms(changes, match):
         norm_predictions("sgd", 0.1, 1e-3, steps_per_epoch=0)
     with pytest.raises(ValueError, match="momentum"):
         norm_predictions("momentum", 0.1, 1e-3, momentum=[0.5, 1.0])
+
+
+def test_grad_buffer_dot_input():
+    kw = dict(lr=0.1, weight_decay=1e-3, n_steps=50, grad_norm_sq=1.0, norm_sq0=1.0, momentum=0.9)
+    with pytest.raises(ValueError, match="grad_buffer_dot"):
+        N.solve_norm_map("momentum", grad_buffer_dot=np.ones(3), **kw)
+    base = N.solve_norm_map("momentum", **kw)
+    zero = N.solve_norm_map("momentum", grad_buffer_dot=0.0, **kw)
+    np.testing.assert_array_equal(base.norm_sq, zero.norm_sq)
+    # a fresh gradient anti-correlated with the buffer slows the norm's growth
+    anti = N.solve_norm_map("momentum", grad_buffer_dot=-0.2, **kw)
+    assert np.all(anti.norm_sq[5:, 0] < base.norm_sq[5:, 0])

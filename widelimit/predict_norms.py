@@ -6,7 +6,7 @@ time ``t = lr * steps`` (project convention). The formulas, their assumptions an
 :mod:`widelimit.dynamics.norms_closed` and ``derivations/scale_invariant.md``; in short (leading order in
 ``lr*lam``, uncorrelated gradients):
 
-* SGD ``sqrt(2 lr lam)``; heavy ball ``sqrt(2 lr lam/(1+mu))``; Nesterov ``sqrt(2 lr lam (1+2mu-2mu^3)/(1+mu))``;
+* Angular update (root-mean-square angle per step): SGD ``sqrt(2 lr lam)``; heavy ball ``sqrt(2 lr lam/(1+mu))``; Nesterov ``sqrt(2 lr lam (1+2mu-2mu^3)/(1+mu))``;
   AdamW ``sqrt(2 lr lam (1-b1)/(1+b1))``; Adam + L2 ``sqrt((1-b1)/(1+b1)) (2 lam)^(1/3) lr^(2/3) (d^2/G)^(1/6)``.
 * Relaxation (e-folding of a small deviation): ``(1-mu)/(4 lr lam)`` steps for the SGD family,
   ``1/(2 lr lam)`` for AdamW, ``2 x*/(3 lr^2 d)`` for Adam + L2.

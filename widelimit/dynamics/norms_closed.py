@@ -25,9 +25,16 @@ So SGD: angle ``sqrt(2 eta lam)``; heavy ball ``sqrt(2 eta lam/(1+mu))``; Nester
 ``G``. Adam + L2 ("normalisation only partially removed", van Laarhoven): ``x* ~ (eta/lam)^(2/3) (dG)^(1/3)``,
 angle ``= sqrt((1-b1)/(1+b1)) (2 lam)^(1/3) eta^(2/3) (d^2/G)^(1/6)``: it depends on ``G`` and ``d``.
 
+*Angular update* means the root-mean-square angle per step, ``sqrt(E[theta^2])`` (the derivations give
+``E||dw||^2/||w||^2``). When the per-step gradient norm fluctuates strongly (minibatch gradients on real
+networks: coefficient of variation of ``G`` ~ 1) the *mean* angle is smaller by ``E[sqrt G]/sqrt(E G)``
+(~0.92 measured on a LayerNorm MLP); compare RMS with RMS.
+
 *Relaxation time* is the e-folding time (in steps) of a small deviation ``x - x*`` under the continuous
 ODE (the same for any power of ``x``). It is exact at all amplitudes for ``u = x^2`` (SGD family) and
 ``x`` (AdamW), whose ODEs are linear; for Adam + L2 the full trajectory is given implicitly below.
+With momentum the discrete dynamics relax faster than the ODE by a relative ``~8 eta lam/(1-mu)^2``
+(measured with the moment map: 8% at ``eta lam = 1e-4, mu = 0.9``); use the map when that is not small.
 
 Without weight decay (``lam = 0``) the norm grows for ever: ``x^2 = x0^2 + 2 eta^2 S^2 G k`` for the SGD
 family (``||w||^4`` linear in steps, ``eta_eff ~ k^{-1/2}``), and ``x = x0 + eta^2 d k`` for Adam
@@ -49,7 +56,7 @@ class Equilibrium(NamedTuple):
 
     norm_sq: np.ndarray           # ||w||^2 at equilibrium
     effective_lr: np.ndarray      # eta * kappa / ||w||^2
-    angular_update: np.ndarray    # radians per step
+    angular_update: np.ndarray    # root-mean-square angle per step (radians)
     relaxation_steps: np.ndarray  # e-folding time of a small deviation, in steps
 
 

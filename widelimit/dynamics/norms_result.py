@@ -24,7 +24,9 @@ class NormDynamics:
       direction moves as ``w_hat <- w_hat - effective_lr * grad l(w_hat)`` (before momentum filtering).
       ``kappa = 1`` for SGD-type optimisers; for Adam ``kappa = 1/(sqrt(V_hat/d) + eps)`` is the
       preconditioner scale of the isotropic update-norm model (see :mod:`widelimit.dynamics.norms_map`);
-    * ``angular_update``: expected angle (radians) between ``w_k`` and ``w_{k+1}``, ``(n_steps, n_groups)``;
+    * ``angular_update``: expected angle (radians) between ``w_k`` and ``w_{k+1}``, ``(n_steps, n_groups)``
+      (for SGD driven by the measured per-step ``G_k`` it is that step's angle exactly; as an average over
+      steps compare it with the root-mean-square measured angle);
     * ``update_norm_sq``: expected ``||w_{k+1} - w_k||^2``, ``(n_steps, n_groups)``;
     * ``precond``: ``kappa_k``; ``lr``, ``weight_decay``, ``grad_norm_sq``: the evaluated schedules.
 

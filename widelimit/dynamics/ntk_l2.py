@@ -52,17 +52,22 @@ def _as_float_array(name: str, value, ndim: Optional[tuple] = None) -> np.ndarra
 
 
 def _check_square_symmetric(name: str, value) -> np.ndarray:
-    """A finite, square, (nearly) symmetric float64 matrix, symmetrised."""
+    """A finite, square, (nearly) symmetric float64 matrix (not copied when already float64).
+
+    Symmetry is checked block by block (no N x N temporary); the solvers read only the lower triangle.
+    """
     k = _as_float_array(name, value, (2,))
     if k.shape[0] != k.shape[1] or k.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square (N, N) matrix, got shape {k.shape}")
-    scale = float(np.max(np.abs(k))) if k.size else 0.0
-    asym = float(np.max(np.abs(k - k.T))) if k.size else 0.0
+    scale = max(float(k.max()), -float(k.min()))
+    asym = 0.0
+    for i in range(0, k.shape[0], 1024):
+        asym = max(asym, float(np.max(np.abs(k[i:i + 1024] - k[:, i:i + 1024].T))))
     if asym > _SYMMETRY_RTOL * scale:
         raise ValueError(f"{name} is not symmetric: max|K - K^T| = {asym:.3g} vs max|K| = {scale:.3g}")
     if np.any(np.diag(k) < -_SYMMETRY_RTOL * scale):
         raise ValueError(f"{name} is not positive semi-definite: it has a negative diagonal entry")
-    return 0.5 * (k + k.T)
+    return k
 
 
 def _check_psd_eigenvalues(name: str, evals: np.ndarray) -> None:
@@ -215,10 +220,11 @@ class L2Flow:
         self.normalization = _check_normalization(normalization, y.size)
         self.k_train_train, self.k_test_train, self.y_train = k, kt, y
 
-        mu, v = scipy.linalg.eigh(k / self.normalization, check_finite=False)
+        mu, v = scipy.linalg.eigh(k, lower=True, check_finite=False)
+        mu /= self.normalization
         _check_psd_eigenvalues("k_train_train", mu)
         self._set_decomposition(np.maximum(mu, 0.0), v,
-                                None if kt is None else (kt / self.normalization) @ v)
+                                None if kt is None else (kt @ v) / self.normalization)
 
     def _set_decomposition(self, mu: np.ndarray, v: np.ndarray, test_proj: Optional[np.ndarray]) -> None:
         self.eigenvalues = mu

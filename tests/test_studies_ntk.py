@@ -310,3 +310,36 @@ def test_report_assembles_study_reports(tmp_path):
     assert text.index("## T star") < text.index("## Other")   # registry order first
     with pytest.raises(ValueError, match="root"):
         build_report(tmp_path / "missing")
+
+
+def test_full_size_configurations_are_valid():
+    """The GPU-sized configurations (not run here) build valid training configurations."""
+    from widelimit.arch import from_dict
+    from widelimit.studies import lambda_opt, linear_vs_deep, quick, tstar, width
+    from widelimit.train import RunConfig
+
+    def check(arch, data, options, **kw):
+        RunConfig(arch=arch, data=data, data_options=options, **kw).validate()
+
+    for size in ("smoke", "quick", "full"):
+        q = quick.SIZES[size]
+        spec, _, base, short = quick._configs(q)
+        base.validate(), short.validate()
+        assert all(T % q["eval_every"] == 0 and T <= q["steps"] for T in q["budgets"])
+        w = width.SIZES[size]
+        for wd in w["widths"]:
+            check(MLP(depth=w["depth"], width=wd, out_dim=1), "digits",
+                  dict(classes=width.CLASSES, targets="pm1", n_train=w["n_train"], n_test=w["n_test"]))
+        for v in tstar.SIZES[size]:
+            spec = from_dict(dict(v["arch"]))
+            for g in v["groups"]:
+                check(spec, v["data"], v["data_options"], steps=g["steps"], eval_every=g["eval_every"])
+        lo = lambda_opt.SIZES[size]
+        check(from_dict(dict(lo["arch"])), lo["data"], lo["data_options"], steps=lo["steps"])
+        assert all(T % lo["eval_every"] == 0 and T <= lo["steps"] for T in lo["budgets"])
+        lv = linear_vs_deep.SIZES[size]
+        for d in lv["depths"]:
+            out_dim = 1 if lv["data_options"].get("targets") == "pm1" else 10
+            check(MLP(depth=d, width=lv["width"], out_dim=out_dim), lv.get("data", "digits"), lv["data_options"])
+    assert max(width.SIZES["full"]["widths"]) >= 16384
+    assert {v["arch"]["kind"] for v in tstar.SIZES["full"]} == {"MLP", "CNN"}

@@ -109,7 +109,8 @@ def dataset_kernels(spec, ds, *, cache: Optional[PointCache] = None, key: Option
 
 
 def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_samples: int = 256,
-                    seed0: int = 100_000, batch_size: int = 32, chunk: int = 32) -> DataKernels:
+                    seed0: int = 100_000, batch_size: int = 32, chunk: int = 32,
+                    max_bytes: int = 2 ** 28) -> DataKernels:
     """Kernels of ``spec`` on ``ds`` estimated from finite instances, without neural-tangents (any spec,
     CNNs included; for machines where the analytic CNN kernels are unavailable).
 
@@ -138,8 +139,9 @@ def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_s
     ntk_xt = np.zeros((ds.n_test, ds.n_train))
     for s in ntk_seeds:
         params = init_params(spec, jax.random.PRNGKey(int(s)), in_shape, jnp.float32)
-        ntk_tt += np.asarray(empirical_ntk(fn, params, xtr, batch_size=batch_size), np.float64)
-        ntk_xt += np.asarray(empirical_ntk(fn, params, xte, xtr, batch_size=batch_size), np.float64)
+        ntk_tt += np.asarray(empirical_ntk(fn, params, xtr, batch_size=batch_size, max_bytes=max_bytes), np.float64)
+        ntk_xt += np.asarray(empirical_ntk(fn, params, xte, xtr, batch_size=batch_size, max_bytes=max_bytes),
+                             np.float64)
     ntk_tt /= len(ntk_seeds)
     ntk_xt /= len(ntk_seeds)
 
@@ -182,7 +184,7 @@ def study_kernels(spec, ds, *, cache: Optional[PointCache], key: Dict[str, Any],
             except Exception:
                 kernels = "sampled"
     if kernels == "analytic":
-        return dataset_kernels(spec, ds, cache=cache, key=key), "analytic"
+        return dataset_kernels(spec, ds, cache=cache, key={"spec": spec.to_dict(), **key}), "analytic"
 
     def compute():
         dk = sampled_kernels(spec, ds, **sampled_options)
@@ -411,9 +413,12 @@ class Grid:
 
 def train_grid(cache: PointCache, base, *, seeds: Sequence[int], l2s: Optional[Sequence[float]] = None,
                learning_rates: Optional[Sequence[float]] = None, progress: bool = True,
-               ensemble_size: int = 64) -> Grid:
+               ensemble_size: int = 64, matmul_precision: Optional[str] = None) -> Grid:
     """Train ``base`` (a :class:`widelimit.train.RunConfig`) for every seed and every L2 value (or every
-    learning rate), vmapped, resumable (runs stored under ``<cache.root>/train``)."""
+    learning rate), vmapped, resumable (runs stored under ``<cache.root>/train``).
+
+    ``matmul_precision`` (e.g. ``"highest"``) is passed to ``jax.default_matmul_precision`` while training:
+    on GPUs float32 matrix products otherwise use reduced-precision (TF32) arithmetic."""
     from ..results import ResultStore
     from ..train import RunConfig, run_sweep
     from ..train.loop import RunResult
@@ -431,7 +436,12 @@ def train_grid(cache: PointCache, base, *, seeds: Sequence[int], l2s: Optional[S
     flat = [c for row in grid for c in row]
     import time as _time
     t0 = _time.perf_counter()
-    run_sweep(flat, store, progress=progress, ensemble=True, ensemble_size=ensemble_size)
+    import contextlib
+
+    import jax
+    ctx = jax.default_matmul_precision(matmul_precision) if matmul_precision else contextlib.nullcontext()
+    with ctx:
+        run_sweep(flat, store, progress=progress, ensemble=True, ensemble_size=ensemble_size)
     elapsed = _time.perf_counter() - t0
     runs = [[RunResult.from_stored(store.load(c.run_id)) for c in row] for row in grid]
     names = ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm")

@@ -16,32 +16,59 @@ f0: the networks keep their random initial function; the theory averages over it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
 from ..tables import Table
 from .common import (Figure, Panel, PointCache, Series, Stopwatch, check_out_dir, check_size, loglog_slope,
                      plot_panels, progress_iter, write_report)
-from .ntk_tools import ExpectedLoss, dataset_kernels, fmt_where, seed_mean_tstar, train_grid
+from .ntk_tools import ExpectedLoss, fmt_where, seed_mean_tstar, study_kernels, train_grid
 
 NAME = "tstar"
 
-SIZES: Dict[str, Dict[str, Any]] = {
-    "smoke": dict(data="digits", data_options=dict(classes=[3, 8], targets="pm1", n_train=30, n_test=30, seed=0),
-                  arch=dict(kind="MLP", depth=3, width=32, out_dim=1), eta=0.5, seeds=[0],
-                  groups=[dict(lams=[0.1, 0.03], steps=40, eval_every=2)],
-                  eta_sweep=dict(lam=0.1, etas=[0.25, 0.5], steps=40, eval_every=2)),
-    "quick": dict(data="digits", data_options=dict(classes=[3, 8], targets="pm1", n_train=200, n_test=150, seed=0),
-                  arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=[0, 1],
-                  groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=160, eval_every=1),
-                          dict(lams=[0.005, 0.002, 0.001], steps=1800, eval_every=6)],
-                  eta_sweep=dict(lam=0.01, etas=[0.125, 0.25, 0.5, 1.0], steps=640, eval_every=2)),
-    "full": dict(data="mnist1d", data_options=dict(n_train=4000, n_test=1000, seed=0),
-                 arch=dict(kind="MLP", depth=3, width=2048, out_dim=10), eta=2.0, seeds=[0, 1, 2, 3],
-                 groups=[dict(lams=[0.02, 0.01, 0.005], steps=400, eval_every=2),
-                         dict(lams=[0.002, 0.001, 5e-4, 2e-4], steps=6000, eval_every=20)],
-                 eta_sweep=dict(lam=0.005, etas=[0.5, 1.0, 2.0, 4.0], steps=1600, eval_every=4)),
+_DIGITS38 = dict(classes=[3, 8], targets="pm1", seed=0)
+
+#: each size is a list of variants (dataset + architecture + grids); the first one is the headline
+SIZES: Dict[str, List[Dict[str, Any]]] = {
+    "smoke": [
+        dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=30, n_test=30),
+             arch=dict(kind="MLP", depth=3, width=32, out_dim=1), eta=0.5, seeds=[0],
+             groups=[dict(lams=[0.1, 0.03], steps=40, eval_every=2)],
+             eta_sweep=dict(lam=0.1, etas=[0.25, 0.5], steps=40, eval_every=2)),
+        dict(name="cnn1d", data="mnist1d", data_options=dict(classes=[0, 1], targets="pm1", n_train=24, n_test=24,
+                                                             seed=0, layout="signal"),
+             arch=dict(kind="CNN", depth=1, channels=8, ndim=1, out_dim=1), eta=0.5, seeds=[0],
+             groups=[dict(lams=[0.1, 0.03], steps=30, eval_every=3)], eta_sweep=None,
+             sampled=dict(ntk_seeds=[0, 1], nngp_samples=32)),
+    ],
+    "quick": [
+        dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=200, n_test=150),
+             arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=[0, 1],
+             groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=160, eval_every=1),
+                     dict(lams=[0.005, 0.002, 0.001], steps=1800, eval_every=6)],
+             eta_sweep=dict(lam=0.01, etas=[0.125, 0.25, 0.5, 1.0], steps=640, eval_every=2)),
+    ],
+    "full": [
+        dict(name="mlp_mnist1d", data="mnist1d", data_options=dict(n_train=4000, n_test=1000, seed=0),
+             arch=dict(kind="MLP", depth=3, width=2048, out_dim=10), eta=2.0, seeds=[0, 1, 2, 3],
+             groups=[dict(lams=[0.02, 0.01, 0.005], steps=400, eval_every=2),
+                     dict(lams=[0.002, 0.001, 5e-4, 2e-4], steps=6000, eval_every=20)],
+             eta_sweep=dict(lam=0.005, etas=[0.5, 1.0, 2.0, 4.0], steps=1600, eval_every=4)),
+        dict(name="cnn_digits", data="digits", data_options=dict(_DIGITS38, n_train=250, n_test=107, layout="image"),
+             arch=dict(kind="CNN", depth=3, channels=256, ndim=2, out_dim=1), eta=0.25, seeds=[0, 1, 2, 3],
+             groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=320, eval_every=2),
+                     dict(lams=[0.005, 0.002, 0.001], steps=3600, eval_every=12)],
+             eta_sweep=dict(lam=0.01, etas=[0.0625, 0.125, 0.25, 0.5], steps=1280, eval_every=4),
+             sampled=dict(ntk_seeds=[0, 1, 2, 3], nngp_samples=512, max_bytes=2 ** 33, batch_size=256)),
+        dict(name="cnn_mnist1d", data="mnist1d", data_options=dict(classes=[0, 1], targets="pm1", n_train=600,
+                                                                   n_test=150, seed=0, layout="signal"),
+             arch=dict(kind="CNN", depth=3, channels=256, ndim=1, out_dim=1), eta=0.25, seeds=[0, 1, 2, 3],
+             groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=320, eval_every=2),
+                     dict(lams=[0.005, 0.002, 0.001], steps=3600, eval_every=12)],
+             eta_sweep=None,
+             sampled=dict(ntk_seeds=[0, 1, 2, 3], nngp_samples=512, max_bytes=2 ** 33, batch_size=256)),
+    ],
 }
 
 
@@ -51,25 +78,37 @@ def _spec(a: Dict[str, Any]):
 
 
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
-    """Run the t* study at ``size``; write ``tstar.md``/``.json``/``.png`` into ``out_dir``."""
+    """Run the t* study at ``size``; write ``tstar.md``/``.json`` and one PNG per variant into ``out_dir``."""
     size = check_size(size)
     out = check_out_dir(out_dir)
     sw = Stopwatch()
-    p = SIZES[size]
+    cache = PointCache.for_study(NAME, size, out, resume=resume)
+    sections, data, summaries = [], {}, []
+    for k, v in enumerate(SIZES[size]):
+        png = out / (f"{NAME}.png" if k == 0 else f"{NAME}_{v['name']}.png")
+        sec, dat, summ = _variant(v, cache, png, progress)
+        multi = len(SIZES[size]) > 1
+        sections += [((f"{v['name']}: " if multi else "") + h, b) for h, b in sec]
+        data[v["name"]] = dat
+        summaries.append(summ)
+    return write_report(NAME, out, title="Study 2: the t* law (t* ≈ c/λ)", summary=" ".join(summaries),
+                        sections=sections, size=size, data=data, elapsed_s=sw.elapsed)
+
+
+def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: bool):
+    """One dataset/architecture: returns (sections, data, summary sentence)."""
     from ..data import load_dataset
     from ..train import RunConfig
 
-    cache = PointCache.for_study(NAME, size, out, resume=resume)
     spec = _spec(p["arch"])
     ds = load_dataset(p["data"], **p["data_options"])
     eta = float(p["eta"])
-    dk = dataset_kernels(spec, ds, cache=cache, key={"spec": spec.to_dict(), "data": p["data"],
-                                                      "options": p["data_options"]})
+    dk, how = study_kernels(spec, ds, cache=cache, key={"data": p["data"], "options": p["data_options"]},
+                            **p.get("sampled", {}))
     theory = ExpectedLoss(dk)
     zero = theory.zero_loss()
     base = RunConfig(arch=spec, data=p["data"], data_options=p["data_options"], optimizer="gd",
                      learning_rate=eta, l2=0.0, probe_size=0, dtype="float32")
-
     # -- lam sweep at fixed eta ---------------------------------------------------------------------
     lam_rows = []
     curves = []
@@ -106,28 +145,29 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                     fmt_where(r["f0zero"][0], r["f0zero"][2])])
 
     # -- eta sweep at fixed lam ---------------------------------------------------------------------
-    es = p["eta_sweep"]
-    cfg = base.replace(steps=es["steps"], eval_every=es["eval_every"], l2=float(es["lam"]))
-    egrid = train_grid(cache, cfg, seeds=p["seeds"], learning_rates=es["etas"], progress=progress)
-    th_e = theory.t_star(es["lam"])
-    eta_rows = []
-    for i, e in enumerate(es["etas"]):
-        tm = seed_mean_tstar(egrid.time[i], egrid.metrics["test_loss"][i])
-        eta_rows.append(dict(eta=float(e), me=tm))
-    t2 = Table(["η", "t* theory (flow)", "t* measured", "measured/theory", "t* steps measured", "c measured",
-                "min loss measured"],
-               title=f"t* against η at fixed λ = {es['lam']:g}",
-               units={"t* theory (flow)": "η·steps", "t* measured": "η·steps"},
-               notes=[f"Theory (gradient flow, η → 0): t* = {th_e[0]:.4g}, min loss {th_e[1]:.4g}, the same for "
-                      "every η; in steps t*/η."])
-    for r in eta_rows:
-        me = r["me"]
-        ok = me[2] == "interior"
-        t2.add_row([r["eta"], th_e[0], fmt_where(me[0], me[2]), me[0] / th_e[0] if ok else None,
-                    me[0] / r["eta"] if ok else None, es["lam"] * me[0] if ok else None, me[1]])
-    etas = np.array([r["eta"] for r in eta_rows])
-    eta_ok = [i for i, r in enumerate(eta_rows) if r["me"][2] == "interior"]
-    sl_eta = loglog_slope(etas[eta_ok], [eta_rows[i]["me"][0] for i in eta_ok])
+    es = p.get("eta_sweep")
+    eta_rows, t2, th_e, sl_eta, etas, eta_ok = [], None, None, (float("nan"),) * 3, np.zeros(0), []
+    if es:
+        cfg = base.replace(steps=es["steps"], eval_every=es["eval_every"], l2=float(es["lam"]))
+        egrid = train_grid(cache, cfg, seeds=p["seeds"], learning_rates=es["etas"], progress=progress)
+        th_e = theory.t_star(es["lam"])
+        for i, e in enumerate(es["etas"]):
+            tm = seed_mean_tstar(egrid.time[i], egrid.metrics["test_loss"][i])
+            eta_rows.append(dict(eta=float(e), me=tm))
+        t2 = Table(["η", "t* theory (flow)", "t* measured", "measured/theory", "t* steps measured", "c measured",
+                    "min loss measured"],
+                   title=f"t* against η at fixed λ = {es['lam']:g}",
+                   units={"t* theory (flow)": "η·steps", "t* measured": "η·steps"},
+                   notes=[f"Theory (gradient flow, η → 0): t* = {th_e[0]:.4g}, min loss {th_e[1]:.4g}, the same "
+                          "for every η; in steps t*/η."])
+        for r in eta_rows:
+            me = r["me"]
+            ok = me[2] == "interior"
+            t2.add_row([r["eta"], th_e[0], fmt_where(me[0], me[2]), me[0] / th_e[0] if ok else None,
+                        me[0] / r["eta"] if ok else None, es["lam"] * me[0] if ok else None, me[1]])
+        etas = np.array([r["eta"] for r in eta_rows])
+        eta_ok = [i for i, r in enumerate(eta_rows) if r["me"][2] == "interior"]
+        sl_eta = loglog_slope(etas[eta_ok], [eta_rows[i]["me"][0] for i in eta_ok])
 
     # -- plots --------------------------------------------------------------------------------------
     ts = [Series(lams, [r["th"][0] for r in lam_rows], "s-", "theory (E over f0)", "C1"),
@@ -140,15 +180,16 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         lc.append(Series(grid_t, theory(lam, grid_t), "-", f"λ={lam:.3g}", f"C{k % 10}"))
         sub = np.unique(np.geomspace(1, tt.size - 1, 30).astype(int))
         lc.append(Series(tt[sub], mc[sub], "o", None, f"C{k % 10}"))
-    te = [Series(etas[eta_ok], [eta_rows[i]["me"][0] for i in eta_ok], "o-", "measured t*", "C0"),
-          Series(etas, np.full(etas.shape, th_e[0]), "--", "theory (flow)", "C1")]
-    png = plot_panels(out / f"{NAME}.png", [
-        Panel(lc, "t = η·steps", "test MSE", "test loss: theory lines, measured dots"),
-        Panel(ts, "λ", "t* [η·steps]", f"t* vs λ (η = {eta:g})"),
-        Panel(te, "η", "t* [η·steps]", f"t* vs η (λ = {es['lam']:g})", logy=False)], ncols=3)
+    panels = [Panel(lc, "t = η·steps", "test MSE", "test loss: theory lines, measured dots"),
+              Panel(ts, "λ", "t* [η·steps]", f"t* vs λ (η = {eta:g})")]
+    if es:
+        te = [Series(etas[eta_ok], [eta_rows[i]["me"][0] for i in eta_ok], "o-", "measured t*", "C0"),
+              Series(etas, np.full(etas.shape, th_e[0]), "--", "theory (flow)", "C1")]
+        panels.append(Panel(te, "η", "t* [η·steps]", f"t* vs η (λ = {es['lam']:g})", logy=False))
+    png = plot_panels(png_path, panels, ncols=len(panels))
 
     dev = [lam_rows[i]["me"][0] / lam_rows[i]["th"][0] - 1 for i in use]
-    edev = [eta_rows[i]["me"][0] / th_e[0] - 1 for i in eta_ok]
+    edev = [eta_rows[i]["me"][0] / th_e[0] - 1 for i in eta_ok] if es else []
     cs = [lam_rows[i]["lam"] * lam_rows[i]["th"][0] for i in use]
     discussion = [
         f"Slope of log t* vs log λ: theory {sl_th[0]:.3f}, measured {sl_me[0]:.3f} (law −1). c = λ·t* in the "
@@ -162,22 +203,24 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
          f"{sl_eta[0]:.3f} (flow theory: 0, i.e. t* in steps ∝ 1/η). Deviations growing with η are the "
          "discretisation of GD (the theory is the η → 0 flow).") if edev else "",
     ]
-    summary = (f"{p['data']} ({ds.n_train} train / {ds.n_test} test, MSE), {spec.__class__.__name__} with "
-               f"L = {spec.homogeneity_degree}, NTK parameterisation, width {getattr(spec, 'width', '')}; full-batch "
-               f"GD, float32, {len(p['seeds'])} seed(s). Slope of log t* vs log λ: theory {sl_th[0]:.3f}, measured "
-               f"{sl_me[0]:.3f}; slope vs η (t* in physical time): measured {sl_eta[0]:.3f}.")
+    width = getattr(spec, "width", None) or getattr(spec, "channels", None)
+    kern = ("analytic infinite-width kernels" if how == "analytic" else
+            "kernels sampled from finite instances (mean empirical NTK, Monte-Carlo NNGP; neural-tangents unavailable)")
+    discussion.append(f"Theory kernels: {kern}.")
+    summary = (f"[{p['name']}] {p['data']} ({ds.n_train} train / {ds.n_test} test, MSE), {spec.__class__.__name__} "
+               f"with L = {spec.homogeneity_degree}, NTK parameterisation, width {width}; full-batch GD η = {eta:g}, "
+               f"float32, {len(p['seeds'])} seed(s). Slope of log t* vs log λ: theory {sl_th[0]:.3f}, measured "
+               f"{sl_me[0]:.3f}" + (f"; slope vs η (t* in physical time): measured {sl_eta[0]:.3f}." if es else "."))
     data = {"lam_rows": [{"lam": r["lam"], "theory": list(r["th"]), "measured": list(r["me"]),
                           "f0zero": list(r["f0zero"]), "horizon": r["horizon"]} for r in lam_rows],
             "eta_rows": [{"eta": r["eta"], "measured": list(r["me"])} for r in eta_rows],
-            "eta_theory": list(th_e), "slopes": {"theory": sl_th[0], "measured": sl_me[0], "f0zero": sl_f0[0],
-                                                  "eta_measured": sl_eta[0]},
-            "zero_loss": zero, "params": p}
-    return write_report(NAME, out, title="Study 2: the t* law (t* ≈ c/λ)", summary=summary,
-                        sections=[("t* against λ", [t1]), ("t* against η", [t2]),
-                                  ("Plot", [Figure(png.name, "Left: test loss vs t. Middle: t* vs λ. Right: t* "
-                                                             "vs η at fixed λ.")]),
-                                  ("Reading the numbers", [d for d in discussion if d])],
-                        size=size, data=data, elapsed_s=sw.elapsed)
+            "eta_theory": None if th_e is None else list(th_e),
+            "slopes": {"theory": sl_th[0], "measured": sl_me[0], "f0zero": sl_f0[0], "eta_measured": sl_eta[0]},
+            "zero_loss": zero, "kernels": how, "params": p}
+    caption = "Left: test loss vs t. Middle: t* vs λ." + (" Right: t* vs η at fixed λ." if es else "")
+    sections = [("t* against λ", [t1])] + ([("t* against η", [t2])] if t2 is not None else []) + [
+        ("Plot", [Figure(png.name, caption)]), ("Reading the numbers", [d for d in discussion if d])]
+    return sections, data, summary
 
 
 __all__ = ["run", "SIZES", "NAME"]

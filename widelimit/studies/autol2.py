@@ -1,0 +1,293 @@
+r"""Study 5: AutoL2 against the best fixed L2 coefficient.
+
+Lewkowycz & Gur-Ari's AutoL2 (THEORY.md section 3; :mod:`widelimit.train.autol2`) starts from a large
+``lam`` and divides it by 10 whenever the training loss (without the L2 term) and the training accuracy
+both stop improving, at most once per refractory period ``0.1/lam`` of physical time ``t = eta * steps``.
+The claim to test: one AutoL2 run reaches a given test accuracy in fewer steps than a fixed ``lam``, and
+ends about as well as the best fixed ``lam`` of a sweep (which costs a whole grid of runs).
+
+Protocol. One network/optimiser/step budget ``T``; a grid of fixed ``lam`` (including 0) and AutoL2 (paper
+defaults in our convention: ``init_lam = 0.1``, factor 10, a measurement every 10 steps, patience 2,
+refractory 0.1), each over several seeds, trained with :func:`widelimit.train.run_sweep` (vmapped over
+seeds and ``lam``; resumable store in ``<out_dir>/.cache/autol2-<size>``). Per run: the first logging step
+at which the test accuracy reaches each target, the final and the best test accuracy. "Best fixed ``lam``"
+is the grid value with the highest seed-mean *final* test accuracy (also shown: the grid value that is
+fastest to the main target). Penalty convention ``(lam/2)||theta||^2``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+NAME = "autol2"
+
+#: AutoL2 hyper-parameters (paper defaults in the project's lam convention; see widelimit.train.autol2)
+AUTOL2 = {"kind": "autol2", "init_lam": 0.1, "factor": 10.0, "measure_every": 10, "patience": 2,
+          "refractory": 0.1}
+
+#: extra AutoL2 starting values tried beside the paper's (same program: vmapped with it)
+_SETTINGS: Dict[str, Dict[str, Any]] = {
+    "smoke": dict(setups=[dict(name="mlp", data="digits", data_options={"n_train": 256, "n_test": 128},
+                               depth=2, width=16, norm=None, parameterization="ntk", optimizer="sgd", lr=1.0,
+                               momentum=None, batch_size=32, steps=100, eval_every=20)],
+                  lams=(0.0, 1e-2), auto_init=(0.1,), seeds=(0,), targets=(0.5, 0.8)),
+    "quick": dict(setups=[dict(name="bn-mlp", data="digits", data_options={}, depth=3, width=128, norm="batch",
+                               parameterization="standard", optimizer="momentum", lr=0.02, momentum=0.9,
+                               batch_size=64, steps=2000, eval_every=50),
+                          dict(name="mlp", data="digits", data_options={}, depth=3, width=128, norm=None,
+                               parameterization="ntk", optimizer="sgd", lr=1.0, momentum=None,
+                               batch_size=64, steps=2000, eval_every=50)],
+                  lams=(0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1), auto_init=(0.1, 0.01), seeds=(0, 1),
+                  targets=(0.95, 0.97)),
+    "full": dict(setups=[dict(name="bn-cnn", data="mnist1d", data_options={"layout": "signal"}, depth=3,
+                              width=64, norm="batch", parameterization="standard", optimizer="momentum",
+                              lr=0.02, momentum=0.9, batch_size=128, steps=20000, eval_every=100),
+                         dict(name="mlp", data="mnist1d", data_options={}, depth=3, width=1024, norm=None,
+                              parameterization="ntk", optimizer="sgd", lr=1.0, momentum=None, batch_size=128,
+                              steps=20000, eval_every=100)],
+                 lams=(0.0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1), auto_init=(0.1, 0.01),
+                 seeds=(0, 1, 2, 3), targets=(0.7, 0.8)),
+}
+
+
+def base_config(setup: Dict[str, Any]):
+    """The :class:`~widelimit.train.RunConfig` of one setup (fixed ``lam = 0``, seed 0).
+
+    ``name='mlp'``: bias-free ReLU MLP in the NTK parameterisation (L-homogeneous, L = depth: the setting of
+    the t* theory); ``'bn-mlp'`` / ``'bn-cnn'``: BatchNorm after every hidden layer, standard
+    parameterisation (the paper's AutoL2 runs are BatchNorm WideResNets). Softmax cross-entropy, minibatch
+    SGD or heavy-ball momentum, L2 on every parameter array.
+    """
+    from ..arch import CNN, MLP
+    from ..train import RunConfig
+
+    kw = dict(out_dim=10, norm=setup["norm"], parameterization=setup["parameterization"])
+    if "cnn" in setup["name"]:
+        spec = CNN(depth=setup["depth"], channels=setup["width"], kernel_size=5, ndim=1, **kw)
+    else:
+        spec = MLP(depth=setup["depth"], width=setup["width"], **kw)
+    opts = {"momentum": setup["momentum"]} if setup["optimizer"] == "momentum" else {}
+    return RunConfig(arch=spec, data=setup["data"], data_options=dict(setup["data_options"]),
+                     optimizer=setup["optimizer"], learning_rate=setup["lr"], optimizer_options=opts, l2=0.0,
+                     loss="xent", batch_size=setup["batch_size"], steps=setup["steps"],
+                     eval_every=setup["eval_every"], seed=0, dtype="float32", probe_size=0)
+
+
+def configs(setup: Dict[str, Any], lams: Sequence[float], auto_init: Sequence[float], seeds: Sequence[int]):
+    """``(fixed, auto)``: ``{lam: [config per seed]}`` for the fixed grid and ``{init_lam: [config per seed]}``
+    for AutoL2 (paper hyper-parameters :data:`AUTOL2` with the given starting values)."""
+    base = base_config(setup)
+    fixed = {lam: [base.replace(l2=float(lam), seed=s) for s in seeds] for lam in lams}
+    auto = {a: [base.replace(l2={**AUTOL2, "init_lam": float(a)}, seed=s) for s in seeds] for a in auto_init}
+    return fixed, auto
+
+
+def steps_to(steps: np.ndarray, acc: np.ndarray, target: float) -> float:
+    """First logging step at which ``acc >= target`` (NaN if never)."""
+    steps, acc = np.asarray(steps, float), np.asarray(acc, float)
+    if steps.shape != acc.shape or steps.ndim != 1:
+        raise ValueError(f"steps and acc must be 1-D arrays of equal length, got {steps.shape}, {acc.shape}")
+    hit = np.nonzero(acc >= target)[0]
+    return float(steps[hit[0]]) if hit.size else float("nan")
+
+
+def summarize(runs, targets: Sequence[float]) -> Dict[str, Any]:
+    """Seed statistics of a list of :class:`~widelimit.train.RunResult` of one method.
+
+    ``final``/``best``: test accuracy at the last logging point / its maximum (mean and std over seeds);
+    ``steps_to``: per target, the per-seed first steps (NaN if not reached), their median over seeds that
+    reached it, and how many did; ``acc_curve``: seed-mean test accuracy per logging point; ``lam_curves``:
+    the coefficient in effect at each logging point, per seed.
+    """
+    acc = np.stack([np.asarray(r.metrics["test_acc"], float) for r in runs])
+    steps = np.asarray(runs[0].metrics["step"], float)
+    final, best = acc[:, -1], acc.max(axis=1)
+    out: Dict[str, Any] = {"final_mean": float(final.mean()), "final_std": float(final.std()),
+                           "best_mean": float(best.mean()), "best_std": float(best.std()),
+                           "train_acc_final_mean": float(np.mean([r.metrics["train_acc"][-1] for r in runs])),
+                           "steps": steps.tolist(), "acc_curve": acc.mean(axis=0).tolist(),
+                           "lam_curves": [np.asarray(r.metrics["lam"], float).tolist() for r in runs],
+                           "steps_to": {}}
+    for tg in targets:
+        per = [steps_to(steps, a, tg) for a in acc]
+        reached = [v for v in per if np.isfinite(v)]
+        out["steps_to"][str(tg)] = {"per_seed": per, "n_reached": len(reached),
+                                    "median": float(np.median(reached)) if reached else float("nan")}
+    return out
+
+
+def _load(store, cfgs) -> List[Any]:
+    from ..train import RunResult
+
+    return [RunResult.from_stored(store.load(c.canonical().run_id)) for c in cfgs]
+
+
+def _fmt_steps(s: Dict[str, Any], n: int) -> str:
+    if not s["n_reached"]:
+        return f"never (0/{n})"
+    return f"{s['median']:.0f}" + ("" if s["n_reached"] == n else f" ({s['n_reached']}/{n})")
+
+
+def _decays(runs) -> List[List[Tuple[float, float]]]:
+    """Per run: (logging step, new lam) at every change of AutoL2's coefficient."""
+    out = []
+    for r in runs:
+        lam = np.asarray(r.metrics["lam"], float)
+        st = np.asarray(r.metrics["step"], float)
+        ch = np.nonzero(~np.isclose(lam[1:], lam[:-1], rtol=1e-4))[0]
+        out.append([(float(st[i + 1]), float(lam[i + 1])) for i in ch])
+    return out
+
+
+def run(size: str = "quick", out_dir="validation", progress: bool = True, resume: bool = True) -> Path:
+    """Run study 5 at ``size`` ("smoke" for tests, "quick": a few CPU minutes, "full": GPU-sized) and write
+    ``<out_dir>/autol2.md`` / ``.json`` and its plots; returns the Markdown path. Runs are stored (resumable)
+    in ``<out_dir>/.cache/autol2-<size>``; ``resume=False`` retrains everything."""
+    import shutil
+
+    from ..results import ResultStore
+    from ..train import run_sweep
+    from .common import CACHE_DIRNAME, Stopwatch, check_out_dir, check_size, write_report
+
+    size = check_size(size)
+    out = check_out_dir(out_dir)
+    if not isinstance(progress, bool) or not isinstance(resume, bool):
+        raise TypeError("progress and resume must be bools")
+    st = _SETTINGS[size]
+    sw = Stopwatch()
+    root = out / CACHE_DIRNAME / f"{NAME}-{size}"
+    if not resume and root.exists():
+        shutil.rmtree(root)
+    store = ResultStore(root)
+    data: Dict[str, Any] = {"autol2": AUTOL2, "lams": list(st["lams"]), "auto_init": list(st["auto_init"]),
+                            "seeds": list(st["seeds"]), "targets": list(st["targets"]), "setups": []}
+    sections: List[Tuple[str, List[Any]]] = []
+    verdicts = []
+    for setup in st["setups"]:
+        fixed, auto = configs(setup, st["lams"], st["auto_init"], st["seeds"])
+        run_sweep([c for cs in list(fixed.values()) + list(auto.values()) for c in cs], store,
+                  progress=progress, ensemble=True)
+        fixed_s = {lam: summarize(_load(store, cs), st["targets"]) for lam, cs in fixed.items()}
+        auto_runs = {a: _load(store, cs) for a, cs in auto.items()}
+        auto_s = {a: summarize(rs, st["targets"]) for a, rs in auto_runs.items()}
+        res = _setup_section(setup, st, fixed_s, auto_s, {a: _decays(rs) for a, rs in auto_runs.items()}, out)
+        sections.append(res["section"])
+        verdicts.append(res["verdict"])
+        data["setups"].append(res["data"])
+    sections.insert(0, ("Verdict", ["\n".join(f"- {v}" for v in verdicts)]))
+    n = len(st["seeds"])
+    return write_report(NAME, out, title="Study 5: AutoL2 against the best fixed λ", size=size,
+                        sections=sections, data=data, elapsed_s=sw.elapsed,
+                        summary="AutoL2 (Lewkowycz & Gur-Ari 2020: start at λ0, divide by 10 when the training "
+                                "loss and accuracy both stall for two measurements 10 steps apart, at most once "
+                                "per refractory period 0.1/λ of physical time) against a sweep of fixed λ, with "
+                                f"the same network, optimiser and step budget, each over {n} seed(s). Penalty "
+                                "convention (λ/2)‖θ‖² (the paper's code adds L2·Σθ², L2 = λ/2); the paper's "
+                                f"λ0 = {AUTOL2['init_lam']:g} is the default, a smaller λ0 is shown beside it.")
+
+
+def _setup_section(setup, st, fixed_s, auto_s, decays, out: Path) -> Dict[str, Any]:
+    from ..plots import plot_norm_trajectories
+    from ..tables import Table
+    from .common import Figure
+
+    lams, targets, seeds = st["lams"], st["targets"], st["seeds"]
+    n = len(seeds)
+    t_main = str(targets[0])
+    best_lam = max(lams, key=lambda l: (fixed_s[l]["final_mean"], fixed_s[l]["best_mean"]))
+    fastest = min(lams, key=lambda l: (-fixed_s[l]["steps_to"][t_main]["n_reached"],
+                                       np.nan_to_num(fixed_s[l]["steps_to"][t_main]["median"], nan=np.inf)))
+    cfg0 = base_config(setup).canonical()
+    T, eta = cfg0.steps, float(cfg0.learning_rate)
+    tab = Table(["method", "λ·η·T", "final test acc", "best test acc", "final train acc"]
+                + [f"steps to {t:g}" for t in targets], digits=3,
+                notes=[f"Mean ± std over {n} seed(s). `steps to a`: median over the seeds that reached test "
+                       f"accuracy a at a logging point (every {cfg0.eval_every} steps), with the count when not "
+                       "all did. ★ best fixed λ by final test accuracy; ⚡ the fixed λ fastest to the first "
+                       "target. λ·η·T: the coefficient in units of the step budget (theory: λ_opt ≈ c/(ηT))."])
+    rows = [(f"AutoL2 λ0={a:g}" + (" (paper)" if a == AUTOL2["init_lam"] else ""), None, s)
+            for a, s in auto_s.items()]
+    rows += [(f"fixed λ={lam:g}" + (" ★" if lam == best_lam else "") + (" ⚡" if lam == fastest else ""),
+              lam * eta * T, fixed_s[lam]) for lam in lams]
+    for label, c, s in rows:
+        tab.add_row([label, c, f"{s['final_mean']:.3f} ± {s['final_std']:.3f}",
+                     f"{s['best_mean']:.3f} ± {s['best_std']:.3f}", s["train_acc_final_mean"]]
+                    + [_fmt_steps(s["steps_to"][str(t)], n) for t in targets])
+    sched = []
+    for a, dl in decays.items():
+        per = "; ".join(f"seed {s}: " + (", ".join(f"λ={l:g} at step {k:.0f}" for k, l in dcy) or "never decayed")
+                        for s, dcy in zip(seeds, dl))
+        sched.append(f"λ0={a:g}: {per}")
+    steps = np.asarray(fixed_s[lams[0]]["steps"], float)
+    curves = {f"AutoL2 λ0={a:g}": s["acc_curve"] for a, s in auto_s.items()}
+    for lam in sorted({best_lam, fastest, 0.0}):
+        curves[f"λ={lam:g}"] = fixed_s[lam]["acc_curve"]
+    name = setup["name"]
+    p1 = plot_norm_trajectories(steps, curves, out / f"{NAME}_{name}_curves.png",
+                                ylabel="test accuracy (seed mean)", logy=False,
+                                title=f"{name}: AutoL2 vs fixed λ")
+    pos = [l for l in lams if l > 0]
+    paper = auto_s.get(AUTOL2["init_lam"], next(iter(auto_s.values())))
+    p2 = plot_norm_trajectories(np.asarray(pos), {"fixed λ: final": [fixed_s[l]["final_mean"] for l in pos],
+                                                  "fixed λ: best": [fixed_s[l]["best_mean"] for l in pos]},
+                                out / f"{NAME}_{name}_lambda.png",
+                                equilibrium={"AutoL2 (paper λ0): final": paper["final_mean"],
+                                             "AutoL2 (paper λ0): best": paper["best_mean"]},
+                                xlabel="fixed λ", ylabel="test accuracy (seed mean)", logx=True, logy=False,
+                                title=f"{name}: test accuracy vs fixed λ (dotted: AutoL2)")
+    b = fixed_s[best_lam]
+    parts = []
+    for a, s in auto_s.items():
+        d_final = s["final_mean"] - b["final_mean"]
+        s_a, s_f = s["steps_to"][t_main]["median"], fixed_s[fastest]["steps_to"][t_main]["median"]
+        parts.append(f"AutoL2 λ0={a:g}: final test accuracy {s['final_mean']:.3f} vs {b['final_mean']:.3f} for the "
+                     f"best fixed λ={best_lam:g} ({d_final:+.3f}); steps to {float(t_main):g}: "
+                     f"{_fmt_steps(s['steps_to'][t_main], n)} vs {_fmt_steps(fixed_s[fastest]['steps_to'][t_main], n)} "
+                     f"for the fastest fixed λ={fastest:g}. "
+                     + _who_wins(d_final, s_a, s_f, s["final_std"], b["final_std"], n))
+    verdict = f"**{name}** — " + " ".join(parts)
+    spec = cfg0.spec
+    desc = (f"{type(spec).__name__} depth {spec.depth}, {'channels' if 'cnn' in name else 'width'} {setup['width']}, "
+            f"norm={spec.norm}, {spec.parameterization} parameterisation, no biases; {cfg0.data} "
+            f"({cfg0.data_options.get('n_train') or 'all'} training examples), softmax cross-entropy, "
+            f"{cfg0.optimizer}" + (f" (μ={cfg0.optimizer_options['momentum']:g})" if cfg0.optimizer == "momentum"
+                                   else "")
+            + f", η={eta:g}, batch {cfg0.batch_size}, T={T} steps, L2 on every parameter array.\n\n"
+              "AutoL2 schedules: " + " | ".join(sched) + ".")
+    section = (f"Setup '{name}'", [desc, tab,
+                                   Figure(p1.name, "Seed-mean test accuracy vs steps: AutoL2, λ=0, the best and "
+                                                   "the fastest fixed λ."),
+                                   Figure(p2.name, "Final and best test accuracy of each fixed λ > 0 (solid) and "
+                                                   "of AutoL2 with the paper's λ0 (dotted).")])
+    return {"section": section, "verdict": verdict,
+            "data": {"setup": setup, "best_lam": best_lam, "fastest_lam": fastest,
+                     "autol2": {str(a): s for a, s in auto_s.items()},
+                     "fixed": {str(k): v for k, v in fixed_s.items()},
+                     "autol2_decays": {str(a): d for a, d in decays.items()}}}
+
+
+def _who_wins(d_final: float, s_auto: float, s_fixed: float, sd_a: float, sd_b: float, n: int) -> str:
+    """One plain sentence on the comparison; final-accuracy differences within twice the standard error of
+    the seed spread (or 0.1%) are called ties."""
+    noise = 2 * max(sd_a, sd_b) / np.sqrt(max(n, 1)) + 1e-3
+    if abs(d_final) <= noise:
+        acc = "Final accuracy: a tie within the seed spread"
+    elif d_final > 0:
+        acc = "Final accuracy: AutoL2 is better"
+    else:
+        acc = "Final accuracy: the best fixed λ is better"
+    if not np.isfinite(s_auto) and not np.isfinite(s_fixed):
+        spd = "neither reached the target"
+    elif not np.isfinite(s_auto):
+        spd = "speed: fixed λ wins (AutoL2 never reached the target)"
+    elif not np.isfinite(s_fixed):
+        spd = "speed: AutoL2 wins (no fixed λ reached the target)"
+    elif s_auto < s_fixed:
+        spd = f"speed: AutoL2 is faster ({s_fixed / s_auto:.2f}× fewer steps)"
+    elif s_auto > s_fixed:
+        spd = f"speed: the fastest fixed λ is faster ({s_auto / s_fixed:.2f}× fewer steps than AutoL2)"
+    else:
+        spd = "speed: a tie"
+    return f"{acc}; {spd}."

@@ -132,11 +132,12 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     sr = [(r["T"], r["rule_short"] / r["measured"][0]) for r in rows if r["measured"][2] == "interior"]
     if sr:
         lines.append(f"The rule λ_opt = c/(ηT) with c = {c_short:.3g} from the short run at λ = {sh['lam']:g} gives "
-                     + ", ".join(f"T={T}: {x:.2f}" for T, x in sr) + " × the measured λ_opt. The rule assumes one c "
-                     "for all λ; the theory's own λ_opt·η·T is " + ", ".join(
+                     + ", ".join(f"T={T}: {x:.2f}" for T, x in sr) + " × the measured λ_opt. The rule assumes that "
+                     "λ_opt·η·T equals c = λ·t*. In the theory λ_opt·η·T = " + ", ".join(
                          f"{r['theory'][0] * r['time']:.3g}" for r in rows if r["theory"][2] == "interior")
-                     + " across these budgets, so c drifts with the budget (the same drift makes the t* slope "
-                       "differ from −1 in the t* study) and a c measured at one λ is off at budgets far away.")
+                     + f" across these budgets, while c = λ·t* = {c_theory:.3g} at λ = {sh['lam']:g}: the best λ for a "
+                       "budget is not exactly the λ whose t* equals the budget, and the ratio drifts with the budget, "
+                       "so the rule errs most at budgets far from the short run's time scale.")
     lines.append("f0 handling: networks keep their random initial function; the theory averages over f0 ~ NNGP. "
                  "With f0 = 0 the infinite-width theory has no interior λ_opt at a fixed budget (L2 then only "
                  "slows learning; see the quick study).")

@@ -27,17 +27,55 @@ NAME = "linear_vs_deep"
 
 SIZES: Dict[str, Dict[str, Any]] = {
     "smoke": dict(data_options=dict(classes=[3, 8], targets="pm1", n_train=30, n_test=30, seed=0), depths=[1, 2],
-                  width=32, eta=0.5, lam=0.05, steps=120, eval_every=10, seeds=[0]),
+                  width=32, eta=0.5, lam=0.05, steps=120, eval_every=10, seeds=[0],
+                  width_check=dict(depth=2, widths=[64])),
     "quick": dict(data_options=dict(classes=[3, 8], targets="pm1", n_train=200, n_test=150, seed=0),
-                  depths=[1, 2, 3], width=256, eta=0.5, lam=0.01, steps=2000, eval_every=20, seeds=[0, 1]),
+                  depths=[1, 2, 3], width=256, eta=0.5, lam=0.01, steps=2000, eval_every=20, seeds=[0, 1],
+                  width_check=dict(depth=2, widths=[1024, 4096])),
     "full": dict(data_options=dict(n_train=2000, n_test=1000, seed=0, targets="onehot"), data="mnist1d",
                  depths=[1, 2, 3, 4], width=4096, eta=1.0, lam=0.005, steps=4000, eval_every=40,
-                 seeds=[0, 1, 2, 3]),
+                 seeds=[0, 1, 2, 3], width_check=dict(depth=2, widths=[16384, 65536])),
 }
 
 
 def _norm(a) -> float:
     return float(np.linalg.norm(a))
+
+
+def origin_threshold(x_train, y_train, W_std: float, width: int, *, n_samples: int = 20000, iters: int = 300,
+                     seed: int = 0) -> tuple:
+    """Estimate ``lam_c``: for a bias-free two-layer ReLU network (L = 2) in the NTK parameterisation,
+    ``f_k(x) = (W_std/sqrt(n)) sum_j a_jk relu((W_std/sqrt(d)) w_j . x)``, the origin ``theta = 0`` is a stable
+    point of ``l + (lam/2)||theta||^2`` (MSE ``1/(2NK) sum (f - y)^2``) iff ``lam > lam_c``, with
+
+        lam_c = W_std^2 G / sqrt(n d),    G = max_{|w|=1} || (1/(N K)) sum_i y_i relu(w . x_i) ||
+
+    (near 0 the objective is ``l(0) - (W_std^2/sqrt(n d)) sum_j a_j . g(w_j) + (lam/2) sum_j (|a_j|^2 + |w_j|^2)``
+    and ``a . g(w) <= (|a|^2 + |w|^2) G / 2``). G is maximised by random search over ``n_samples``
+    directions and projected gradient ascent from the best 20, so the returned ``(lam_c, G)`` are lower
+    bounds. For L >= 3, ``f = O(|theta|^L)`` and the origin is always locally stable.
+    """
+    x = np.asarray(x_train, np.float64).reshape(len(x_train), -1)
+    y = np.asarray(y_train, np.float64).reshape(len(y_train), -1)
+    n_pts, d = x.shape
+    norm = n_pts * y.shape[1]
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n_samples, d))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+
+    def gval(w):
+        return np.linalg.norm(np.maximum(w @ x.T, 0.0) @ y / norm, axis=1)
+
+    best = w[np.argsort(gval(w))[-20:]]
+    for _ in range(iters):
+        pre = best @ x.T
+        g = np.maximum(pre, 0.0) @ y / norm
+        u = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
+        grad = ((pre > 0) * (y @ u.T).T) @ x / norm
+        best = best + 0.5 * grad
+        best /= np.linalg.norm(best, axis=1, keepdims=True)
+    G = float(max(gval(best).max(), gval(w).max()))
+    return W_std ** 2 * G / np.sqrt(width * d), G
 
 
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
@@ -76,7 +114,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             me = grid.probe[0, si]
             th_norm = np.array([_norm(a) for a in th]) / y_norm
             me_norm = np.array([_norm(a) for a in me]) / y_norm
-            track = np.array([_norm(a - b) / max(_norm(b), 1e-300) for a, b in zip(me, th)])
+            track = np.array([_norm(a - b) for a, b in zip(me, th)]) / y_norm
             late = times >= times[-1] * 0.6
             rate_me = -np.polyfit(times[late], np.log(np.maximum(me_norm[late], 1e-300)), 1)[0]
             rate_th = -np.polyfit(times[late], np.log(np.maximum(th_norm[late], 1e-300)), 1)[0]
@@ -100,6 +138,43 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         plot_series.append(Series(times[1:], np.mean([s["me_norm"] for s in per_seed], 0)[1:], "o", f"L={L} measured",
                                   col))
 
+    # -- L = 2 at several widths: is the origin stable (lam > lam_c(width))? -------------------------
+    wc = p.get("width_check")
+    wrows = []
+    if wc:
+        d2 = int(wc["depth"])
+        base_r = next((r for r in results if r["L"] == d2), None)
+        widths = sorted(set(int(w) for w in wc["widths"]) | ({int(p["width"])} if base_r else set()))
+        for w in progress_iter(widths, "width check", progress):
+            lam_c, G = origin_threshold(ds.x_train, ds.y_train, MLP(depth=2).W_std, w)
+            if base_r is not None and w == int(p["width"]):
+                wrows.append(dict(width=w, lam_c=lam_c, G=G, norm_end=base_r["norm_end_me"], rate=base_r["rate_me"],
+                                  test_loss=base_r["test_loss_end"]))
+                continue
+            spec = MLP(depth=d2, width=w, out_dim=K)
+            cfg = RunConfig(arch=spec, data=data, data_options=p["data_options"], optimizer="gd", learning_rate=eta,
+                            l2=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test,
+                            dtype="float32")
+            grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[lam], progress=False)
+            times = grid.time[0]
+            late = times >= times[-1] * 0.6
+            norms = np.array([[_norm(a) for a in grid.probe[0, si]] for si in range(len(p["seeds"]))]) / y_norm
+            rates = [-np.polyfit(times[late], np.log(np.maximum(nm[late], 1e-300)), 1)[0] for nm in norms]
+            wrows.append(dict(width=w, lam_c=lam_c, G=G, norm_end=float(norms[:, -1].mean()),
+                              rate=float(np.mean(rates)), test_loss=float(grid.metrics["test_loss"][0, :, -1].mean())))
+            plot_series.append(Series(times[1:], norms.mean(0)[1:], "x", f"L={d2} width {w} measured", None))
+    t3 = None
+    if wrows:
+        t3 = Table(["width", "λ_c (origin stable for λ > λ_c)", "λ", "‖f_T‖/‖y‖ measured", "late decay rate measured",
+                    "L·λ", "test loss at T measured"],
+                   title=f"L = {wc['depth']} at several widths (λ = {lam:g}, t = {eta * p['steps']:g})",
+                   notes=["λ_c = W_std²·G/√(width·d), G = max over unit w of ‖(1/NK) Σ_i y_i relu(w·x_i)‖ (a lower "
+                          "bound, found by search): below λ_c the origin of loss + (λ/2)‖θ‖² is unstable and the "
+                          "network can settle at a nonzero stationary point instead of decaying; λ_c → 0 as "
+                          "width → ∞, so the infinite-width prediction f → 0 holds for any λ > 0 there."])
+        for r in wrows:
+            t3.add_row([r["width"], r["lam_c"], lam, r["norm_end"], r["rate"], int(wc["depth"]) * lam, r["test_loss"]])
+
     T_end = eta * p["steps"]
     t1 = Table(["L", "‖f_T‖/‖y‖ theory", "‖f_T‖/‖y‖ measured", "decay rate theory", "decay rate measured",
                 "L·λ", "distance to ridge (measured)", "distance to ridge (theory)", "test loss at T measured"],
@@ -114,9 +189,9 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         t1.add_row([r["L"], r["norm_end_th"], r["norm_end_me"], r["rate_th"], r["rate_me"], r["L"] * lam,
                     r["ridge_err_me"] if r["L"] == 1 else None, r["ridge_err_th"] if r["L"] == 1 else None,
                     r["test_loss_end"]])
-    t2 = Table(["L", "max relative deviation from own-f0 theory", "relative deviation at T"],
+    t2 = Table(["L", "max deviation from own-f0 theory / ‖y‖", "deviation at T / ‖y‖"],
                title="How closely the finite networks follow the theory along the way",
-               notes=["‖f_meas(t) − f_theory(t)‖/‖f_theory(t)‖ on the test points, theory from the network's own "
+               notes=["‖f_meas(t) − f_theory(t)‖/‖y‖ on the test points, theory from the network's own "
                       "f0; max over logged t > 0 and seeds, and the seed mean at the end."])
     for r in results:
         t2.add_row([r["L"], r["track_max"], r["track_end"]])
@@ -136,15 +211,21 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             lines.append(f"L = {r['L']}: ‖f_T‖/‖y‖ = {r['norm_end_me']:.3g} measured vs {r['norm_end_th']:.3g} theory; "
                          f"late decay rate {r['rate_me']:.4g} measured vs {r['rate_th']:.4g} theory (L·λ = "
                          f"{r['L'] * lam:.4g}; measured/Lλ = {ratio:.3f}); largest deviation from the theory along "
-                         f"the way {r['track_max']:.3g}.")
+                         f"the way {r['track_max']:.3g} (in units of ‖y‖).")
+    for r in wrows:
+        verdict = ("decays" if r["rate"] > 0.5 * int(wc["depth"]) * lam else "does not decay")
+        lines.append(f"L = {wc['depth']}, width {r['width']}: λ = {lam:g} is "
+                     f"{'above' if lam > r['lam_c'] else 'below'} λ_c ≈ {r['lam_c']:.3g}; the network {verdict} "
+                     f"(late rate {r['rate']:.3g} vs L·λ = {int(wc['depth']) * lam:.3g}, ‖f_T‖/‖y‖ = {r['norm_end']:.3g}).")
     summary = (f"{data} ({ds.n_train} train / {ds.n_test} test, {K} output(s), MSE), bias-free ReLU MLPs of depth "
                + ", ".join(str(d) for d in p["depths"]) + f" (L = depth), NTK parameterisation, width {p['width']}; "
                f"full-batch GD η = {eta:g}, λ = {lam:g}, {p['steps']} steps (t = {T_end:g}), float32, "
                f"{len(p['seeds'])} seed(s). Theory from each network's own f0.")
     data_out = {"results": [{k: v for k, v in r.items() if k != "per_seed"} | {"per_seed": [
-        {k: v for k, v in s.items()} for s in r["per_seed"]]} for r in results], "params": p}
+        {k: v for k, v in s.items()} for s in r["per_seed"]]} for r in results], "width_check": wrows, "params": p}
     return write_report(NAME, out, title="Study 6: linear (L = 1, ridge limit) vs deep (L ≥ 2, decay to zero)",
-                        summary=summary, sections=[("Long-time outputs", [t1]), ("Tracking", [t2]),
+                        summary=summary, sections=[("Long-time outputs", [t1]), ("Tracking", [t2])] + (
+                            [("Finite width and the stability of the origin (L = 2)", [t3])] if t3 else []) + [
                                                    ("Plot", [Figure(png.name, "Test-output norm vs time: theory "
                                                                               "(lines), finite networks (dots).")]),
                                                    ("Reading the numbers", lines)],

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
 from ..data import load_dataset
-from ..results import ResultStore
+from ..results import ResultStore, RunExistsError
 from .config import RunConfig
 from .ensemble import train_members
 from .loop import Program, RunResult, precision, train
@@ -81,8 +81,10 @@ def run_sweep(configs: Iterable[RunConfig], store, *, progress: bool = True, ens
     def save(result: RunResult, rid: str) -> None:
         if result.run_id != rid:
             raise ValueError(f"train_fn returned a result for run {result.run_id}, expected {rid}")
-        if not store.has(rid):
+        try:
             result.save(store)
+        except RunExistsError:  # a concurrent sweep on the same store finished it first: same run id,
+            pass                # same configuration, so nothing is lost
         report.trained.append(rid)
         bar.update(1)
 

@@ -20,6 +20,13 @@ solved per eigenmode of ``Theta~`` (see :mod:`widelimit.dynamics.special`) and, 
     f_x(t) = e^{-beta t} f_x(0) + Theta~_{xX} V diag(1/mu) (f_eig(t) - e^{-beta t} f_eig(0)),
 
 where the division by ``mu`` is done analytically (finite as ``mu -> 0``).
+
+Differences from ``nt.predict.gradient_descent_mse`` (which ``lam = 0`` reproduces to ~1e-13):
+``t`` is physical time (NT's ``learning_rate * t``); kernels are per output (NT's default
+``trace_axes=(-1,)``), no ``(N, K, N, K)`` kernels; no ``diag_reg`` (ridge is ``L = 1, lam > 0``);
+``t = inf`` is evaluated in the eigenbasis, and at ``lam = 0`` modes with ``mu = 0`` are treated as
+unlearnable (pseudo-inverse) instead of dividing by zero; both train and test outputs are returned;
+everything runs in NumPy/SciPy float64 without JAX.
 """
 from __future__ import annotations
 

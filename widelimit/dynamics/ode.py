@@ -46,7 +46,7 @@ def xent_grad(f: np.ndarray, y: np.ndarray) -> np.ndarray:
 def integrate_flow(k_train_train, y_train, lam: float, L: int, t, *, k_test_train=None,
                    f0_train=None, f0_test=None, loss: Union[str, Callable] = "mse",
                    method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
-                   max_step: float = np.inf) -> FlowOutputs:
+                   max_step: float = np.inf, return_result: bool = False):
     """Integrate the infinite-width flow with a decaying kernel and return outputs at times ``t``.
 
     Args:
@@ -59,7 +59,8 @@ def integrate_flow(k_train_train, y_train, lam: float, L: int, t, *, k_test_trai
       method, rtol, atol, max_step: passed to :func:`scipy.integrate.solve_ivp`.
 
     Returns:
-      ``FlowOutputs(train t.shape + y.shape, test t.shape + (M,) + y.shape[1:] or None)``.
+      ``FlowOutputs(train t.shape + y.shape, test t.shape + (M,) + y.shape[1:] or None)``; with
+      ``return_result=True`` also the ``solve_ivp`` result (``nfev``, ``status``, ...; None if all t = 0).
     """
     k = _check_square_symmetric("k_train_train", k_train_train)
     n = k.shape[0]
@@ -110,6 +111,7 @@ def integrate_flow(k_train_train, y_train, lam: float, L: int, t, *, k_test_trai
     flat = ts.reshape(-1)
     t_unique, inverse = np.unique(flat, return_inverse=True)     # sorted, as solve_ivp needs
     z0 = np.concatenate([f0, f0x]).ravel()
+    res = None
     if t_unique[-1] == 0:
         zu = z0[:, None]
     else:
@@ -123,7 +125,7 @@ def integrate_flow(k_train_train, y_train, lam: float, L: int, t, *, k_test_trai
     out = zs.T.reshape((flat.size, n + m, kdim))
     train = out[:, :n].reshape(ts.shape + y.shape)
     test = None if kt is None else out[:, n:].reshape(ts.shape + (m,) + y.shape[1:])
-    return FlowOutputs(train, test)
+    return (FlowOutputs(train, test), res) if return_result else FlowOutputs(train, test)
 
 
 __all__ = ["integrate_flow", "mse_grad", "xent_grad", "LOSSES"]

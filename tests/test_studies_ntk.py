@@ -269,10 +269,14 @@ def test_width_smoke(tmp_path):
 def test_tstar_smoke(tmp_path):
     get_study("tstar")("smoke", tmp_path, progress=False)
     _, js = _load(tmp_path, "tstar")
-    rows = js["data"]["lam_rows"]
-    th = [r["theory"][0] for r in rows]
+    mlp, cnn = js["data"]["mlp"], js["data"]["cnn1d"]
+    th = [r["theory"][0] for r in mlp["lam_rows"]]
     assert all(t > 0 for t in th) and th[0] < th[1]    # lam 0.1 before lam 0.03
-    assert all(r["measured"][2] in ("interior", "first", "last") for r in js["data"]["eta_rows"])
+    assert all(r["measured"][2] in ("interior", "first", "last") for r in mlp["eta_rows"])
+    assert mlp["width_rows"] and mlp["kernels"] == "analytic"
+    assert cnn["kernels"] in ("analytic", "sampled")   # analytic where neural-tangents imports
+    assert all(r["theory"][0] > 0 for r in cnn["lam_rows"])
+    assert (tmp_path / "tstar_cnn1d.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

@@ -166,14 +166,19 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     t3 = None
     if wrows:
         t3 = Table(["width", "λ_c (origin stable for λ > λ_c)", "λ", "‖f_T‖/‖y‖ measured", "late decay rate measured",
-                    "L·λ", "test loss at T measured"],
+                    "2(λ − λ_c)", "L·λ", "test loss at T measured"],
                    title=f"L = {wc['depth']} at several widths (λ = {lam:g}, t = {eta * p['steps']:g})",
                    notes=["λ_c = W_std²·G/√(width·d), G = max over unit w of ‖(1/NK) Σ_i y_i relu(w·x_i)‖ (a lower "
                           "bound, found by search): below λ_c the origin of loss + (λ/2)‖θ‖² is unstable and the "
                           "network can settle at a nonzero stationary point instead of decaying; λ_c → 0 as "
-                          "width → ∞, so the infinite-width prediction f → 0 holds for any λ > 0 there."])
+                          "width → ∞, so the infinite-width prediction f → 0 holds for any λ > 0 there.",
+                          "Near the origin θ follows the linearised flow dθ/dt = (M − λ)θ, where M (the Hessian of "
+                          "−(1/NK)Σ y·f at θ = 0) has top eigenvalue λ_c; f ∝ |θ|² then decays at 2(λ − λ_c), which "
+                          "tends to the infinite-width rate L·λ = 2λ as width → ∞ (an upper bound, since λ_c is a lower "
+                          "bound)."])
         for r in wrows:
-            t3.add_row([r["width"], r["lam_c"], lam, r["norm_end"], r["rate"], int(wc["depth"]) * lam, r["test_loss"]])
+            t3.add_row([r["width"], r["lam_c"], lam, r["norm_end"], r["rate"], max(2 * (lam - r["lam_c"]), 0.0),
+                        int(wc["depth"]) * lam, r["test_loss"]])
 
     T_end = eta * p["steps"]
     t1 = Table(["L", "‖f_T‖/‖y‖ theory", "‖f_T‖/‖y‖ measured", "decay rate theory", "decay rate measured",
@@ -216,7 +221,8 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         verdict = ("decays" if r["rate"] > 0.5 * int(wc["depth"]) * lam else "does not decay")
         lines.append(f"L = {wc['depth']}, width {r['width']}: λ = {lam:g} is "
                      f"{'above' if lam > r['lam_c'] else 'below'} λ_c ≈ {r['lam_c']:.3g}; the network {verdict} "
-                     f"(late rate {r['rate']:.3g} vs L·λ = {int(wc['depth']) * lam:.3g}, ‖f_T‖/‖y‖ = {r['norm_end']:.3g}).")
+                     f"(late rate {r['rate']:.3g}; near-origin prediction 2(λ − λ_c) = {max(2 * (lam - r['lam_c']), 0):.3g}; "
+                     f"infinite width L·λ = {int(wc['depth']) * lam:.3g}; ‖f_T‖/‖y‖ = {r['norm_end']:.3g}).")
     summary = (f"{data} ({ds.n_train} train / {ds.n_test} test, {K} output(s), MSE), bias-free ReLU MLPs of depth "
                + ", ".join(str(d) for d in p["depths"]) + f" (L = depth), NTK parameterisation, width {p['width']}; "
                f"full-batch GD η = {eta:g}, λ = {lam:g}, {p['steps']} steps (t = {T_end:g}), float32, "

@@ -219,6 +219,9 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                          f"the way {r['track_max']:.3g} (in units of ‖y‖).")
     for r in wrows:
         verdict = ("decays" if r["rate"] > 0.5 * int(wc["depth"]) * lam else "does not decay")
+        if lam > r["lam_c"] and r["rate"] > 1.2 * 2 * (lam - r["lam_c"]):
+            verdict += (" yet at the near-origin rate: its late decay is faster than 2(λ − λ_c), i.e. it is still "
+                        "in the transient (or G is underestimated)")
         lines.append(f"L = {wc['depth']}, width {r['width']}: λ = {lam:g} is "
                      f"{'above' if lam > r['lam_c'] else 'below'} λ_c ≈ {r['lam_c']:.3g}; the network {verdict} "
                      f"(late rate {r['rate']:.3g}; near-origin prediction 2(λ − λ_c) = {max(2 * (lam - r['lam_c']), 0):.3g}; "

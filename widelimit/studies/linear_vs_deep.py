@@ -162,7 +162,8 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             rates = [-np.polyfit(times[late], np.log(np.maximum(nm[late], 1e-300)), 1)[0] for nm in norms]
             wrows.append(dict(width=w, lam_c=lam_c, G=G, norm_end=float(norms[:, -1].mean()),
                               rate=float(np.mean(rates)), test_loss=float(grid.metrics["test_loss"][0, :, -1].mean())))
-            plot_series.append(Series(times[1:], norms.mean(0)[1:], "x", f"L={d2} width {w} measured", None))
+            plot_series.append(Series(times[1:], norms.mean(0)[1:], "x", f"L={d2} width {w} measured",
+                                      f"C{(len(p['depths']) + len(wrows)) % 10}"))
     t3 = None
     if wrows:
         t3 = Table(["width", "λ_c (origin stable for λ > λ_c)", "λ", "‖f_T‖/‖y‖ measured", "late decay rate measured",

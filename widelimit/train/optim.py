@@ -21,7 +21,7 @@ the AutoL2 rule and ``update`` takes ``train_loss=``/``train_accuracy=`` extra a
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp

@@ -34,7 +34,7 @@ def autol2_report(tmp_path_factory):
 
 
 def _tiny_config(**kw):
-    spec = MLP(depth=3, width=8, out_dim=10, norm="batch", parameterization="standard", W_std=0.1)
+    spec = MLP(depth=2, width=8, out_dim=10, norm="batch", parameterization="standard", W_std=0.1)
     base = dict(arch=spec, data="mnist1d", data_options={"n_train": 128, "n_test": 64}, optimizer="sgd",
                 learning_rate=0.1, l2=0.05, loss="xent", batch_size=32, steps=40, eval_every=10, seed=3)
     base.update(kw)
@@ -95,7 +95,7 @@ def test_scale_invariant_smoke_report(si_report):
             assert 0 < v < 1
         if c["case"]["optimizer"] == "sgd":  # the exact map: measured norms reproduced to float32 accuracy
             assert max(abs(v) for v in c["map_norm_med"]) < 1e-3
-            assert max(abs(v) for v in c["map_norm_final"]) < 1e-3
+            assert max(abs(v) for v in c["map_norm_end"]) < 1e-3
             lam, lr = c["case"]["lam"], c["case"]["lr"]
             assert c["angle_eq_closed"] == pytest.approx([math.sqrt(2 * lr * lam)] * len(c["layers"]))
     for c in payload["data"]["no_l2"]:
@@ -180,3 +180,31 @@ def test_kick_rescales_only_the_scale_invariant_optimizer_state():
     new = _rescale_state(state, ["hidden0"], 2.0)
     np.testing.assert_allclose(new[0].trace["hidden0"]["W"], 0.5 * state[0].trace["hidden0"]["W"])
     np.testing.assert_allclose(new[0].trace["readout"]["W"], state[0].trace["readout"]["W"])
+
+
+@pytest.mark.slow
+def test_full_size_cnn_paths_run_at_tiny_size():
+    """The full sizes add a BatchNorm 1-D CNN (study 4) and a BatchNorm CNN setup (study 5): exercise both code
+    paths on a few steps so that the GPU-sized runs do not meet them for the first time."""
+    from widelimit.studies import autol2, scale_invariant as si
+    from widelimit.train import train
+
+    case = si.Case("batch", "sgd", lr=0.1, lam=0.05, W_std=0.1, net="cnn")
+    cfg = si.run_config(case, "smoke").replace(steps=40, eval_every=10, data_options={
+        "n_train": 64, "n_test": 32, "layout": "signal"})
+    rec = si.instrumented_run(cfg, kick_step=20)
+    n_conv = cfg.spec.depth
+    assert list(rec["layers"]) == [f"hidden{i}" for i in range(n_conv)]
+    assert rec["unit_norms"].shape == (5, n_conv, cfg.spec.channels)
+    assert np.all(rec["aniso"] == 1) and np.all(np.isfinite(rec["G_batch"]))
+    # the kick multiplies W by 2 after SGD step 19, whose effect on the norm is exact:
+    # ||w||^2 <- 4 ((1 - eta lam)^2 x + eta^2 G / x)
+    x, G = rec["norm_sq"][19], rec["G_batch"][19]
+    np.testing.assert_allclose(rec["norm_sq"][20], 4 * ((1 - 0.1 * 0.05) ** 2 * x + 0.01 * G / x), rtol=1e-4)
+    out = si.analyse(case, rec, list(rec["layers"]), list(rec["d"]), cfg.canonical(), 20)
+    assert np.all(np.isfinite(out["angle_eq_meas"]))
+    setup = [s for s in autol2._SETTINGS["full"]["setups"] if "cnn" in s["name"]][0]
+    base = autol2.base_config({**setup, "data_options": {"n_train": 64, "n_test": 32, "layout": "signal"},
+                               "width": 8, "steps": 20, "eval_every": 10, "batch_size": 16})
+    res = train(base.replace(l2=dict(autol2.AUTOL2)))
+    assert res.metrics["lam"][0] == pytest.approx(autol2.AUTOL2["init_lam"])

@@ -273,8 +273,8 @@ _SHORT = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam+L2", "adamw": "Ada
 _SETTINGS = {
     # MNIST-1D (4000 train / 1000 test signals of length 40): hard enough that the loss, and so G, does not
     # collapse to zero within the run (on sklearn digits it does, and nothing is stationary)
-    "smoke": dict(data_options={"n_train": 256, "n_test": 128}, width=16, depth=3, channels=8, steps=90,
-                  kick=60, eval_every=30, batch_size=32),
+    "smoke": dict(data_options={"n_train": 256, "n_test": 128}, width=16, depth=2, channels=8, steps=60,
+                  kick=40, eval_every=20, batch_size=32),
     "quick": dict(data_options={}, width=128, depth=3, channels=32, steps=1600, kick=1000, eval_every=100,
                   batch_size=64),
     "full": dict(data_options={}, width=512, depth=4, channels=64, steps=8000, kick=5000, eval_every=100,
@@ -793,11 +793,17 @@ def _findings(results, results0) -> str:
     if sgdf:
         e0, e1, dr = (np.asarray(v, float) for v in zip(*sgdf))
         m0, m1 = np.median(np.abs(e0)), np.median(np.abs(e1))
-        verdict = ("so the residuals are the norm lagging a moving target, not a failure of the law" if m1 < m0
-                   else "so the lag does not explain the residuals")
+        x0, x1 = np.max(np.abs(e0)), np.max(np.abs(e1))
+        if x1 < x0 and m1 <= m0:
+            verdict = "so the residuals are mostly the norm lagging a moving target"
+        elif x1 < x0:
+            verdict = "so the lag accounts for the largest deviations but not for the remaining few per cent"
+        else:
+            verdict = "so the lag does not explain the residuals"
         lines.append(f"- SGD and momentum: angle errors {_range(e0)}; over one relaxation time G changed by "
-                     f"{_range(dr)} in the window. Putting in the quasi-static lag √(1+rτ) changes the errors to "
-                     f"{_range(e1)} (median |error| {100 * m0:.1f}% → {100 * m1:.1f}%), {verdict}.")
+                     f"{_range(dr)} in the window. With the quasi-static lag √(1+rτ) put in, the errors become "
+                     f"{_range(e1)} (max |error| {100 * x0:.1f}% → {100 * x1:.1f}%, median {100 * m0:.1f}% → "
+                     f"{100 * m1:.1f}%), {verdict}.")
     mom = [(r["map_norm_med"][j], r["map_angle_med"][j], r["G_full_eq"][j] / r["G_eq"][j]) for c, r in results
            if c.optimizer == "momentum" for j in range(len(r["layers"]))]
     if mom and np.median(np.asarray([m[0] for m in mom])) > 0.02:
@@ -833,16 +839,30 @@ def _findings(results, results0) -> str:
             extra.append("Where r < 1 the correction moves the prediction the wrong way, so the remaining "
                          "error is not the coupled-decay anisotropy: the spread of v̂ also changes the step "
                          "(growth) term, which a one-number model of v cannot capture.")
+        rise = []
+        for c, r, j in ad:
+            i = int(r["kick"] // (r["traj"]["eval_steps"][1] - r["traj"]["eval_steps"][0]))
+            am, ap = r["traj"]["angle_meas"][j], r["traj"]["angle_pred"][j]
+            if i < len(am) and i < len(ap) and am[i] > am[i - 1] and ap[i] < ap[i - 1]:
+                rise.append(f"{c.norm} {r['layers'][j]} {am[i - 1]:.3g}→{am[i]:.3g} "
+                            f"(predicted {ap[i - 1]:.3g}→{ap[i]:.3g})")
+        if rise:
+            extra.append("Right after the kick the measured Adam + L2 angle rises instead of dipping ("
+                         + "; ".join(rise) + ", mean over the logging interval). A likely reason, not measured "
+                         "separately: with per-coordinate normalisation the coupled L2 step λw_i/√v̂_i is not "
+                         "radial, so the fast post-kick decay also rotates w.")
         lines.append("- Adam + L2: its closed form assumes one isotropic second moment per group. Measured "
                      "anisotropy factor r (how much faster coupled L2 decays the actual weights than that model "
                      f"says) and what it does to the prediction: {txt}. " + " ".join(extra))
-    aw = [(ang_err(r, j), float(_rel(r["eff_eq_closed"][j], r["eff_eq_meas"][j]))) for c, r in results
-          if c.optimizer == "adamw" for j in range(len(r["layers"]))]
+    aw = [(ang_err(r, j), float(_rel(r["eff_eq_closed"][j], r["eff_eq_meas"][j])), r["G_drift_per_tau"][j])
+          for c, r in results if c.optimizer == "adamw" for j in range(len(r["layers"]))]
     if aw:
-        a1, a2 = (np.asarray(v, float) for v in zip(*aw))
-        lines.append(f"- AdamW: angle {_range(a1)}; η_eff {_range(a2)} — η_eff involves Adam's second moment, an "
-                     "EMA over 1/(1−β2) = 1000 steps that lags the falling G, while the closed form assumes it "
-                     "in equilibrium.")
+        a1, a2, dr = (np.asarray(v, float) for v in zip(*aw))
+        way = ("rising" if np.all(dr > 0) else "falling" if np.all(dr < 0) else "drifting")
+        lines.append(f"- AdamW: angle {_range(a1)}; η_eff {_range(a2)}. η_eff = ηκ/‖w‖² involves Adam's second "
+                     "moment, an EMA over 1/(1−β2) = 1000 steps, which the closed form takes in equilibrium with "
+                     f"the current G; here G is {way} ({_range(dr)} per relaxation time in the window), so v̂ "
+                     "trails it.")
     mn = np.concatenate([r["map_norm_med"] for _, r in results])
     mf = np.concatenate([r["map_fullG_norm_med"] for _, r in results])
     ma = np.concatenate([r["map_angle_med"] for _, r in results])

@@ -1,9 +1,50 @@
 """widelimit: infinite-width theory of L2 regularisation, checked against finite networks.
 
-Importing widelimit never imports neural-tangents or TensorFlow and never changes JAX's global
-float64 flag (see ``widelimit._x64``).
+Public names are re-exported here and imported lazily on first use, so ``import widelimit`` is cheap.
+Importing widelimit never imports neural-tangents or TensorFlow (only ``widelimit.kernels.nt_backend``
+does, when an NT kernel is requested) and never changes JAX's global float64 flag (``widelimit._x64``).
+
+Theory::
+
+    from widelimit import MLP, analytic_kernels, L2Flow, t_star
+Finite nets::
+
+    from widelimit import RunConfig, train, train_ensemble
 """
-from .arch import CNN, MLP, Spec
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "CNN", "Spec", "__version__"]
+
+_EXPORTS = {
+    "widelimit.arch": ["MLP", "CNN", "Spec"],
+    "widelimit.kernels": ["Kernels", "analytic_kernels", "kernel_fn", "empirical_ntk", "empirical_ntk_of_spec",
+                          "homogeneity_degree", "measure_homogeneity"],
+    "widelimit.nets": ["init_params", "apply", "scale_invariant_mask"],
+    "widelimit.dynamics": ["L2Flow", "L2FlowEnsemble", "integrate_flow", "mode_coefficients",
+                           "solve_norm_map", "solve_norm_ode", "equilibrium", "norm_sq_trajectory",
+                           "NormDynamics"],
+    "widelimit.predict": ["loss_curves", "t_star", "lambda_opt", "to_rows", "FlowMetrics"],
+    "widelimit.predict_norms": ["norm_predictions", "norm_prediction_table"],
+    "widelimit.data": ["load_dataset", "Dataset"],
+    "widelimit.results": ["ResultStore"],
+    "widelimit.train": ["RunConfig", "RunResult", "train", "train_ensemble", "run_sweep", "AutoL2", "autol2",
+                        "make_optimizer"],
+    "widelimit.tables": ["Table"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["__version__"]
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'widelimit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -7,7 +7,7 @@ from widelimit.dynamics.ntk_l2 import L2Flow
 from widelimit.predict import FlowMetrics, lambda_opt, loss_curves, t_star, to_rows
 
 
-def _problem(seed=0, N=40, M=30, K=4, D=30, f0=False):
+def _problem(seed=0, N=40, M=30, K=4, D=30, f0=False, f0_test_only=False):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(N + M, D))
     w = rng.normal(size=(D, K))
@@ -16,6 +16,8 @@ def _problem(seed=0, N=40, M=30, K=4, D=30, f0=False):
     kw = {}
     if f0:
         kw = dict(f0_train=0.3 * rng.normal(size=(N, K)), f0_test=0.3 * rng.normal(size=(M, K)))
+    if f0_test_only:
+        kw = dict(f0_test=0.3 * rng.normal(size=(M, K)))
     flow = L2Flow(a[:N, :N], y[:N], 0.01, 3, k_test_train=a[N:, :N], **kw)
     return flow, y[N:]
 
@@ -24,12 +26,12 @@ def _direct_loss(flow, lam, t, yt):
     return np.array([np.sum((f - yt) ** 2) / (2 * yt.size) for f in flow.with_lam(lam).test(t)])
 
 
-@pytest.mark.parametrize("f0", [False, True])
+@pytest.mark.parametrize("f0", ["none", "both", "test only"])
 @pytest.mark.parametrize("gram", [True, False])
 def test_loss_matches_direct_evaluation(f0, gram, monkeypatch):
     if not gram:
         monkeypatch.setattr(P, "_GRAM_BYTES", 0)
-    flow, yt = _problem(f0=f0)
+    flow, yt = _problem(f0=f0 == "both", f0_test_only=f0 == "test only")
     m = FlowMetrics(flow, yt)
     assert m._gram is gram
     t = np.array([0.0, 0.5, 5.0, 50.0, 500.0, np.inf])

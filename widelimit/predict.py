@@ -119,12 +119,12 @@ class FlowMetrics:
                 self._h_ff = gg * (f0e @ f0e.T)
                 self._h_yf = gg * (ye @ f0e.T)
                 self._r_f = np.einsum("ik,ik->i", gyt, f0e)
-                fx = np.zeros_like(self._yt) if f0x is None else f0x
-                gfx = g.T @ fx
+            if f0x is not None:
+                gfx = g.T @ f0x
                 self._x_y = np.einsum("ik,ik->i", gfx, ye)
-                self._x_f = np.einsum("ik,ik->i", gfx, f0e)
-                self._fx2 = float(np.sum(fx ** 2))
-                self._fxyt = float(np.sum(fx * self._yt))
+                self._x_f = None if f0e is None else np.einsum("ik,ik->i", gfx, f0e)
+                self._fx2 = float(np.sum(f0x ** 2))
+                self._fxyt = float(np.sum(f0x * self._yt))
 
     def _flow(self, lam: float) -> L2Flow:
         return self.flow.with_lam(lam)
@@ -139,11 +139,14 @@ class FlowMetrics:
         c = mode_coefficients(fl.eigenvalues[None, :], t[:, None], lam, fl.L)
         jm = c.J_over_mu
         sq = np.einsum("ti,ti->t", jm @ self._h_yy, jm) - 2 * jm @ self._r_y + self._c0
-        if fl._f0_eig is not None:
-            gm, d = c.gap_over_mu, c.decay[:, 0]
+        gm, d = c.gap_over_mu, c.decay[:, 0]
+        if fl._f0_eig is not None:       # the initial outputs on the training points
             sq += np.einsum("ti,ti->t", gm @ self._h_ff, gm) - 2 * np.einsum("ti,ti->t", jm @ self._h_yf, gm)
             sq += 2 * gm @ self._r_f
-            sq += d * d * self._fx2 + 2 * d * (jm @ self._x_y - gm @ self._x_f) - 2 * d * self._fxyt
+        if fl._f0_test is not None:      # ... and on the test points
+            sq += d * d * self._fx2 + 2 * d * (jm @ self._x_y) - 2 * d * self._fxyt
+            if fl._f0_eig is not None:
+                sq -= 2 * d * (gm @ self._x_f)
         return np.maximum(sq, 0.0) / (2 * self._size)
 
     def _outputs(self, lam: float, t: np.ndarray, block: int = 64):

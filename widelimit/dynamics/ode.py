@@ -20,7 +20,7 @@ implicit methods (``"Radau"``, ``"BDF"``), which suit stiff problems (large ``mu
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import numpy as np
 from scipy.integrate import solve_ivp

@@ -166,18 +166,28 @@ def run(size: str = "quick", out_dir="validation", progress: bool = True, resume
                             "seeds": list(st["seeds"]), "targets": list(st["targets"]), "setups": []}
     sections: List[Tuple[str, List[Any]]] = []
     verdicts = []
+    train_s, n_runs = 0.0, 0
     for setup in st["setups"]:
         fixed, auto = configs(setup, st["lams"], st["auto_init"], st["seeds"])
         run_sweep([c for cs in list(fixed.values()) + list(auto.values()) for c in cs], store,
                   progress=progress, ensemble=True)
-        fixed_s = {lam: summarize(_load(store, cs), st["targets"]) for lam, cs in fixed.items()}
+        fixed_runs = {lam: _load(store, cs) for lam, cs in fixed.items()}
+        fixed_s = {lam: summarize(rs, st["targets"]) for lam, rs in fixed_runs.items()}
         auto_runs = {a: _load(store, cs) for a, cs in auto.items()}
+        train_s += sum(float(r.info.get("compile_s", 0.0)) + float(r.info.get("run_s", 0.0))
+                       for rs in list(fixed_runs.values()) + list(auto_runs.values()) for r in rs)
+        n_runs += sum(len(rs) for rs in list(fixed_runs.values()) + list(auto_runs.values()))
         auto_s = {a: summarize(rs, st["targets"]) for a, rs in auto_runs.items()}
         res = _setup_section(setup, st, fixed_s, auto_s, {a: _decays(rs) for a, rs in auto_runs.items()}, out)
         sections.append(res["section"])
         verdicts.append(res["verdict"])
         data["setups"].append(res["data"])
     sections.insert(0, ("Verdict", ["\n".join(f"- {v}" for v in verdicts)]))
+    sections.append(("Training cost", [f"{n_runs} runs (vmapped per setup: one program for the fixed-λ grid, one "
+                                       f"for AutoL2), {train_s:.0f} s of wall-clock time in total on the machine "
+                                       "below, compilation included. Runs are stored in "
+                                       f"`.cache/{NAME}-{size}` under the output folder; a `--resume` rerun "
+                                       "reuses them, so the wall time at the bottom is that of this invocation."]))
     n = len(st["seeds"])
     return write_report(NAME, out, title="Study 5: AutoL2 against the best fixed λ", size=size,
                         sections=sections, data=data, elapsed_s=sw.elapsed,

@@ -578,7 +578,11 @@ def run(size: str = "quick", out_dir="validation", progress: bool = True, resume
     cfg0 = run_config(with_l2[0], size).canonical()
     figs = _plots(results, results0, out)
     tables = _tables(results, results0)
-    sections = [("Setup", [_setup_text(size, cfg0, with_l2, no_l2)]),
+    train_txt = (f"- Training cost: {len(timings)} runs, {sum(timings):.0f} s of wall-clock time in total on the "
+                 "machine below (compilation included; runs are cached in "
+                 f"`{NAME}-{size}` under the output folder's `.cache/`, so a `--resume` rerun only redoes the "
+                 "analysis — the wall time at the bottom is that of this invocation).")
+    sections = [("Setup", [_setup_text(size, cfg0, with_l2, no_l2) + "\n" + train_txt]),
                 ("Findings", [_findings(results, results0)]),
                 ("Equilibrium angular update, norm and effective learning rate vs the closed forms",
                  [tables["eq"], figs["eq"]]),

@@ -175,6 +175,35 @@ def test_linear_gd_tends_to_flow(small_digits):
         linear_gd(dk.ntk_tt, dk.ntk_xt, ds.y_train, 0.05, 3, 0.0, [0, 1])
 
 
+def test_expected_loss_discrete_gd(small_digits):
+    """ExpectedLoss with eta (discrete GD) reproduces linear_gd's mean function exactly, tends to the flow
+    as eta -> 0 (first order), and its variance matches a direct recursion of sampled f0."""
+    from widelimit.studies.ntk_tools import ExpectedLoss, dataset_kernels, linear_gd
+
+    ds = small_digits
+    dk = dataset_kernels(MLP(depth=3, out_dim=10), ds)
+    el = ExpectedLoss(dk)
+    steps = np.array([0, 3, 20])
+    _, b = linear_gd(dk.ntk_tt, dk.ntk_xt, ds.y_train, 0.02, 3, 0.5, steps)
+    np.testing.assert_allclose(el.loss_of_mean(0.02, steps * 0.5, eta=0.5),
+                               0.5 * np.mean((b - ds.y_test) ** 2, axis=(1, 2)), rtol=1e-10)
+    t = np.array([0.0, 1.0, 10.0, 50.0])
+    errs = [np.abs(el(0.02, t, eta) - el(0.02, t)).max() for eta in (0.5, 0.05)]
+    assert errs[1] < errs[0] / 5 and errs[1] < 1e-3
+    # variance: f0 with covariance NNGP on train+test, pushed through linear_gd, averaged exactly via
+    # the identity Var = E[(f - mean)^2] with f0 = L z (z standard normal): sum over the Cholesky columns
+    from widelimit.kernels import analytic_kernels
+    x = np.concatenate([ds.x_train, ds.x_test])
+    k = analytic_kernels(MLP(depth=3, out_dim=10), x).nngp
+    chol = np.linalg.cholesky(k + 1e-12 * np.eye(len(x)))
+    n = ds.n_train
+    zeros = np.zeros((n, chol.shape[1]))
+    _, resp = linear_gd(dk.ntk_tt, dk.ntk_xt, zeros, 0.02, 3, 0.5, steps, f0_train=chol[:n], f0_test=chol[n:],
+                        normalization=n * 10)
+    np.testing.assert_allclose(el.variance(0.02, steps * 0.5, eta=0.5), np.mean(np.sum(resp ** 2, axis=2), axis=1),
+                               rtol=1e-6)
+
+
 @pytest.mark.parametrize("spec", [MLP(depth=3, width=24, out_dim=3),
                                   MLP(depth=2, width=16, out_dim=2, activation="leaky_relu", slope=0.1),
                                   MLP(depth=1, out_dim=2)])

@@ -200,63 +200,102 @@ def study_kernels(spec, ds, *, cache: Optional[PointCache], key: Dict[str, Any],
 
 
 class ExpectedLoss:
-    """Test MSE of the infinite-width L2 flow averaged over ``f0 ~ NNGP`` (see the module docstring).
+    """Test MSE of the infinite-width L2 dynamics averaged over ``f0 ~ NNGP`` (see the module docstring).
 
-    Build once per dataset/spec (one eigendecomposition); evaluate for any ``lam`` and times ``t``
-    (physical time). ``loss_of_mean`` is the test loss of the ensemble-mean function (the ``f0 = 0``
-    flow), ``variance`` the mean over test points of ``Var f_t(x)`` (per output), and
+    Build once per dataset/spec (one eigendecomposition); evaluate for any ``lam`` at physical times ``t``.
+    ``eta=None`` (default) is the gradient flow (closed form, :mod:`widelimit.dynamics.special`); a number
+    ``eta`` is discrete GD with that learning rate at steps ``round(t / eta)`` (the recursion of
+    :func:`linear_gd`, per mode). Both give the test outputs as
+
+        f(x) = decay * f0(x) - G diag(gm) V^T f0(X) + G diag(jm) V^T y,
+
+    so ``loss_of_mean`` (the ``f0 = 0`` mean function) and ``variance`` (mean over test points of
+    ``Var f(x)``, per output) are quadratic forms in ``(gm, jm)`` with Gram matrices computed once;
     ``__call__`` = ``loss_of_mean + variance / 2``.
     """
 
     def __init__(self, dk: DataKernels, L: Optional[int] = None):
-        from ..predict import FlowMetrics
         self.dk = dk
         self.L = dk.L if L is None else int(L)
         self.flow = L2Flow(dk.ntk_tt, dk.y_train, 0.0, self.L, k_test_train=dk.ntk_xt)
-        self.metrics = FlowMetrics(self.flow, dk.y_test)
         v = self.flow.eigenvectors
         g = self.flow.test_projection                      # (M, N) = Theta~_xX V
         m = g.shape[0]
+        gg = g.T @ g
         c_eig = v.T @ dk.nngp_tt @ v                        # V^T K_XX V
         d = dk.nngp_xt @ v                                  # K_xX V
-        self._h = c_eig * (g.T @ g) / m
+        self._h = c_eig * gg / m
         self._r = np.einsum("ij,ij->j", d, g) / m
         self._kxx = float(np.mean(dk.nngp_xx_diag))
+        yt = dk.y_test.reshape(m, -1)
+        ye = self.flow._y_eig                               # V^T y, (N, K)
+        self._size = yt.size
+        self._h_yy = gg * (ye @ ye.T)
+        self._r_y = np.einsum("ik,ik->i", g.T @ yt, ye)
+        self._c0 = float(np.sum(yt ** 2))
 
     def with_degree(self, L: int) -> "ExpectedLoss":
         """The same kernels with another homogeneity degree (e.g. the L = 1 comparison)."""
         return ExpectedLoss(self.dk, L)
 
-    def _coeffs(self, lam: float, t: np.ndarray):
-        return mode_coefficients(self.flow.eigenvalues[None, :], t[:, None], float(lam), self.L)
+    def _coeffs(self, lam: float, t: np.ndarray, eta: Optional[float]):
+        """``(decay (T,), gm (T, N), jm (T, N))`` for the flow (``eta=None``) or discrete GD."""
+        mu = self.flow.eigenvalues
+        if eta is None:
+            c = mode_coefficients(mu[None, :], t[:, None], float(lam), self.L)
+            return c.decay[:, 0], c.gap_over_mu, c.J_over_mu
+        eta = float(eta)
+        if not (eta > 0 and 0 <= lam and eta * lam < 1):
+            raise ValueError(f"need eta > 0 and 0 <= eta*lam < 1, got eta={eta}, lam={lam}")
+        steps = np.rint(t / eta).astype(np.int64)
+        c = 1.0 - eta * lam
+        cL, cL1, ck = c ** self.L, c ** (self.L - 1), c ** (2 * (self.L - 1))
+        P, J = np.ones_like(mu), np.zeros_like(mu)          # train modes: a_k = P a_0 + J y
+        A, B = np.zeros_like(mu), np.zeros_like(mu)         # test: f_k = c^{Lk} f0 + G (A a_0 + B y)
+        order = np.argsort(steps)
+        dec, gm, jm = np.empty(t.size), np.empty((t.size, mu.size)), np.empty((t.size, mu.size))
+        kern, j = 1.0, 0
+        for k in range(int(steps.max()) + 1 if steps.size else 0):
+            while j < order.size and steps[order[j]] == k:
+                dec[order[j]], gm[order[j]], jm[order[j]] = cL ** k, -A, B
+                j += 1
+            step = eta * cL1 * kern
+            A, B = cL * A - step * P, cL * B - step * (J - 1.0)
+            P, J = (cL - step * mu) * P, (cL - step * mu) * J + step * mu
+            kern *= ck
+        return dec, gm, jm
 
-    def loss_of_mean(self, lam: float, t) -> np.ndarray:
-        """Test MSE of the mean function (``f0 = 0`` flow) at times ``t`` (1-D)."""
+    def loss_of_mean(self, lam: float, t, eta: Optional[float] = None) -> np.ndarray:
+        """Test MSE of the mean function (``f0 = 0``) at times ``t`` (1-D); ``eta``: discrete GD."""
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
-        return self.metrics.test_loss(float(lam), t)
+        _, _, jm = self._coeffs(lam, t, eta)
+        sq = np.einsum("ti,ti->t", jm @ self._h_yy, jm) - 2 * jm @ self._r_y + self._c0
+        return np.maximum(sq, 0.0) / (2 * self._size)
 
-    def variance(self, lam: float, t) -> np.ndarray:
+    def variance(self, lam: float, t, eta: Optional[float] = None) -> np.ndarray:
         """Mean over test points of ``Var_{f0} f_t(x)`` (per output) at times ``t`` (1-D)."""
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
-        c = self._coeffs(lam, t)
-        gm, dec = c.gap_over_mu, c.decay[:, 0]
+        dec, gm, _ = self._coeffs(lam, t, eta)
         quad = np.einsum("ti,ti->t", gm @ self._h, gm)
         return np.maximum(dec * dec * self._kxx - 2 * dec * (gm @ self._r) + quad, 0.0)
 
-    def __call__(self, lam: float, t) -> np.ndarray:
-        return self.loss_of_mean(lam, t) + 0.5 * self.variance(lam, t)
+    def __call__(self, lam: float, t, eta: Optional[float] = None) -> np.ndarray:
+        return self.loss_of_mean(lam, t, eta) + 0.5 * self.variance(lam, t, eta)
 
     def zero_loss(self) -> float:
         """Test MSE of the zero function, ``1/(2MK) sum y^2`` (where every L >= 2 flow ends)."""
         return float(0.5 * np.mean(self.dk.y_test ** 2))
 
     def t_star(self, lam: float, *, s_range: Tuple[float, float] = (1e-3, 1e2), n_grid: int = 400,
-               expected: bool = True) -> Tuple[float, float, str]:
+               expected: bool = True, eta: Optional[float] = None) -> Tuple[float, float, str]:
         """``(t*, loss(t*), where)``: the time of the minimum of the expected test loss (``expected``) or
         of the mean function's loss, searched on ``t = s/lam``, ``s`` log-spaced in ``s_range``, refined
-        by a parabola in ``log t``. ``where`` is as in :func:`refine_extremum`."""
+        by a parabola in ``log t``. With ``eta`` (discrete GD) the grid is the distinct step counts
+        ``>= 1`` and ``s`` is capped at 30. ``where`` is as in :func:`refine_extremum`."""
         t = np.geomspace(s_range[0], s_range[1], n_grid) / lam
-        y = self(lam, t) if expected else self.loss_of_mean(lam, t)
+        if eta is not None:
+            t = np.unique(np.maximum(np.rint(t[t <= 30.0 / lam] / eta), 1.0)) * eta
+        y = self(lam, t, eta) if expected else self.loss_of_mean(lam, t, eta)
         return refine_extremum(t, y, log_x=True, kind="min")
 
     def loss_matrix(self, lams: Sequence[float], times: Sequence[float], expected: bool = True) -> np.ndarray:

@@ -462,6 +462,8 @@ def analyse(case: Case, rec: Dict[str, np.ndarray], layers: Sequence[str], d: Se
                    "test_acc": rec["test_acc"].tolist(), "train_loss": rec["train_loss"].tolist()}
     out["test_acc_final"] = float(rec["test_acc"][-1])
     out["train_acc_final"] = float(rec["train_acc"][-1])
+    out["G_first_tenth"] = G[:max(1, kick // 10)].mean(axis=0).tolist()
+    out["readout_norm_first_eq"] = [float(rec["readout_norm"][0]), float(rec["readout_norm"][i_eq])]
     return out
 
 
@@ -889,21 +891,26 @@ def _findings(results, results0) -> str:
         lines.append(f"- **Relaxation time** (return after the ×{KICK_FACTOR:g} kick), measured/closed form: "
                      + "; ".join(f"{o} median {np.median(v):.2f} (range {min(v):.2f}–{max(v):.2f})"
                                  for o, v in fam.items()) + ".")
-    st = [(c.norm, r["settle_meas"][j], r["settle_map"][j], r["settle_closed"][j]) for c, r in results
+    st = [(c.norm, r["settle_meas"][j], r["settle_map"][j], r["settle_closed"][j], r["G_first_tenth"][j] /
+           r["G_eq"][j], r["readout_norm_first_eq"]) for c, r in results
           if c.optimizer in ("sgd", "momentum") for j in range(len(r["layers"]))]
     if st:
-        below = [(m, p, q) for n, m, p, q in st if n != "weight"]
-        above = [(m, p, q) for n, m, p, q in st if n == "weight"]
+        below = [(m, p, q, g, ro) for n, m, p, q, g, ro in st if n != "weight"]
+        above = [(m, p, q, g, ro) for n, m, p, q, g, ro in st if n == "weight"]
         txt = []
         for name, grp in (("from below (BatchNorm/LayerNorm)", below), ("from above (WeightNorm)", above)):
             if grp:
-                m, p, q = (np.asarray(v, float) for v in zip(*grp))
+                m, p, q, g = (np.asarray(v, float) for v in list(zip(*grp))[:4])
+                ro = np.asarray([v[4] for v in grp], float)
                 txt.append(f"{name}: measured {np.median(m):.0f} steps (median), map {np.median(p):.0f}, "
-                           f"constant-G closed form {np.median(q):.0f}")
+                           f"constant-G closed form {np.median(q):.0f}; G over the first tenth of the run was "
+                           f"{_range(g, pct=False)} of its equilibrium value and the readout norm went "
+                           f"{np.median(ro[:, 0]):.3g}→{np.median(ro[:, 1]):.3g} (median)")
         lines.append("- **Time to equilibrium from initialisation** (SGD family, ‖w‖ within "
                      f"{100 * TOL:.0f}%): " + "; ".join(txt) + ". The map is fed the measured G; the closed form "
                      "assumes G constant at its equilibrium-window value, so a gap between the two measures how much "
-                     "the early-training G (not τ) sets the settling time.")
+                     "the evolution of G (not τ) sets the settling time. The W_std that sets the initial hidden norm "
+                     "also scales the (not scale-invariant) readout, and G at unit scale grows with the readout.")
     for c, r in results0:
         g = np.asarray(r["norm_final_meas"]) / np.asarray(r["norm0"])
         e = np.asarray(r["eff_final_meas"]) / np.asarray(r["eff0_meas"])

@@ -256,6 +256,11 @@ class PointCache:
         self.store = ResultStore(self.root)
         self.hits = 0
         self.misses = 0
+        #: training runs (widelimit.train) made through this cache: trained now / reused, and the
+        #: compute seconds recorded in all of them (compile + run, when they were trained)
+        self.runs_trained = 0
+        self.runs_reused = 0
+        self.train_seconds = 0.0
 
     @classmethod
     def for_study(cls, name: str, size: str, out_dir: PathLike, resume: bool = True) -> "PointCache":
@@ -311,14 +316,15 @@ def _figure_md(fig: Figure, out_dir: Path) -> str:
 def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence[Section],
                  size: str, summary: Optional[str] = None, data: Optional[Mapping[str, Any]] = None,
                  command: Optional[str] = None, machine: Optional[Mapping[str, Any]] = None,
-                 elapsed_s: Optional[float] = None) -> Path:
+                 elapsed_s: Optional[float] = None, cache: Optional["PointCache"] = None) -> Path:
     """Write the study report ``<out_dir>/<name>.md`` and ``<out_dir>/<name>.json``; return the .md path.
 
     ``sections`` is a list of ``(heading, blocks)``; each block is Markdown text (``str``), a
     :class:`~widelimit.tables.Table` (rendered as Markdown; its JSON goes into the .json file) or a
     :class:`Figure`. ``summary`` is a paragraph under the title. ``command`` defaults to
     :func:`command_line` (this process), ``machine`` to :func:`machine_info`. The report ends with a
-    "How this was made" section: command, canonical reproduce command, machine, size, wall time.
+    "How this was made" section: command, canonical reproduce command, machine, size, wall time, and with
+    ``cache`` how many points/training runs were computed now or reused from an earlier run (``--resume``).
 
     The JSON file holds ``{name, title, size, command, reproduce, machine, elapsed_s, written_at,
     tables: [{section, ...table.to_dict()}], data}`` (``data`` converted with ``to_jsonable``).
@@ -358,12 +364,21 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
               f"- Command: `{cmd}`",
               f"- To regenerate: `{repro}`",
               f"- Size: `{size}`" + (f"; wall time {elapsed_s:.0f} s" if elapsed_s is not None else ""),
-              f"- Machine: {format_machine(mach)}",
+              f"- Machine: {format_machine(mach)}"]
+    if cache is not None:
+        lines.append(f"- Cache `{Path(cache.root).as_posix()}`: {cache.misses} point(s) computed now, {cache.hits} "
+                     f"reused; training runs: {cache.runs_trained} trained now, {cache.runs_reused} reused from an "
+                     f"earlier run of the same code path; {cache.train_seconds:.0f} s of training compute recorded "
+                     "in them (compile + run, measured when each was trained)")
+    lines += [
               f"- Written: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
+    cache_info = None if cache is None else {
+        "points_computed": cache.misses, "points_reused": cache.hits, "runs_trained": cache.runs_trained,
+        "runs_reused": cache.runs_reused, "train_seconds": cache.train_seconds}
     md_path = out / f"{name}.md"
     md_path.write_text("\n".join(lines))
     payload = {"name": name, "title": title, "size": size, "command": cmd, "reproduce": repro,
-               "machine": mach, "elapsed_s": elapsed_s, "written_at": time.time(),
+               "machine": mach, "elapsed_s": elapsed_s, "cache": cache_info, "written_at": time.time(),
                "tables": tables_json, "data": to_jsonable(dict(data or {}))}
     (out / f"{name}.json").write_text(json.dumps(_finite(payload), indent=1, sort_keys=False))
     return md_path

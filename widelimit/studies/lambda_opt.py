@@ -152,7 +152,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                                   ("Plot", [Figure(png.name, "Left: λ_opt vs budget. Right: test loss after T "
                                                              "steps as a function of λ.")]),
                                   ("Reading the numbers", lines)],
-                        size=size, data=data, elapsed_s=sw.elapsed)
+                        size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
 
 
 def _none_if_nan(x: float):

@@ -239,7 +239,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                                                    ("Plot", [Figure(png.name, "Test-output norm vs time: theory "
                                                                               "(lines), finite networks (dots).")]),
                                                    ("Reading the numbers", lines)],
-                        size=size, data=data_out, elapsed_s=sw.elapsed)
+                        size=size, data=data_out, elapsed_s=sw.elapsed, cache=cache)
 
 
 __all__ = ["run", "SIZES", "NAME"]

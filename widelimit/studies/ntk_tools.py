@@ -480,9 +480,13 @@ def train_grid(cache: PointCache, base, *, seeds: Sequence[int], l2s: Optional[S
     import jax
     ctx = jax.default_matmul_precision(matmul_precision) if matmul_precision else contextlib.nullcontext()
     with ctx:
-        run_sweep(flat, store, progress=progress, ensemble=True, ensemble_size=ensemble_size)
+        rep = run_sweep(flat, store, progress=progress, ensemble=True, ensemble_size=ensemble_size)
     elapsed = _time.perf_counter() - t0
     runs = [[RunResult.from_stored(store.load(c.run_id)) for c in row] for row in grid]
+    cache.runs_trained += len(rep.trained)
+    cache.runs_reused += len(rep.skipped)
+    cache.train_seconds += sum(float(r.info.get("compile_s", 0.0)) + float(r.info.get("run_s", 0.0))
+                               for row in runs for r in row)
     names = ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm")
     metrics = {n: np.stack([np.stack([np.asarray(r.metrics[n], np.float64) for r in row]) for row in runs])
                for n in names}

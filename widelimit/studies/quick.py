@@ -180,7 +180,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             "params": {k: (list(map(float, v)) if isinstance(v, list) else v) for k, v in p.items()},
             "train_seconds": grid.run_seconds + sgrid.run_seconds}
     return write_report(NAME, out, title="Main job: predicted vs measured t* and λ_opt (sklearn digits)",
-                        summary=summary, sections=sections, size=size, data=data, elapsed_s=sw.elapsed)
+                        summary=summary, sections=sections, size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
 
 
 def _discussion(lams, th_tstar, me_tstar, th_opt, me_opt, c_short, th_short, zero, p) -> list:

@@ -95,7 +95,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         data[v["name"]] = dat
         summaries.append(summ)
     return write_report(NAME, out, title="Study 2: the t* law (t* ≈ c/λ)", summary=" ".join(summaries),
-                        sections=sections, size=size, data=data, elapsed_s=sw.elapsed)
+                        sections=sections, size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
 
 
 def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: bool):

@@ -160,7 +160,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                                   ("Plot", [Figure(png.name, "Left: relative error vs width with power-law fits. "
                                                              "Right: error vs time against the flow.")]),
                                   ("Reading the numbers", discussion)],
-                        size=size, data=data, elapsed_s=sw.elapsed)
+                        size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
 
 
 def _discussion(rows, slopes, eta, p) -> list:

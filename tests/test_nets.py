@@ -241,3 +241,31 @@ def test_bad_params_raise():
         init_params("mlp", KEY, (3,))
     with pytest.raises(ValueError, match="in_shape"):
         init_params(spec, KEY, (0,))
+
+
+NT_CASES = [
+    (MLP(depth=3, width=12, b_std=0.2, activation="leaky_relu", slope=0.1), (5,)),
+    (MLP(depth=2, width=12, parameterization="standard", activation="erf", out_dim=3), (5,)),
+    (MLP(depth=3, width=12, norm="layer", b_std=0.4), (5,)),
+    (MLP(depth=1, W_std=1.3, b_std=0.5), (5,)),
+    (CNN(depth=2, channels=6, ndim=1, b_std=0.1, activation="abrelu", abrelu_a=-0.3, abrelu_b=1.2), (7, 3)),
+    (CNN(depth=1, channels=6, ndim=2, kernel_size=2, parameterization="standard", norm="layer", b_std=0.3),
+     (4, 5, 2)),
+]
+
+
+@pytest.mark.nt
+@pytest.mark.parametrize("spec,in_shape", NT_CASES)
+def test_apply_equals_neural_tangents_apply(spec, in_shape):
+    from widelimit.kernels.nt_backend import stax_of_spec, to_nt_params
+    init_fn, nt_apply, _ = stax_of_spec(spec)
+    with x64():
+        p = init_params(spec, KEY, in_shape, dtype=jnp.float64)
+        x = _x((4,) + in_shape, dtype=jnp.float64)
+        nt_p = to_nt_params(spec, p)
+        # same pytree structure and shapes as neural-tangents' own init
+        _, ref_p = init_fn(KEY, (4,) + in_shape)
+        assert jax.tree_util.tree_structure(nt_p) == jax.tree_util.tree_structure(ref_p)
+        assert [a.shape for a in jax.tree_util.tree_leaves(nt_p)] == \
+            [a.shape for a in jax.tree_util.tree_leaves(ref_p)]
+        np.testing.assert_allclose(apply(spec, p, x), nt_apply(nt_p, x), rtol=1e-12, atol=1e-13)

@@ -4,7 +4,8 @@
 block: the Jacobian of a block of at most ``batch_size`` examples is formed with ``jax.jacrev``, so the
 peak memory is about ``2 * batch_size * K * P`` numbers (``K`` outputs, ``P`` parameters); the block is
 shrunk further so that one Jacobian stays under ``max_bytes``. All blocks have the same shape (the last
-one is padded by repeating a row and the padding discarded), so each call compiles at most twice. Runs in float64 (inside
+one is padded by repeating a row, the padding discarded), and the compiled block functions are cached per
+``apply_fn``, so repeated calls with the same function do not recompile. Runs in float64 (inside
 :func:`widelimit._x64.x64`) when the parameters are float64; inputs are cast to the parameters' dtype.
 """
 from __future__ import annotations
@@ -40,13 +41,23 @@ def _contract(apply_fn, params, xa, xb, full: bool, same: bool):
     return total
 
 
-@functools.lru_cache(maxsize=32)
 def _compiled(apply_fn: Callable, full: bool, same: bool):
-    """Jitted block contraction, cached per ``apply_fn`` so repeated calls reuse compilations."""
+    """Jitted block contraction, cached per (hashable) ``apply_fn`` so repeated calls reuse compilations."""
+    try:
+        hash(apply_fn)
+    except TypeError:
+        return _jit_contract(apply_fn, full, same)
+    return _cached_jit_contract(apply_fn, full, same)
+
+
+def _jit_contract(apply_fn: Callable, full: bool, same: bool):
     import jax
     if same:
         return jax.jit(lambda p, a: _contract(apply_fn, p, a, a, full, True))
     return jax.jit(lambda p, a, b: _contract(apply_fn, p, a, b, full, False))
+
+
+_cached_jit_contract = functools.lru_cache(maxsize=32)(_jit_contract)
 
 
 @functools.lru_cache(maxsize=32)

@@ -29,9 +29,10 @@ def measure_homogeneity(spec, x, key, alphas: Sequence[float] = (0.5, 2.0, 3.0),
     and ``|L_alpha - round(L)| <= 10 rtol max(1, |L|) / |log alpha|``; otherwise ``None``. All
     parameter arrays (weights, biases, weight-norm gains) are scaled together.
 
-    Note the structural degree :func:`homogeneity_degree` is ``None`` for every normalised spec, but a
-    finite normalised network can be homogeneous: with LayerNorm/BatchNorm and no readout bias every
-    hidden weight is scale-invariant and ``f(alpha theta) = alpha f(theta)`` (``L = 1``); with weight
+    Note the structural degree :func:`homogeneity_degree` is ``None`` for every spec with biases or
+    normalisation, but some such finite networks are homogeneous all the same: a depth-1 (affine) model
+    with bias is 1-homogeneous in ``(W, b)``; with LayerNorm/BatchNorm every hidden weight and bias is
+    scale-invariant and ``f(alpha theta) = alpha f(theta)`` (``L = 1``, any activation); with weight
     normalisation the gains carry the scale (``L`` = number of weight layers when bias-free with a
     homogeneous activation). This function reports what it measures.
     """

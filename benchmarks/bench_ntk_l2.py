@@ -6,7 +6,7 @@ Parts (``--part``, comma-separated):
   closed form (eigendecomposition + evaluation) vs ``scipy.integrate.solve_ivp`` (RK45, rtol 1e-8,
   atol 1e-10) on the same train+test ODE, in the same process; accuracy of both (the closed form is also
   checked against DOP853 at rtol 1e-12 on an N = 100 sub-problem).
-* ``horizon``: the same comparison at N = 500 for time horizons 1e3, 1e4, 1e5.
+* ``horizon``: the same comparison at N = 500 for time horizons 1e3 ... 1e5 (and lam = 0).
 * ``nt``: lam = 0 path vs ``neural_tangents.predict.gradient_descent_mse`` (float64), same problem; needs
   the pinned ``nt`` environment.
 * ``scaling``: build + evaluation time and peak traced memory for N in ``--sizes`` (M = N/2, K = 10, T = 200).
@@ -14,15 +14,23 @@ Parts (``--part``, comma-separated):
 Kernels: analytic NTK of a bias-free 3-layer ReLU MLP (``widelimit.kernels.analytic_kernels``, native
 backend) on Gaussian inputs (d = 32, norm sqrt(d)); targets one-hot of a random linear teacher; ``f0``
 Gaussian with std 0.5. Prints Markdown (and writes it to ``--out`` if given). Timings on a shared machine
-are noisy: the load average is printed with every part.
+are noisy: every timing is the minimum over repetitions (closed form 3, solve_ivp 2, NT 3 interleaved with
+ours; the scaling part 1), and the load average is printed with every part.
 
-    python benchmarks/bench_ntk_l2.py --part ivp,scaling --sizes 1000,2000,5000,10000
+    python benchmarks/bench_ntk_l2.py --part ivp,horizon,scaling --sizes 1000,2000,5000,10000
     .venvs/nt/bin/python benchmarks/bench_ntk_l2.py --part nt
+
+BLAS threads: ``OPENBLAS_NUM_THREADS`` (and OMP/MKL) default to 1 here unless set: on the shared 2-core
+development machine two OpenBLAS threads made ``eigh`` 5-10x slower and its timing vary 10x between
+identical calls (thread spinning under oversubscription). Both methods compared use the same BLAS.
 """
 from __future__ import annotations
 
 import argparse
 import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")   # before NumPy is imported; see the module docstring
 import platform
 import resource
 import sys
@@ -60,28 +68,42 @@ def _load() -> str:
     return "load average %.1f %.1f %.1f" % os.getloadavg()
 
 
-def _closed(ktt, kxt, y, f0, f0x, lam, ts):
-    t0 = time.perf_counter()
-    sol = L2Flow(ktt, y, lam, L_DEG, k_test_train=kxt, f0_train=f0, f0_test=f0x)
-    t1 = time.perf_counter()
-    tr, te = sol(ts)
-    t2 = time.perf_counter()
-    return tr, te, t1 - t0, t2 - t1, sol
+def _closed(ktt, kxt, y, f0, f0x, lam, ts, reps: int = 1):
+    """Build + evaluate; times are the minimum over ``reps`` repetitions (shared, noisy machine)."""
+    t_build = t_eval = np.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sol = L2Flow(ktt, y, lam, L_DEG, k_test_train=kxt, f0_train=f0, f0_test=f0x)
+        t1 = time.perf_counter()
+        tr, te = sol(ts)
+        t2 = time.perf_counter()
+        t_build, t_eval = min(t_build, t1 - t0), min(t_eval, t2 - t1)
+    return tr, te, t_build, t_eval, sol
+
+
+def _ivp(ktt, kxt, y, f0, f0x, lam, ts, reps: int = 1):
+    """solve_ivp RK45 (rtol 1e-8, atol 1e-10); minimum time over ``reps`` repetitions."""
+    best = np.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        num, info = integrate_flow(ktt, y, lam, L_DEG, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x,
+                                   method="RK45", rtol=1e-8, atol=1e-10, return_result=True)
+        best = min(best, time.perf_counter() - t0)
+    return num, info, best
 
 
 def part_ivp(lines: list, n: int, m: int) -> None:
     T, lam = 200, 1e-3
     ktt, kxt, y, f0, f0x = problem(n, m)
     ts = np.concatenate([[0.0], np.geomspace(1e-1, 10 / lam, T - 1)])
-    tr, te, t_build, t_eval, sol = _closed(ktt, kxt, y, f0, f0x, lam, ts)
+    tr, te, t_build, t_eval, sol = _closed(ktt, kxt, y, f0, f0x, lam, ts, reps=3)
     t_closed = t_build + t_eval
-    t0 = time.perf_counter()
-    num, info = integrate_flow(ktt, y, lam, L_DEG, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x,
-                               method="RK45", rtol=1e-8, atol=1e-10, return_result=True)
-    t_ivp = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sol.with_lam(3 * lam)(ts)           # another lam: the eigendecomposition is reused
-    t_relam = time.perf_counter() - t0
+    num, info, t_ivp = _ivp(ktt, kxt, y, f0, f0x, lam, ts, reps=2)
+    t_relam = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sol.with_lam(3 * lam)(ts)           # another lam: the eigendecomposition is reused
+        t_relam = min(t_relam, time.perf_counter() - t0)
     err_ivp = max(np.abs(num.train - tr).max(), np.abs(num.test - te).max())
     # accuracy of the closed form itself: against a much tighter integration on a sub-problem
     ns, ms = 100, 50
@@ -105,24 +127,27 @@ def part_ivp(lines: list, n: int, m: int) -> None:
 
 
 def part_horizon(lines: list, n: int = 500, m: int = 250) -> None:
-    """How the speed-up grows with the time horizon (explicit solvers need ~mu_max * t_max steps)."""
-    lam = 1e-3
+    """How the speed-up grows with the time horizon: an explicit solver needs about mu_max * t_max / 3
+    steps while the kernel has not decayed (t < 1/kappa); lam = 0 has no decay at all."""
     ktt, kxt, y, f0, f0x = problem(n, m)
     lines += ["## Speed-up vs time horizon", "",
-              f"N = {n}, M = {m}, K = {K_OUT}, 200 times in [0, t_max], lam = {lam:g}, L = {L_DEG}; {_load()}.", "",
-              "| t_max | closed form (s) | solve_ivp RK45 rtol 1e-8 (s) | right-hand sides | speed-up | max abs dev. |",
-              "|---|---|---|---|---|---|"]
-    for t_max in (1e3, 1e4, 1e5):
+              f"N = {n}, M = {m}, K = {K_OUT}, 200 times in [0, t_max], L = {L_DEG}; {_load()}.", "",
+              "| lam | t_max | closed form (s) | solve_ivp RK45 rtol 1e-8 (s) | right-hand sides | speed-up | "
+              "max abs dev. |", "|---|---|---|---|---|---|---|"]
+    for lam, t_max in ((1e-3, 1e3), (1e-3, 1e4), (1e-3, 1e5), (0.0, 1e3), (0.0, 1e4)):
         ts = np.concatenate([[0.0], np.geomspace(1e-1, t_max, 199)])
-        tr, te, t_build, t_eval, _ = _closed(ktt, kxt, y, f0, f0x, lam, ts)
-        t0 = time.perf_counter()
-        num, info = integrate_flow(ktt, y, lam, L_DEG, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x,
-                                   method="RK45", rtol=1e-8, atol=1e-10, return_result=True)
-        t_ivp = time.perf_counter() - t0
+        tr, te, t_build, t_eval, _ = _closed(ktt, kxt, y, f0, f0x, lam, ts, reps=3)
+        num, info, t_ivp = _ivp(ktt, kxt, y, f0, f0x, lam, ts, reps=2)
         dev = max(np.abs(num.train - tr).max(), np.abs(num.test - te).max())
-        lines.append(f"| {t_max:g} | {t_build + t_eval:.2f} | {t_ivp:.2f} | {info.nfev} | "
+        lines.append(f"| {lam:g} | {t_max:g} | {t_build + t_eval:.2f} | {t_ivp:.2f} | {info.nfev} | "
                      f"{t_ivp / (t_build + t_eval):.1f}x | {dev:.1e} |")
     lines.append("")
+
+
+def _warmup() -> None:
+    """Load LAPACK/BLAS and start their thread pools before anything is timed."""
+    a = np.random.default_rng(0).normal(size=(64, 64))
+    L2Flow(a @ a.T, np.ones((64, 2)), 0.1, 2, k_test_train=a[:8] @ a.T)(np.array([1.0, np.inf]))
 
 
 def part_nt(lines: list, n: int, m: int) -> None:
@@ -156,6 +181,7 @@ def part_nt(lines: list, n: int, m: int) -> None:
 def part_scaling(lines: list, sizes) -> None:
     lines += ["## Scaling with N", "",
               f"M = N/2 test points, K = {K_OUT}, T = 200 times, lam = 1e-3, L = {L_DEG}. Peak memory: "
+              "min over 3 runs for N <= 2000, one run above; "
               "tracemalloc peak of the solver (kernels excluded; NumPy/SciPy buffers incl. LAPACK work arrays), "
               "and the kernels' own size for reference.", "",
               "| N | build (eigh) s | evaluate 200 times s | peak solver memory MiB | kernels MiB | load |",
@@ -165,7 +191,7 @@ def part_scaling(lines: list, sizes) -> None:
         ktt, kxt, y, f0, f0x = problem(n, m)
         ts = np.concatenate([[0.0], np.geomspace(1e-1, 1e4, 199)])
         tracemalloc.start()
-        _, _, t_build, t_eval, sol = _closed(ktt, kxt, y, f0, f0x, 1e-3, ts)
+        _, _, t_build, t_eval, sol = _closed(ktt, kxt, y, f0, f0x, 1e-3, ts, reps=3 if n <= 2000 else 1)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         del sol
@@ -184,7 +210,8 @@ def main(argv=None) -> str:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     lines = [f"<!-- {platform.node()} python {platform.python_version()} numpy {np.__version__}, "
-             f"{os.cpu_count()} CPUs -->", ""]
+             f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} -->", ""]
+    _warmup()
     for part in args.part.split(","):
         t0, start = time.perf_counter(), len(lines)
         if part == "ivp":

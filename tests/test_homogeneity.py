@@ -46,22 +46,22 @@ def test_not_homogeneous(spec):
     assert measure_homogeneity(spec, X, KEY) is None
 
 
-def test_where_the_structural_rule_is_conservative():
-    # spec.homogeneity_degree is None for any bias or normalisation; finite instances are sometimes
-    # homogeneous all the same, and measure_homogeneity reports what it measures:
+def test_structural_degree_with_biases_and_norms_matches_measurement():
     # an affine model f = W x + b is 1-homogeneous in (W, b) jointly;
-    assert MLP(depth=1, b_std=0.1).homogeneity_degree is None
+    assert MLP(depth=1, b_std=0.1).homogeneity_degree == 1
     assert measure_homogeneity(MLP(depth=1, width=16, b_std=0.1), X, KEY) == 1
     # LayerNorm/BatchNorm: hidden weights (and biases) are scale-invariant, only the readout scales: L = 1,
     # whatever the activation;
     for spec in (MLP(depth=3, width=16, norm="layer"), MLP(depth=3, width=16, norm="layer", activation="erf"),
                  MLP(depth=3, width=16, norm="layer", b_std=0.5), MLP(depth=2, width=16, norm="batch", b_std=0.5)):
-        assert spec.homogeneity_degree is None
+        assert spec.homogeneity_degree == 1
         assert measure_homogeneity(spec, X, KEY) == 1
     # weight norm: the gains carry the scale, L = number of weight layers (bias-free ReLU) ...
-    assert measure_homogeneity(MLP(depth=3, width=16, norm="weight"), X, KEY) == 3
+    spec = MLP(depth=3, width=16, norm="weight")
+    assert measure_homogeneity(spec, X, KEY) == spec.homogeneity_degree == 3
     # ... and hidden biases break it, as without normalisation.
-    assert measure_homogeneity(MLP(depth=3, width=16, norm="weight", b_std=0.5), X, KEY) is None
+    spec = MLP(depth=3, width=16, norm="weight", b_std=0.5)
+    assert measure_homogeneity(spec, X, KEY) is spec.homogeneity_degree is None
 
 
 @pytest.mark.parametrize("alphas", [(), (1.0,), (0.5, -2.0), (float("nan"),)])

@@ -17,8 +17,9 @@ Conventions (see ``README.md``):
 * Activations: ``relu``; ``leaky_relu`` (``x`` for ``x > 0`` else ``slope * x``); ``abrelu``
   (``a * min(x, 0) + b * max(x, 0)``); ``erf``; ``identity``.
 * A network is L-homogeneous in its parameters, ``f(alpha * theta) = alpha**L f(theta)`` for alpha > 0,
-  when it has no biases, no normalisation layer and a positively 1-homogeneous activation; then
-  ``L = number of weight layers``. Otherwise the degree is ``None``.
+  when it has no biases and a positively 1-homogeneous activation (then ``L = number of weight
+  layers``), when it is a single affine layer (L = 1), or when LayerNorm/BatchNorm makes every hidden
+  layer scale-invariant (L = 1). Otherwise the degree is ``None`` (see ``homogeneity_degree``).
 """
 from __future__ import annotations
 
@@ -95,10 +96,21 @@ class _Spec:
 
     @property
     def homogeneity_degree(self) -> Optional[int]:
-        """Degree L with ``f(alpha*theta) = alpha**L f(theta)``, or None if not homogeneous."""
-        if self.has_bias or self.norm is not None:
-            return None
-        if self.activation not in HOMOGENEOUS_ACTIVATIONS:
+        """Degree L with ``f(alpha*theta) = alpha**L f(theta)`` for all alpha > 0 (all parameters scaled
+        together), or None if the network is not homogeneous.
+
+        * LayerNorm/BatchNorm after every hidden layer: everything before the readout is scale-invariant
+          and the readout ``W h + b`` scales linearly, so L = 1 whatever the activation and biases;
+        * a single weight layer (``MLP(depth=1)``, affine ``W x + b``): L = 1, with or without bias;
+        * otherwise (no norm, or WeightNorm whose gains carry the scale): L = number of weight layers when
+          there are no biases and the activation is positively 1-homogeneous, else None.
+        ``widelimit.kernels.measure_homogeneity`` checks this on random finite instances.
+        """
+        if self.norm in ("layer", "batch"):
+            return 1
+        if self.n_weight_layers == 1:
+            return 1
+        if self.has_bias or self.activation not in HOMOGENEOUS_ACTIVATIONS:
             return None
         return self.n_weight_layers
 

@@ -1,7 +1,8 @@
 """Homogeneity degree ``L`` of a network in its parameters: ``f(alpha * theta) = alpha**L f(theta)``.
 
-:func:`homogeneity_degree` is the structural answer of the spec (bias-free, unnormalised, positively
-1-homogeneous activation: ``L`` = number of weight layers; otherwise ``None``).
+:func:`homogeneity_degree` is the structural answer of the spec (``spec.homogeneity_degree``: bias-free
+with a positively 1-homogeneous activation: ``L`` = number of weight layers; a single affine layer or
+LayerNorm/BatchNorm nets: ``L = 1``; otherwise ``None``).
 :func:`measure_homogeneity` checks the relation numerically on a random finite float64 instance.
 """
 from __future__ import annotations
@@ -29,12 +30,11 @@ def measure_homogeneity(spec, x, key, alphas: Sequence[float] = (0.5, 2.0, 3.0),
     and ``|L_alpha - round(L)| <= 10 rtol max(1, |L|) / |log alpha|``; otherwise ``None``. All
     parameter arrays (weights, biases, weight-norm gains) are scaled together.
 
-    Note the structural degree :func:`homogeneity_degree` is ``None`` for every spec with biases or
-    normalisation, but some such finite networks are homogeneous all the same: a depth-1 (affine) model
-    with bias is 1-homogeneous in ``(W, b)``; with LayerNorm/BatchNorm every hidden weight and bias is
-    scale-invariant and ``f(alpha theta) = alpha f(theta)`` (``L = 1``, any activation); with weight
-    normalisation the gains carry the scale (``L`` = number of weight layers when bias-free with a
-    homogeneous activation). This function reports what it measures.
+    The structural rule it checks: a depth-1 (affine) model with bias is 1-homogeneous in ``(W, b)``;
+    with LayerNorm/BatchNorm every hidden weight and bias is scale-invariant and
+    ``f(alpha theta) = alpha f(theta)`` (``L = 1``, any activation); with weight normalisation the gains
+    carry the scale (``L`` = number of weight layers when bias-free with a homogeneous activation).
+    This function reports what it measures.
     """
     import jax
     import jax.numpy as jnp

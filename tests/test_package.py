@@ -41,3 +41,12 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "no_such_name" in str(e)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_subpackage_names_are_not_shadowed():
+    code = ("import widelimit\n"
+            "widelimit.RunConfig\n"
+            "import widelimit.train as T\n"
+            "from widelimit.train import train\n"
+            "print(type(T).__name__, callable(train))")
+    assert _run(code) == "module True"

@@ -9,7 +9,8 @@ Theory::
     from widelimit import MLP, analytic_kernels, L2Flow, t_star
 Finite nets::
 
-    from widelimit import RunConfig, train, train_ensemble
+    from widelimit import RunConfig, train_ensemble
+    from widelimit.train import train       # ``widelimit.train`` is the subpackage, not the function
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ _EXPORTS = {
     "widelimit.predict_norms": ["norm_predictions", "norm_prediction_table"],
     "widelimit.data": ["load_dataset", "Dataset"],
     "widelimit.results": ["ResultStore"],
-    "widelimit.train": ["RunConfig", "RunResult", "train", "train_ensemble", "run_sweep", "AutoL2", "autol2",
+    "widelimit.train": ["RunConfig", "RunResult", "train_ensemble", "run_sweep", "AutoL2", "autol2",
                         "make_optimizer"],
     "widelimit.tables": ["Table"],
 }

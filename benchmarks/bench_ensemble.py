@@ -5,7 +5,12 @@ members, so the sequential side pays compilation once, like the ensemble. Report
 
 * execution only: the compiled calls (``block_until_ready``), best of ``--repeats``;
 * end to end: the public API calls (``train_ensemble(...)`` vs ``[train(m, data, program=prog) ...]``), which
-  include the single compilation and result packaging, measured once.
+  include the single compilation and result packaging, measured once;
+* with ``--naive``, a second, clearly separate peer: ``M`` plain ``train(m, data)`` calls, *each compiling its
+  own program* (what a user gets without program reuse), measured once.
+
+Execution is timed both as wall-clock and as CPU time of this process (``time.process_time``, all threads):
+on a shared, overloaded machine the wall-clock includes time spent waiting for a core, the CPU time does not.
 
 Usage::
 
@@ -32,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--naive", action="store_true",
+                    help="also time M plain train(m) calls, each compiling its own program")
     ap.add_argument("--write", default=None, help="append a Markdown report to this file")
     args = ap.parse_args(argv)
 
@@ -62,16 +69,19 @@ def main(argv=None) -> int:
     ens = vm.lower(kstack, hstack, arrays).compile()
     ens_compile = time.perf_counter() - t0
 
-    seq_times, ens_times = [], []
+    seq_times, ens_times, seq_cpu, ens_cpu = [], [], [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for k, h in zip(keys, hps):
             jax.block_until_ready(single(k, h, arrays))
         seq_times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        seq_cpu.append(time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(ens(kstack, hstack, arrays))
         ens_times.append(time.perf_counter() - t0)
+        ens_cpu.append(time.process_time() - c0)
     seq_exec, ens_exec = min(seq_times), min(ens_times)
+    seq_c, ens_c = min(seq_cpu), min(ens_cpu)
 
     # agreement of the two (same seeds): final train loss of every member
     out_e, _ = ens(kstack, hstack, arrays)
@@ -89,6 +99,12 @@ def main(argv=None) -> int:
     for m in members:
         train(m, data, program=prog2)
     e2e_seq = time.perf_counter() - t0
+    e2e_naive = None
+    if args.naive:
+        t0 = time.perf_counter()
+        for m in members:
+            train(m, data)  # a fresh Program each time: one compilation per run
+        e2e_naive = time.perf_counter() - t0
 
     n_params = prog.n_params
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
@@ -104,15 +120,24 @@ def main(argv=None) -> int:
         "| | sequential (1 program reused) | ensemble (vmap) | speed-up |",
         "|---|---|---|---|",
         f"| compile (once) | {seq_compile:.2f} s | {ens_compile:.2f} s | |",
-        f"| execution, best of {args.repeats} | {seq_exec:.3f} s | {ens_exec:.3f} s | "
+        f"| execution, best of {args.repeats} (wall) | {seq_exec:.3f} s | {ens_exec:.3f} s | "
         f"**{seq_exec / ens_exec:.1f}x** |",
+        f"| execution, best of {args.repeats} (CPU time) | {seq_c:.3f} s | {ens_c:.3f} s | "
+        f"**{seq_c / ens_c:.1f}x** |",
         f"| compile + execution | {seq_compile + seq_exec:.2f} s | {ens_compile + ens_exec:.2f} s | "
         f"{(seq_compile + seq_exec) / (ens_compile + ens_exec):.1f}x |",
         f"| end to end via train()/train_ensemble() | {e2e_seq:.2f} s | {e2e_ens:.2f} s | "
         f"{e2e_seq / e2e_ens:.1f}x |",
+    ]
+    if e2e_naive is not None:
+        lines.append(f"| end to end, {M} plain train(m) calls, each compiling (peer 2) | {e2e_naive:.2f} s | "
+                     f"{e2e_ens:.2f} s | {e2e_naive / e2e_ens:.1f}x |")
+    lines += [
         "",
         f"Execution times of all repeats: sequential {', '.join(f'{t:.3f}' for t in seq_times)} s; "
-        f"ensemble {', '.join(f'{t:.3f}' for t in ens_times)} s. Throughput (execution): sequential "
+        f"ensemble {', '.join(f'{t:.3f}' for t in ens_times)} s (CPU times: sequential "
+        f"{', '.join(f'{t:.3f}' for t in seq_cpu)} s; ensemble {', '.join(f'{t:.3f}' for t in ens_cpu)} s). "
+        f"Throughput (execution): sequential "
         f"{M * args.steps / seq_exec:,.0f}, ensemble {M * args.steps / ens_exec:,.0f} network-steps/s. "
         f"Max relative difference of the final train loss, ensemble vs sequential: {max_rel:.1e}.",
         "",

@@ -288,7 +288,11 @@ def test_validate_dispatches_to_registry(tmp_path, monkeypatch, capsys):
     rc = cli.main(["validate", "fake", "--size", "full", "--out", str(tmp_path / "v"), "--resume", "--no-progress"])
     assert rc == 0
     assert calls == [("full", tmp_path / "v", False, True)]
-    assert str(tmp_path / "v" / "fake.md") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(tmp_path / "v" / "fake.md") in printed
+    assert printed.startswith("ok\n")                     # the report itself is printed
+    assert cli.main(["validate", "fake", "--out", str(tmp_path / "v"), "--quiet", "--no-progress"]) == 0
+    assert capsys.readouterr().out == f"report: {tmp_path / 'v' / 'fake.md'}\n"
     monkeypatch.chdir(tmp_path)
     assert cli.main(["validate", "fake"]) == 0
     assert calls[-1] == ("quick", cli.Path("validation") / "quick", True, False)

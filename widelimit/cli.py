@@ -305,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output directory (default ./validation/<size>)")
     pv.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                     help="reuse finished runs stored in the output directory (default: start fresh)")
+    pv.add_argument("--quiet", action="store_true", help="print only the report's path, not the report")
     _add_progress(pv)
     pv.set_defaults(_parser=pv, func=cmd_validate)
 
@@ -857,6 +858,8 @@ def cmd_validate(args) -> int:
         raise CommandError(f"study {args.study!r} is registered but its module cannot be imported: {e}") from e
     out.mkdir(parents=True, exist_ok=True)
     report = run(args.size, out, progress=not args.no_progress, resume=args.resume)
+    if not args.quiet:
+        print(Path(report).read_text().rstrip() + "\n")
     print(f"report: {report}")
     return EXIT_OK
 

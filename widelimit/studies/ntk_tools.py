@@ -179,9 +179,10 @@ def study_kernels(spec, ds, *, cache: Optional[PointCache], key: Dict[str, Any],
         from ..arch import MLP
         kernels = "analytic"
         if not isinstance(spec, MLP):
+            from ..kernels.nt_backend import import_nt  # the one module that imports neural-tangents
             try:
-                import neural_tangents  # noqa: F401
-            except Exception:
+                import_nt()
+            except Exception:  # not installed, or broken on this JAX version
                 kernels = "sampled"
     if kernels == "analytic":
         return dataset_kernels(spec, ds, cache=cache, key={"spec": spec.to_dict(), **key}), "analytic"

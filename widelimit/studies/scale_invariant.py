@@ -109,7 +109,7 @@ def instrumented_run(config, data=None, *, eval_every: Optional[int] = None, kic
     from ..data import load_dataset
     from ..nets import apply, init_params, scale_invariant_mask
     from ..train import RunConfig
-    from ..train.loop import precision
+    from ..train.loop import minibatch, precision
     from ..train.metrics import LOSS_FNS, accuracy, angle
     from ..train.optim import make_optimizer, resolve_mask
 
@@ -141,7 +141,7 @@ def instrumented_run(config, data=None, *, eval_every: Optional[int] = None, kic
                              "norm='batch', 'weight', or 'layer' without biases")
         d = [int(np.prod(shapes[n]["W"].shape)) for n in layers]
         loss_fn = LOSS_FNS[cfg.loss]
-        N, B = data.n_train, cfg.batch_size
+        B = cfg.batch_size
         lr, lam = float(cfg.learning_rate), float(cfg.l2)
         kick = -1 if kick_step is None else kick_step
         eps = cfg.optimizer_options.get("eps", 0.0)
@@ -159,13 +159,8 @@ def instrumented_run(config, data=None, *, eval_every: Optional[int] = None, kic
 
             grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-            def batch(k):
-                if B is None:
-                    return xtr, ytr
-                per_epoch = N // B
-                perm = jax.random.permutation(jax.random.fold_in(batch_key, k // per_epoch), N)
-                idx = jax.lax.dynamic_slice_in_dim(perm, (k % per_epoch) * B, B)
-                return xtr[idx], ytr[idx]
+            def batch(k):  # the harness's own batch selection, so the replay sees the same batches
+                return minibatch(xtr, ytr, batch_key, k, B)
 
             def sq(a):
                 return jnp.sum(a * a)
@@ -519,7 +514,7 @@ _EVAL_KEYS = ("eval_steps", "G_full", "unit_norms", "readout_norm", "train_acc",
 def _measure(case: Case, size: str, cache, data_cache: Dict[str, Any]):
     """The measurements of ``case`` (from the cache, or trained now): ``(rec, layers, d, config, summary)``."""
     from ..data import load_dataset
-    from ..train.loop import precision
+    from ..train.loop import minibatch, precision
 
     cfg = run_config(case, size).canonical()
     kick = _SETTINGS[size]["kick"] if case.lam > 0 else None

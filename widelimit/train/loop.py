@@ -65,6 +65,19 @@ def compile_program(fn, *args):
     return lowered.compile()
 
 
+def minibatch(x, y, batch_key, k, batch_size: Optional[int]):
+    """The minibatch used at step ``k``: the full set when ``batch_size`` is None, else slice
+    ``k mod (N // B)`` of a permutation of the N examples drawn afresh each epoch from
+    ``fold_in(batch_key, epoch)`` (a partial last batch is dropped). jit/scan-compatible in ``k``."""
+    if batch_size is None:
+        return x, y
+    n = x.shape[0]
+    per_epoch = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(batch_key, k // per_epoch), n)
+    idx = jax.lax.dynamic_slice_in_dim(perm, (k % per_epoch) * batch_size, batch_size)
+    return x[idx], y[idx]
+
+
 def precision(dtype: str):
     """Context for running a program in ``dtype`` ("float64" enables JAX x64 inside the block only)."""
     return _x64.x64() if dtype == "float64" else contextlib.nullcontext()
@@ -213,16 +226,11 @@ class Program:
             return loss_fn(f, y), f
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
-        B, N = cfg.batch_size, self.n_train
+        B = cfg.batch_size
         m_every = self.autol2.measure_every if self.autol2 is not None else 1
 
         def batch(k):
-            if B is None:
-                return xtr, ytr
-            per_epoch = N // B
-            perm = jax.random.permutation(jax.random.fold_in(batch_key, k // per_epoch), N)
-            idx = jax.lax.dynamic_slice_in_dim(perm, (k % per_epoch) * B, B)
-            return xtr[idx], ytr[idx]
+            return minibatch(xtr, ytr, batch_key, k, B)
 
         def step(carry, _):
             p, s, k, t, run_l, run_a, run_n = carry

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
-EXTRAS = {"nt": "nt,dev", "jax": "dev"}
+EXTRAS = {"nt": "nt,dev", "jax": "dev,models,cluster"}
 
 
 def _python(env: str) -> Path:

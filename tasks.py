@@ -8,9 +8,10 @@
 Only the standard library is used here, so this runs on a machine that has nothing but
 python3 and pip. Two virtual environments live under ``.venvs/`` (git-ignored):
 
+* ``jax`` - current JAX from the registry, *without* neural-tangents or TensorFlow, with the optional
+            model adapters (flax, equinox) and the cluster engine (dask); used by ``main`` and ``test``.
 * ``nt``  - the pinned stack on which neural-tangents 0.6.5 works
-            (jax/jaxlib 0.4.38, tf2jax 0.3.6, tensorflow 2.21.0); the default environment.
-* ``jax`` - current JAX from the registry, *without* neural-tangents or TensorFlow.
+            (jax/jaxlib 0.4.38, tf2jax 0.3.6, tensorflow 2.21.0); built only by ``test``.
 
 An environment is (re)built when it is missing or when ``pyproject.toml`` changed since it
 was built (a hash is stored inside the environment).
@@ -56,15 +57,18 @@ def ensure_env(env: str) -> Path:
     return py
 
 
-def run(py: Path, args: list[str]) -> int:
+def run(program: Path, args: list[str]) -> int:
+    """Run ``program args`` (an environment's python or one of its scripts) in the checkout root."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return subprocess.call([str(py)] + args, cwd=ROOT, env=env)
+    return subprocess.call([str(program)] + args, cwd=ROOT, env=env)
 
 
 def cmd_main(argv: list[str]) -> int:
-    py = ensure_env("nt")
+    # The quick validation needs no neural-tangents: it runs in the current-JAX environment, so the main
+    # job never installs TensorFlow. The pinned neural-tangents environment is built only by `test`.
+    py = ensure_env("jax")
     args = argv or ["quick", "--size", "quick", "--out", "out/quick", "--resume"]
     return run(py, ["-m", "widelimit.cli", "validate"] + args)
 
@@ -84,8 +88,12 @@ def cmd_test(argv: list[str]) -> int:
             extra.append(a)
     marker = [] if slow else ["-m", "not slow"]
     status = 0
-    for env in envs:
+    for i, env in enumerate(envs):
         py = ensure_env(env)
+        if i == 0:  # the layer contracts (.importlinter) are checked once, with import-linter
+            print("\n[widelimit] ===== layer contracts (import-linter, .importlinter) =====", flush=True)
+            status = run(py.parent / "lint-imports", ["--config", ".importlinter"])
+            print(f"[widelimit] layer contracts: exit code {status}", flush=True)
         print(f"\n[widelimit] ===== tests in environment '{env}' =====", flush=True)
         rc = run(py, ["-m", "pytest", "-q", *marker, *extra])
         print(f"[widelimit] environment '{env}': pytest exit code {rc}", flush=True)

@@ -38,8 +38,9 @@ def test_format_number_significant_digits_roundtrip():
 
 def test_csv_round_trip_exact():
     t = _table()
-    rows = list(csv.reader(io.StringIO(t.to_csv())))
-    assert rows[0] == t.columns
+    text = t.to_csv(comments=False)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["λ", "t* [steps]", "c", "name_x", "steps"]  # units in the header
     assert len(rows) == 1 + len(t.rows)
     for parsed, orig in zip(rows[1:], t.rows):
         for p, o in zip(parsed, orig):
@@ -53,12 +54,45 @@ def test_csv_round_trip_exact():
                 assert float(p) == o  # full precision: exact
 
 
+def test_csv_metadata_comment_header_round_trip():
+    t = _table()
+    t.meta["learning_rate"] = 0.1
+    text = t.to_csv()
+    head = [line for line in text.splitlines() if line.startswith("# ")]
+    assert head[0] == "# title: \"t* law\"" and '# units: {"t*": "steps"}' in head
+    assert any(line.startswith("# meta:") and "0.1" in line for line in head)
+    data = [line for line in text.splitlines() if not line.startswith("#")]
+    assert data[0].split(",")[1] == "t* [steps]"
+    back = Table.from_csv(text)
+    assert back.columns == t.columns and back.units == t.units and back.notes == t.notes
+    assert back.title == t.title and back.caption == t.caption and back.meta == {"learning_rate": 0.1}
+    for r1, r2 in zip(back.rows, t.rows):
+        for a, b in zip(r1, r2):
+            if isinstance(b, float) and math.isnan(b):
+                assert math.isnan(a)
+            else:
+                assert a == b and type(a) is type(b)
+    with pytest.raises(ValueError, match="header"):
+        Table.from_csv("")
+
+
+def test_enum_cells_are_their_values():
+    from widelimit.validity import Validity
+    t = Table(["λ", "validity"], [[0.1, Validity.OK], [0.2, Validity.UNSTABLE]], units={"validity": "enum"})
+    assert t.column("validity") == ["ok", "unstable"]
+    assert type(t.column("validity")[0]) is str  # plain str, not the enum
+    assert json.loads(t.to_json())["rows"][1]["validity"] == "unstable"
+    assert "| unstable" in t.to_markdown() and "validity [enum]" in t.to_markdown()
+    assert t.to_csv(comments=False).splitlines()[2] == "0.2,unstable"
+
+
 def test_json_round_trip():
     t = _table()
     text = t.to_json()
     d = json.loads(text)  # strict JSON: no bare NaN/Infinity literals
     assert "NaN" not in text and "Infinity" not in text
     assert d["columns"] == t.columns and d["units"] == {"t*": "steps"} and d["title"] == "t* law"
+    assert d["meta"] == {}
     assert d["rows"][0]["t*"] == 2.8123456789
     back = Table.from_json(text)
     assert back.columns == t.columns and back.notes == t.notes and back.caption == t.caption
@@ -148,6 +182,8 @@ def test_bad_input():
         Table(["a"]).render("html")
     with pytest.raises(ValueError, match="digits"):
         format_number(1.0, 0)
+    with pytest.raises(TypeError, match="meta"):
+        Table(["a"], meta=[1])
 
 
 def test_from_records_and_columns():

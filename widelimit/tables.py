@@ -5,9 +5,12 @@ metadata (title, caption, per-column units, notes). It renders to
 
 * **Markdown** — a pipe table with padded, aligned columns (numbers right-aligned), units in the
   header (``t* [steps]``), the title as a heading and caption/notes below;
-* **CSV** — header of column names and full-precision values (``repr`` of floats, so numbers parse
-  back exactly); no metadata;
-* **JSON** — ``{"title", "caption", "columns", "units", "notes", "rows": [{column: value}, ...]}`` with
+* **CSV** — a header of column names with their units (``t* [steps]``, as in Markdown) and
+  full-precision values (``repr`` of floats, so numbers parse back exactly). The metadata (title,
+  caption, units per column, notes, ``meta``) comes first as ``# key: JSON`` comment lines, so the file
+  is self-describing on stdout too; read it with :meth:`Table.from_csv` or ``pandas.read_csv(path,
+  comment="#")``. ``to_csv(comments=False)`` leaves them out;
+* **JSON** — ``{"title", "caption", "columns", "units", "notes", "meta", "rows": [{column: value}, ...]}`` with
   full-precision numbers; NaN is written as ``null`` and infinities as the strings ``"inf"``/``"-inf"``
   (JSON has no literal for them); :meth:`Table.from_json` reverses this;
 * **LaTeX** — a booktabs ``tabular`` (``\\toprule``/``\\midrule``/``\\bottomrule``), wrapped in a
@@ -15,11 +18,13 @@ metadata (title, caption, per-column units, notes). It renders to
   common Greek letters are typeset in math mode.
 
 Human formats (Markdown, LaTeX) show floats with ``digits`` significant digits (default 4); ``formats``
-may override one column with a format spec (``".2e"``) or a callable. No pandas.
+may override one column with a format spec (``".2e"``) or a callable. Enum cells (e.g.
+:class:`widelimit.validity.Validity`) are stored as their ``.value``. No pandas.
 """
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 import math
@@ -39,8 +44,10 @@ Value = Union[int, float, str, bool, None]
 # -- number formatting ----------------------------------------------------------------------------
 def _as_plain(v: Any) -> Value:
     """Convert numpy scalars (and 0-d arrays) to Python scalars; leave strings/None alone."""
+    if isinstance(v, enum.Enum):
+        v = v.value
     if v is None or isinstance(v, (str, bool)):
-        return v
+        return str(v) if isinstance(v, str) else v
     if hasattr(v, "item") and getattr(v, "shape", None) == ():
         v = v.item()
     if isinstance(v, bool):
@@ -160,6 +167,7 @@ class Table:
     notes: List[str] = field(default_factory=list)
     digits: int = 4
     formats: Dict[str, Union[str, Callable[[Value], str]]] = field(default_factory=dict)
+    meta: Dict[str, Value] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         cols = list(self.columns)
@@ -183,6 +191,9 @@ class Table:
         if isinstance(self.notes, str):
             self.notes = [self.notes]
         self.notes = [str(n) for n in (self.notes or [])]
+        if not isinstance(self.meta or {}, Mapping):
+            raise TypeError(f"meta must be a mapping, got {type(self.meta).__name__}")
+        self.meta = {str(k): _as_plain(v) for k, v in (self.meta or {}).items()}
         rows, self.rows = list(self.rows), []
         for r in rows:
             self.add_row(r)
@@ -305,14 +316,56 @@ class Table:
         return "\n".join(lines) + "\n"
 
     # -- machine formats ----------------------------------------------------------------------------
-    def to_csv(self) -> str:
-        """Header + rows with full-precision numbers (``repr``); ``None`` is an empty field."""
+    def to_csv(self, comments: bool = True) -> str:
+        """Optional ``# key: JSON`` metadata lines, a header ``name [unit]`` and rows with full-precision
+        numbers (``repr``); ``None`` is an empty field."""
         buf = io.StringIO()
+        if comments:
+            for key in ("title", "caption", "units", "notes", "meta"):
+                val = getattr(self, key)
+                if val:
+                    buf.write(f"# {key}: {json.dumps(val, ensure_ascii=False, allow_nan=False)}\n")
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.columns)
+        w.writerow([self._header(c) for c in self.columns])
         for r in self.rows:
             w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r])
         return buf.getvalue()
+
+    @classmethod
+    def from_csv(cls, text: str) -> "Table":
+        """Inverse of :meth:`to_csv`: metadata from the comment lines, units stripped from the header,
+        numbers parsed back (``int`` where the text is an integer, else ``float``; ``True``/``False``;
+        an empty field is ``None``; anything else stays a string)."""
+        lines = text.splitlines()
+        meta: Dict[str, Any] = {}
+        while lines and lines[0].startswith("# "):
+            key, _, val = lines.pop(0)[2:].partition(": ")
+            meta[key] = json.loads(val)
+        reader = csv.reader(lines)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError("text must hold a CSV header (as written by Table.to_csv)") from None
+        units = meta.get("units") or {}
+        names = []
+        for h in header:
+            base = next((c for c, u in units.items() if h == f"{c} [{u}]"), h)
+            names.append(base)
+
+        def parse(v: str) -> Value:
+            if v == "":
+                return None
+            if v in ("True", "False"):
+                return v == "True"
+            for conv in (int, float):
+                try:
+                    return conv(v)
+                except ValueError:
+                    pass
+            return v
+        rows = [[parse(v) for v in r] for r in reader]
+        return cls(names, rows, title=meta.get("title"), caption=meta.get("caption"), units=units,
+                   notes=meta.get("notes") or [], meta=meta.get("meta") or {})
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (see the module docstring for the encoding of NaN/inf)."""
@@ -321,7 +374,7 @@ class Table:
                 return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
             return v
         return {"title": self.title, "caption": self.caption, "columns": list(self.columns),
-                "units": dict(self.units), "notes": list(self.notes),
+                "units": dict(self.units), "notes": list(self.notes), "meta": dict(self.meta),
                 "rows": [{c: enc(v) for c, v in zip(self.columns, r)} for r in self.rows]}
 
     def to_json(self, indent: int = 2) -> str:
@@ -342,7 +395,8 @@ class Table:
             return v
         rows = [{k: dec(v) for k, v in r.items()} for r in d["rows"]]
         return cls.from_records(rows, columns=d["columns"], title=d.get("title"), caption=d.get("caption"),
-                                units=d.get("units") or {}, notes=d.get("notes") or [])
+                                units=d.get("units") or {}, notes=d.get("notes") or [],
+                                meta=d.get("meta") or {})
 
     # -- output -------------------------------------------------------------------------------------
     def render(self, fmt: str = "md") -> str:

@@ -26,7 +26,6 @@ import numpy as np
 
 from .ntk_l2 import (FlowOutputs, L2Flow, _as_float_array, _check_square_symmetric, _flatten_times,
                      _homogeneity_degree, _kernels_from_fn, _check_degree)
-from .special import mode_coefficients
 
 
 class L2FlowEnsemble:
@@ -37,16 +36,17 @@ class L2FlowEnsemble:
       ntk_train_train: unnormalised NTK on the training points, (N, N).
       nngp_train_train: NNGP kernel (prior covariance of ``f0``) on the training points, (N, N).
       y_train: targets (N,) or (N, K).
-      lam, L: L2 coefficient ``>= 0`` and homogeneity degree ``>= 1``.
+      weight_decay, L: L2 coefficient ``>= 0`` and homogeneity degree ``>= 1``.
       ntk_test_train: unnormalised NTK test-train, (M, N) -- needed for test means.
       nngp_test_train, nngp_test_test: NNGP test-train (M, N) and test-test (M, M) -- needed (with
         ``ntk_test_train``) for test covariances.
       normalization: as in :class:`L2Flow` (default ``N K``).
+      learning_rate: ``None`` (gradient flow) or ``eta`` (full-batch GD at ``round(t / eta)`` steps).
     """
 
-    def __init__(self, ntk_train_train, nngp_train_train, y_train, lam: float, L: int, *,
+    def __init__(self, ntk_train_train, nngp_train_train, y_train, weight_decay: float, L: int, *,
                  ntk_test_train=None, nngp_test_train=None, nngp_test_test=None,
-                 normalization: Optional[float] = None):
+                 normalization: Optional[float] = None, learning_rate: Optional[float] = None):
         k = _check_square_symmetric("nngp_train_train", nngp_train_train)
         n = np.shape(ntk_train_train)[0] if np.ndim(ntk_train_train) == 2 else None
         if n is not None and k.shape[0] != n:
@@ -64,8 +64,8 @@ class L2FlowEnsemble:
             kxx = _check_square_symmetric("nngp_test_test", nngp_test_test)
             if kxx.shape != (m, m):
                 raise ValueError(f"nngp_test_test must have shape ({m}, {m}), got {kxx.shape}")
-        self.flow = L2Flow(ntk_train_train, y_train, lam, L, k_test_train=ntk_test_train,
-                           normalization=normalization)
+        self.flow = L2Flow(ntk_train_train, y_train, weight_decay, L, ntk_test_train=ntk_test_train,
+                           normalization=normalization, learning_rate=learning_rate)
         v = self.flow.eigenvectors
         self.nngp_train_train, self.nngp_test_train, self.nngp_test_test = k, kxX, kxx
         self._k_eig = v.T @ k @ v
@@ -75,31 +75,43 @@ class L2FlowEnsemble:
 
     # ---------------------------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec, x_train, y_train, lam: float, *, x_test=None) -> "L2FlowEnsemble":
+    def from_spec(cls, spec, x_train, y_train, weight_decay: float, *, x_test=None) -> "L2FlowEnsemble":
         """Build from a :mod:`widelimit.arch` spec with its analytic NTK and NNGP (``L`` from the spec)."""
         L = _homogeneity_degree(spec)
         from widelimit.kernels import analytic_kernels
         ktt = analytic_kernels(spec, x_train)
         if x_test is None:
-            return cls(ktt.ntk, ktt.nngp, y_train, lam, L)
+            return cls(ktt.ntk, ktt.nngp, y_train, weight_decay, L)
         kxt, kxx = analytic_kernels(spec, x_test, x_train), analytic_kernels(spec, x_test)
-        return cls(ktt.ntk, ktt.nngp, y_train, lam, L, ntk_test_train=kxt.ntk,
+        return cls(ktt.ntk, ktt.nngp, y_train, weight_decay, L, ntk_test_train=kxt.ntk,
                    nngp_test_train=kxt.nngp, nngp_test_test=kxx.nngp)
 
     @classmethod
-    def from_kernel_fn(cls, kernel_fn: Callable, x_train, y_train, lam: float, L: int, *,
+    def from_kernel_fn(cls, kernel_fn: Callable, x_train, y_train, weight_decay: float, L: int, *,
                        x_test=None) -> "L2FlowEnsemble":
         """Build from a neural-tangents ``kernel_fn(x1, x2, ('ntk', 'nngp'))`` (evaluated in float64)."""
         L = _check_degree(L)
         ntk, nngp = _kernels_from_fn(kernel_fn, x_train, None)
         if x_test is None:
-            return cls(ntk, nngp, y_train, lam, L)
+            return cls(ntk, nngp, y_train, weight_decay, L)
         ntk_x, nngp_x = _kernels_from_fn(kernel_fn, x_test, x_train)
         (nngp_xx,) = _kernels_from_fn(kernel_fn, x_test, None, "nngp")
-        return cls(ntk, nngp, y_train, lam, L, ntk_test_train=ntk_x, nngp_test_train=nngp_x,
+        return cls(ntk, nngp, y_train, weight_decay, L, ntk_test_train=ntk_x, nngp_test_train=nngp_x,
                    nngp_test_test=nngp_xx)
 
     # ---------------------------------------------------------------------------------------------
+    @property
+    def weight_decay(self) -> float:
+        return self.flow.weight_decay
+
+    @property
+    def L(self) -> int:
+        return self.flow.L
+
+    @property
+    def learning_rate(self) -> Optional[float]:
+        return self.flow.learning_rate
+
     def mean(self, t) -> FlowOutputs:
         """Ensemble mean at times ``t``: ``FlowOutputs(train t.shape+(N,K), test t.shape+(M,K) or None)``."""
         return self.flow(t)
@@ -113,7 +125,7 @@ class L2FlowEnsemble:
         """
         tf, shape = _flatten_times(t)
         fl = self.flow
-        c = mode_coefficients(fl.eigenvalues[None, :], tf[:, None], fl.lam, fl.L)
+        c = fl._modes(tf)
         v, ke = fl.eigenvectors, self._k_eig
         n = fl.n_train
         train = np.empty((tf.size, n) if diagonal else (tf.size, n, n))

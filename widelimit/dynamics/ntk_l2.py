@@ -1,6 +1,6 @@
 """Closed-form NTK-regime gradient flow with L2 for MSE: :class:`L2Flow`.
 
-Conventions (as in ``neural_tangents.predict``; THEORY.md section 1-2):
+Conventions (as in ``neural_tangents.predict``; docs/theory.md §1-2):
 
 * penalty ``(lam/2) ||theta||^2``; gradient descent ``theta <- theta - eta (grad loss + lam theta)``;
   physical time ``t = eta * steps``; the flow is the ``eta -> 0`` limit at fixed ``t``;
@@ -36,7 +36,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 import scipy.linalg
 
-from .special import ModeCoefficients, mode_coefficients, rates
+from .modes import check_learning_rate, mode_response
+from .special import ModeCoefficients, rates
 
 _SYMMETRY_RTOL = 1e-5   # |K - K^T| <= rtol * max|K|: tolerates float32 kernels
 _PSD_RTOL = 1e-5        # min eigenvalue >= -rtol * max eigenvalue: "clearly non-PSD" otherwise
@@ -184,52 +185,62 @@ def _flatten_times(t) -> tuple[np.ndarray, tuple]:
 
 
 class L2Flow:
-    """Infinite-width MSE gradient flow with L2 of an L-homogeneous network, solved in closed form.
+    """Infinite-width MSE training with L2 of an L-homogeneous network, solved per eigenmode.
 
     Build once (one eigendecomposition of the train-train kernel), then evaluate at any times::
 
-        sol = L2Flow(ntk_train_train, y_train, lam=1e-2, L=3, k_test_train=ntk_test_train)
+        sol = L2Flow(ntk_train_train, y_train, weight_decay=1e-2, L=3, ntk_test_train=ntk_test_train)
         f_train, f_test = sol(np.array([0.0, 10.0, np.inf]))   # shapes (3, N, K), (3, M, K)
 
     Args:
-      k_train_train: unnormalised NTK ``Theta_0`` on the training points, (N, N).
+      ntk_train_train: unnormalised NTK ``Theta_0`` on the training points, (N, N).
       y_train: targets, (N,) or (N, K).
-      lam: L2 coefficient ``lam >= 0`` (penalty ``(lam/2)||theta||^2``; units 1/time).
+      weight_decay: L2 coefficient ``lam >= 0`` (penalty ``(lam/2)||theta||^2``; units 1/time).
       L: homogeneity degree of the network in its parameters (number of weight layers), ``>= 1``.
         ``L = 1`` is the linear model (ridge flow); ``lam = 0`` is the plain NTK flow of
         ``nt.predict.gradient_descent_mse``.
-      k_test_train: unnormalised NTK between test and training points, (M, N).
+      ntk_test_train: unnormalised NTK between test and training points, (M, N).
       f0_train, f0_test: outputs at ``t = 0`` (default 0), shapes like ``y_train`` (test: M rows).
       normalization: divisor turning ``Theta`` into the function-space kernel; default ``N K``
         (MSE ``1/(2 N K) sum (f - y)^2``); ``1.0`` if the kernel is already normalised.
+      learning_rate: ``None`` (default): gradient flow, ``t`` any time ``>= 0``. A number ``eta``:
+        full-batch GD at that learning rate, evaluated at ``round(t / eta)`` steps
+        (:func:`~widelimit.dynamics.modes.gd_mode_coefficients`; docs/theory.md §2.4).
+      k_test_train: older spelling of ``ntk_test_train`` (accepted until every caller has switched).
 
     Memory: O(N^2 + N M) for the decomposition plus O(T (N + M) K) per evaluation.
     """
 
-    def __init__(self, k_train_train, y_train, lam: float, L: int, *, k_test_train=None,
-                 f0_train=None, f0_test=None, normalization: Optional[float] = None):
-        k = _check_square_symmetric("k_train_train", k_train_train)
+    def __init__(self, ntk_train_train, y_train, weight_decay: float, L: int, *, ntk_test_train=None,
+                 f0_train=None, f0_test=None, normalization: Optional[float] = None,
+                 learning_rate: Optional[float] = None, k_test_train=None):
+        if k_test_train is not None:
+            if ntk_test_train is not None:
+                raise TypeError("give ntk_test_train or its older spelling k_test_train, not both")
+            ntk_test_train = k_test_train
+        k = _check_square_symmetric("ntk_train_train", ntk_train_train)
         n = k.shape[0]
         y = _check_targets("y_train", y_train, n)
-        self.lam = _check_lam(lam)
+        self.weight_decay = _check_lam(weight_decay)
         self.L = _check_degree(L)
+        self.learning_rate = check_learning_rate(learning_rate)
         kt = None
-        if k_test_train is not None:
-            kt = _as_float_array("k_test_train", k_test_train, (2,))
+        if ntk_test_train is not None:
+            kt = _as_float_array("ntk_test_train", ntk_test_train, (2,))
             if kt.shape[1] != n:
-                raise ValueError(f"k_test_train must have shape (M, {n}) to match k_train_train, "
+                raise ValueError(f"ntk_test_train must have shape (M, {n}) to match ntk_train_train, "
                                  f"got {kt.shape}")
         elif f0_test is not None:
-            raise ValueError("f0_test was given without k_test_train: test outputs need the test kernel")
+            raise ValueError("f0_test was given without ntk_test_train: test outputs need the test kernel")
         self.f0_train = _check_initial("f0_train", f0_train, y.shape)
         self.f0_test = None if kt is None else _check_initial(
             "f0_test", f0_test, (kt.shape[0],) + y.shape[1:])
         self.normalization = _check_normalization(normalization, y.size)
-        self.k_train_train, self.k_test_train, self.y_train = k, kt, y
+        self.ntk_train_train, self.ntk_test_train, self.y_train = k, kt, y
 
         mu, v = scipy.linalg.eigh(k, lower=True, check_finite=False)
         mu /= self.normalization
-        _check_psd_eigenvalues("k_train_train", mu)
+        _check_psd_eigenvalues("ntk_train_train", mu)
         self._set_decomposition(np.maximum(mu, 0.0), v,
                                 None if kt is None else (kt @ v) / self.normalization)
 
@@ -247,8 +258,8 @@ class L2Flow:
 
     # ---------------------------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec, x_train, y_train, lam: float, *, x_test=None, f0_train=None,
-                  f0_test=None) -> "L2Flow":
+    def from_spec(cls, spec, x_train, y_train, weight_decay: float, *, x_test=None, f0_train=None,
+                  f0_test=None, learning_rate: Optional[float] = None) -> "L2Flow":
         """Build from a :mod:`widelimit.arch` spec and inputs using its analytic infinite-width NTK.
 
         ``L`` is ``spec.homogeneity_degree`` (the spec must be homogeneous).
@@ -257,54 +268,88 @@ class L2Flow:
         from widelimit.kernels import analytic_kernels
         ktt = analytic_kernels(spec, x_train).ntk
         kxt = None if x_test is None else analytic_kernels(spec, x_test, x_train).ntk
-        return cls(ktt, y_train, lam, L, k_test_train=kxt, f0_train=f0_train, f0_test=f0_test)
+        return cls(ktt, y_train, weight_decay, L, ntk_test_train=kxt, f0_train=f0_train, f0_test=f0_test,
+                   learning_rate=learning_rate)
 
     @classmethod
-    def from_kernel_fn(cls, kernel_fn: Callable, x_train, y_train, lam: float, L: int, *,
-                       x_test=None, f0_train=None, f0_test=None) -> "L2Flow":
+    def from_kernel_fn(cls, kernel_fn: Callable, x_train, y_train, weight_decay: float, L: int, *,
+                       x_test=None, f0_train=None, f0_test=None,
+                       learning_rate: Optional[float] = None) -> "L2Flow":
         """Build from a neural-tangents ``kernel_fn(x1, x2, get)`` (evaluated in float64)."""
         L = _check_degree(L)
         (ktt,) = _kernels_from_fn(kernel_fn, x_train, None, "ntk")
         kxt = None if x_test is None else _kernels_from_fn(kernel_fn, x_test, x_train, "ntk")[0]
-        return cls(ktt, y_train, lam, L, k_test_train=kxt, f0_train=f0_train, f0_test=f0_test)
+        return cls(ktt, y_train, weight_decay, L, ntk_test_train=kxt, f0_train=f0_train, f0_test=f0_test,
+                   learning_rate=learning_rate)
 
-    def with_lam(self, lam: float, L: Optional[int] = None) -> "L2Flow":
-        """The same problem with another ``lam`` (and optionally ``L``), reusing the eigendecomposition."""
+    def with_weight_decay(self, weight_decay: float, L: Optional[int] = None, *,
+                          learning_rate="same") -> "L2Flow":
+        """The same problem with another ``weight_decay`` (and optionally ``L`` / ``learning_rate``),
+        reusing the eigendecomposition."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        new.lam = _check_lam(lam)
+        new.weight_decay = _check_lam(weight_decay)
         new.L = self.L if L is None else _check_degree(L)
+        if not (isinstance(learning_rate, str) and learning_rate == "same"):
+            new.learning_rate = check_learning_rate(learning_rate)
         return new
+
+    def with_lam(self, lam: float, L: Optional[int] = None) -> "L2Flow":
+        """Older name of :meth:`with_weight_decay` (kept until every caller has switched)."""
+        return self.with_weight_decay(lam, L)
+
+    @property
+    def lam(self) -> float:
+        """Older name of :attr:`weight_decay`."""
+        return self.weight_decay
+
+    @property
+    def k_train_train(self) -> np.ndarray:
+        """Older name of :attr:`ntk_train_train`."""
+        return self.ntk_train_train
+
+    @property
+    def k_test_train(self) -> Optional[np.ndarray]:
+        """Older name of :attr:`ntk_test_train`."""
+        return self.ntk_test_train
+
+    @property
+    def mu_max(self) -> float:
+        """Top eigenvalue of the normalised NTK ``Theta~`` (1/time); GD is stable for ``eta mu_max < 2``."""
+        return float(self.eigenvalues[-1]) if self.eigenvalues.size else 0.0
 
     # ---------------------------------------------------------------------------------------------
     @property
     def n_train(self) -> int:
-        return self.k_train_train.shape[0]
+        return self.ntk_train_train.shape[0]
 
     @property
     def n_test(self) -> Optional[int]:
-        return None if self.k_test_train is None else self.k_test_train.shape[0]
+        return None if self.ntk_test_train is None else self.ntk_test_train.shape[0]
 
     @property
     def kappa(self) -> float:
         """Kernel decay rate ``2 (L-1) lam`` (1/time)."""
-        return rates(self.lam, self.L)[0]
+        return rates(self.weight_decay, self.L)[0]
 
     @property
     def beta(self) -> float:
         """Output decay rate ``L lam`` (1/time)."""
-        return rates(self.lam, self.L)[1]
+        return rates(self.weight_decay, self.L)[1]
+
+    def _modes(self, tf: np.ndarray) -> ModeCoefficients:
+        return mode_response(self.eigenvalues, tf, self.weight_decay, self.L, self.learning_rate)
 
     def coefficients(self, t) -> ModeCoefficients:
         """Per-mode coefficients at times ``t``: arrays of shape ``t.shape + (N,)``."""
         tf, shape = _flatten_times(t)
-        c = mode_coefficients(self.eigenvalues[None, :], tf[:, None], self.lam, self.L)
+        c = self._modes(tf)
         return ModeCoefficients(*(x.reshape(shape + (self.n_train,)) for x in c))
 
     def train(self, t) -> np.ndarray:
         """Outputs on the training points at times ``t``: shape ``t.shape + y_train.shape``."""
         tf, shape = _flatten_times(t)
-        c = mode_coefficients(self.eigenvalues[None, :], tf[:, None], self.lam, self.L)
+        c = self._modes(tf)
         eig = c.J[:, :, None] * self._y_eig[None]
         if self._f0_eig is not None:
             eig += c.P[:, :, None] * self._f0_eig[None]
@@ -313,9 +358,9 @@ class L2Flow:
     def test(self, t) -> np.ndarray:
         """Outputs on the test points at times ``t``: shape ``t.shape + (M,) + y_train.shape[1:]``."""
         if self.test_projection is None:
-            raise ValueError("no test points: build the flow with k_test_train to get test outputs")
+            raise ValueError("no test points: build the flow with ntk_test_train to get test outputs")
         tf, shape = _flatten_times(t)
-        c = mode_coefficients(self.eigenvalues[None, :], tf[:, None], self.lam, self.L)
+        c = self._modes(tf)
         eig = c.J_over_mu[:, :, None] * self._y_eig[None]
         if self._f0_eig is not None:
             eig -= c.gap_over_mu[:, :, None] * self._f0_eig[None]
@@ -337,8 +382,9 @@ class L2Flow:
         return np.moveaxis(flat.reshape(basis.shape[0], T, k), 1, 0).reshape(t_shape + out_shape)
 
     def __repr__(self) -> str:
-        return (f"L2Flow(N={self.n_train}, M={self.n_test}, K={self._y_eig.shape[1]}, lam={self.lam}, "
-                f"L={self.L}, normalization={self.normalization})")
+        return (f"L2Flow(N={self.n_train}, M={self.n_test}, K={self._y_eig.shape[1]}, "
+                f"weight_decay={self.weight_decay}, L={self.L}, learning_rate={self.learning_rate}, "
+                f"normalization={self.normalization})")
 
 
 __all__ = ["L2Flow", "FlowOutputs"]

@@ -86,11 +86,97 @@ def test_crash_debris_is_ignored_and_cleaned(tmp_path):
 def test_corruption_is_detected(tmp_path):
     store = ResultStore(tmp_path)
     store.write("r", {"a": 1}, _streams())
-    path = tmp_path / "runs" / "r" / "metrics.npz"
+    path = store.load("r").path / "metrics.npz"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum"):
         store.load("r")
-    marker = json.loads((tmp_path / "runs" / "r" / "COMPLETE.json").read_text())
+    marker = json.loads((path.parent / "COMPLETE.json").read_text())
     assert set(marker["streams"]) == {"metrics", "layers", "probe"}
+
+
+# -- provenance -------------------------------------------------------------------------------------
+def test_code_version_is_recorded_and_a_mismatch_is_recomputed_beside_the_old_record(tmp_path):
+    from widelimit.provenance import code_version, git_state
+
+    old = ResultStore(tmp_path, code_version="cv-old")
+    old.write("r", {"a": 1}, _streams(0), {"v": 1})
+    run = old.load("r")
+    assert run.code_version == "cv-old" and run.provenance["code_version"] == "cv-old"
+    commit, dirty = git_state()
+    assert run.provenance["git_commit"] == commit and run.provenance["git_dirty"] == dirty
+    new = ResultStore(tmp_path, code_version="cv-new")
+    assert not new.has("r") and new.run_ids() == [] and len(new) == 0
+    with pytest.raises(KeyError, match="cv-old"):
+        new.load("r")
+    new.write("r", {"a": 1}, _streams(1), {"v": 2})  # recomputed: stored beside, old one kept
+    assert new.load("r").summary == {"v": 2} and old.load("r").summary == {"v": 1}
+    assert new.versions("r") == ["cv-new", "cv-old"]
+    assert new.load("r", code_version="cv-old").summary == {"v": 1}
+    # the default handle works at this process's training-code version
+    default = ResultStore(tmp_path)
+    assert default.code_version == code_version() and not default.has("r")
+    with pytest.raises(ValueError, match="code_version"):
+        ResultStore(tmp_path, code_version="bad/version")
+
+
+def test_code_version_hashes_file_contents_not_times(tmp_path):
+    import shutil
+
+    from widelimit import provenance as pv
+
+    shutil.copytree(pv.PACKAGE_ROOT, tmp_path / "pkg", ignore=shutil.ignore_patterns("__pycache__"))
+    root = tmp_path / "pkg"
+    h0 = pv.hash_sources(root=root)
+    assert h0 == pv.hash_sources() and h0 == pv.code_version()  # location-independent
+    f = root / "train" / "loop.py"
+    os.utime(f, (1, 1))
+    assert pv.hash_sources(root=root) == h0  # times do not matter
+    f.write_text(f.read_text() + "\n# changed\n")
+    assert pv.hash_sources(root=root) != h0  # contents do
+    (root / "train" / "new_module.py").write_text("x = 1\n")
+    h2 = pv.hash_sources(root=root)
+    f.write_text(f.read_text().replace("\n# changed\n", ""))
+    assert pv.hash_sources(root=root) not in (h0, h2)
+    h3 = pv.hash_sources(root=root)
+    (root / "studies" / "quick.py").write_text("# not a training source\n")
+    assert pv.hash_sources(root=root) == h3  # only the training sources count
+    with pytest.raises(ValueError, match="sources"):
+        pv.hash_sources(["no_such_dir"], root=root)
+
+
+def test_legacy_records_are_read_explicitly_and_migrated_explicitly(tmp_path):
+    from widelimit.results import LEGACY
+
+    store = ResultStore(tmp_path, code_version="cv-now")
+    path = store.write("r", {"a": 1}, _streams(3), {"v": 3})
+    # turn it into a record of the earlier format: bare run id directory, marker without provenance
+    marker = json.loads((path / "COMPLETE.json").read_text())
+    del marker["code_version"], marker["provenance"]
+    (path / "COMPLETE.json").write_text(json.dumps(marker))
+    path.rename(tmp_path / "runs" / "r")
+    assert not store.has("r") and store.records() == [("r", LEGACY)]
+    legacy = store.load("r", code_version=LEGACY)
+    assert legacy.code_version == LEGACY and legacy.summary == {"v": 3}
+    assert store.migrate_legacy() == ["r"] and store.migrate_legacy() == []
+    adopted = store.load("r")
+    assert adopted.provenance["migrated_from"] == LEGACY and adopted.written_at == legacy.written_at
+    for k, v in legacy.streams["probe"].items():
+        np.testing.assert_array_equal(adopted.streams["probe"][k], v)
+    assert (tmp_path / "runs" / "r" / "COMPLETE.json").is_file()  # the legacy record is kept
+
+
+def test_claims_are_exclusive_within_a_process_and_released(tmp_path):
+    store = ResultStore(tmp_path)
+    with store.claim("r") as a:
+        assert a
+        with store.claim("r") as b:
+            assert not b
+        assert not store.claim("r", blocking=True, timeout=0.1).acquire()
+        with store.claim("other") as c:
+            assert c
+    with store.claim("r") as d:
+        assert d
+    with pytest.raises(ValueError, match="timeout"):
+        store.claim("r", timeout=-1)

@@ -1,0 +1,225 @@
+"""Cross-scale infinite-width kernels of a plain MLP (docs/theory.md §5), in NumPy float64.
+
+For parameters ``theta_0`` drawn at initialisation and two scales ``s, s' > 0`` the network at the scaled
+parameters ``s theta_0`` has outputs ``g(x; s) = f(x; s theta_0)`` and Jacobian ``J(s theta_0)``. At infinite
+width (per output unit, for one ``x``-pair)
+
+* cross-scale NNGP: ``K(x, x'; s, s') = E[g(x; s) g(x'; s')]``,
+* cross-scale NTK:  ``Theta(x, x'; s, s') = <J(s theta_0)(x), J(s' theta_0)(x')>`` (unnormalised, the
+  derivative is with respect to the parameters, evaluated at the scaled point).
+
+Both follow from the ordinary layer recursion (:mod:`widelimit.kernels.native`) run on two copies of the
+network, copy ``a`` with every weight and bias multiplied by ``s`` and copy ``b`` by ``s'``. With
+``Phi`` the post-activation covariances of the previous layer (``Phi = <x, x'>/d`` at the input) and
+``W = W_std``, ``B = b_std`` (0 without biases):
+
+* Dense layer: ``q_ab = s s' (W^2 Phi_ab + B^2)``, ``q_aa = s^2 (W^2 Phi_aa + B^2)``, and
+  NTK parameterisation ``Theta <- (W^2 Phi_ab + B^2) + s s' W^2 Theta``;
+  standard parameterisation ``Theta <- n Phi_ab (+ 1 with biases) + s s' W^2 Theta`` (``n`` = fan-in).
+  The layer's own parameters contribute without a scale factor (the derivative is taken at the scaled
+  point, but the layer is linear in its own parameters); the earlier ones pass through ``s W`` and ``s' W``.
+* activation: ``Phi_ab = E[phi(u) phi(v)]``, ``Theta <- E[phi'(u) phi'(v)] Theta`` for
+  ``(u, v) ~ N(0, [[q_aa, q_ab], [q_ab, q_bb]])``, by the same closed forms as the native kernels
+  (arc-cosine for ``a min(u,0) + b max(u,0)``, arcsine for erf), which hold for unequal variances.
+
+Every native activation has a closed form; :func:`bivariate_expectation` (Gauss-Hermite quadrature over
+the bivariate Gaussian) evaluates ``E[phi(u) psi(v)]`` for any other function and is the independent check
+of the closed forms in the tests.
+
+Numerics. The arc-cosine and erf maps have infinite slope at correlation 1, which an input reaches with
+itself (and, for homogeneous nets, at every pair of scales). The recursion therefore carries
+``c = 1 - rho`` (one minus the correlation of the two copies) through stable formulas instead of
+``q_ab``: at a Dense layer ``1 - rho' = (W^4 Phi_aa Phi_bb c(2 - c) + W^2 B^2 ((sqrt Phi_aa - sqrt
+Phi_bb)^2 + 2 c sqrt(Phi_aa Phi_bb))) / (sqrt(AB) (sqrt(AB) + C))`` (a sum of non-negative terms), and
+at the activations the differences are rewritten without cancellation (see the functions below). An
+input with itself at ``s = s'`` keeps ``c = 0`` exactly, and the kernels agree with
+:func:`widelimit.kernels.native.mlp_kernels` to ~1e-15.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from ..arch import MLP
+
+Array = np.ndarray
+
+
+class CrossScaleKernels(NamedTuple):
+    """Cross-scale kernels, float64, per output: shape ``(N1, N2)`` for scalar scales, ``(P, N1, N2)``
+    for ``P`` pairs of scales.
+
+    ntk: ``Theta(x1, x2; scale1, scale2)`` (unnormalised). nngp: ``K(x1, x2; scale1, scale2)``.
+    """
+
+    ntk: Array
+    nngp: Array
+
+
+def check_spec(spec) -> MLP:
+    """``spec`` if the cross-scale recursion covers it (a plain MLP), else TypeError/ValueError."""
+    if not isinstance(spec, MLP):
+        raise TypeError(f"spec must be a widelimit.arch.MLP for cross-scale kernels, got {type(spec).__name__}")
+    if spec.norm is not None:
+        raise ValueError(f"spec.norm={spec.norm!r}: the cross-scale recursion covers plain MLPs only "
+                         "(no normalisation layers)")
+    if spec.activation == "abrelu" and spec.abrelu_a == 0 and spec.abrelu_b == 0:
+        raise ValueError("spec has abrelu_a = abrelu_b = 0 (the zero activation): nothing to compute")
+    return spec
+
+
+def _check_scales(scale1, scale2) -> Tuple[Array, Array, bool]:
+    out = []
+    for name, s in (("scale1", scale1), ("scale2", scale2)):
+        try:
+            a = np.asarray(s, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number or a 1-D array of numbers, got {type(s).__name__}") from None
+        if a.ndim > 1:
+            raise ValueError(f"{name} must be a scalar or 1-D, got shape {a.shape}")
+        if not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise ValueError(f"{name} must be finite and > 0 (a parameter scale s = exp(-lam t)), got {s!r}")
+        out.append(a)
+    a, b = out
+    scalar = a.ndim == 0 and b.ndim == 0
+    a, b = np.broadcast_arrays(np.atleast_1d(a), np.atleast_1d(b))
+    return a.astype(np.float64), b.astype(np.float64), scalar
+
+
+def _sin_minus_theta_cos(theta: Array) -> Array:
+    """``sin(theta) - theta cos(theta)`` without cancellation near 0 (series below 0.1)."""
+    t2 = theta * theta
+    series = theta * t2 * (1 / 3 - t2 * (1 / 30 - t2 * (1 / 840 - t2 / 45360)))
+    return np.where(theta < 0.1, series, np.sin(theta) - theta * np.cos(theta))
+
+
+def _abrelu_step(a, b, qa, qb, c, ntk):
+    """Arc-cosine maps for ``a min(u,0) + b max(u,0)``; returns post ``(Phi_aa, Phi_bb, Phi_ab, c)``, ntk."""
+    theta = 2 * np.arcsin(np.sqrt(np.clip(c, 0.0, 2.0) / 2))
+    sin_t = np.sqrt(np.maximum(c * (2 - c), 0.0))
+    factor = (a - b) ** 2 / (2 * math.pi)
+    diag = (a ** 2 + b ** 2) / 2
+    dot = diag - factor * theta
+    sq = np.sqrt(qa[..., :, None] * qb[..., None, :])
+    phi_ab = sq * (factor * sin_t + dot * (1 - c))
+    c_new = np.clip((diag * c - factor * _sin_minus_theta_cos(theta)) / diag, 0.0, 2.0)
+    c_new = np.where(sq == 0, 1.0, c_new)
+    return diag * qa, diag * qb, phi_ab, c_new, ntk * dot
+
+
+def _erf_step(qa, qb, c, ntk):
+    """Arcsine maps of erf; the correlation of the outputs is computed as
+    ``1 - rho' = [(sqrt(A1 A2) - asin z) + (asin z - asin(rho z))] / sqrt(A1 A2)`` with
+    ``z = sqrt(z1 z2)``, ``z_i = 2 q_i / (1 + 2 q_i)``, ``A_i = asin z_i`` and the second bracket as
+    ``asin(z (1 - rho^2) / (sqrt(1 - rho^2 z^2) + rho sqrt(1 - z^2)))`` (for ``rho >= 0``)."""
+    rho = 1 - c
+    z1, z2 = 2 * qa / (1 + 2 * qa), 2 * qb / (1 + 2 * qb)
+    a1, a2 = np.arcsin(z1), np.arcsin(z2)
+    zz = np.sqrt(z1[..., :, None] * z2[..., None, :])
+    a12 = np.arcsin(rho * zz)
+    g = np.sqrt(a1[..., :, None] * a2[..., None, :])
+    one_m_r2 = np.maximum(c * (2 - c), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stable = np.arcsin(zz * one_m_r2 / (np.sqrt(1 - rho ** 2 * zz ** 2) + rho * np.sqrt(1 - zz ** 2)))
+        second = np.where(rho >= 0, stable, np.arcsin(zz) - a12)
+        c_new = np.where(g > 0, ((g - np.arcsin(zz)) + second) / g, 1.0)
+    q_ab_terms = 1 + 2 * qa[..., :, None] + 2 * qb[..., None, :] \
+        + 4 * qa[..., :, None] * qb[..., None, :] * one_m_r2
+    dot = (4 / math.pi) / np.sqrt(q_ab_terms)
+    f = 2 / math.pi
+    return f * a1, f * a2, f * a12, np.clip(c_new, 0.0, 2.0), ntk * dot
+
+
+def _slopes(spec: MLP) -> Tuple[float, float]:
+    if spec.activation == "relu":
+        return 0.0, 1.0
+    if spec.activation == "leaky_relu":
+        return float(spec.slope), 1.0
+    return float(spec.abrelu_a), float(spec.abrelu_b)
+
+
+def cross_scale_kernels(spec: MLP, x1, x2: Optional[Array] = None, *, scale1, scale2) -> CrossScaleKernels:
+    """Infinite-width cross-scale ``(ntk, nngp)`` between rows of ``x1`` (N1, d) at parameter scale
+    ``scale1`` and rows of ``x2`` (N2, d) at ``scale2`` (``x2=None``: ``x2 = x1``).
+
+    ``scale1``, ``scale2``: positive numbers, or 1-D arrays of equal length ``P`` (one kernel per pair,
+    result shape ``(P, N1, N2)``). At ``scale1 = scale2 = 1`` these are the ordinary native kernels; for
+    an L-homogeneous spec ``ntk = (s s')^(L-1) Theta``, ``nngp = (s s')^L K``. The standard-
+    parameterisation NTK depends on ``spec.width`` as in :mod:`widelimit.kernels.native`.
+    """
+    check_spec(spec)
+    s1, s2, scalar = _check_scales(scale1, scale2)
+    x1 = np.asarray(x1, dtype=np.float64)
+    spec.check_input(x1, "x1")
+    same = x2 is None
+    x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
+    spec.check_input(x2, "x2")
+    if x2.shape[1] != x1.shape[1] or x1.shape[1] == 0:
+        raise ValueError(f"x1 and x2 must have the same, non-zero number of features, got {x1.shape[1]} "
+                         f"and {x2.shape[1]}")
+    same = same or (x2.shape == x1.shape and np.array_equal(x1, x2))
+    d = x1.shape[1]
+    n1, n2 = np.linalg.norm(x1, axis=1), np.linalg.norm(x2, axis=1)
+    phi_ab = np.broadcast_to(x1 @ x2.T / d, (s1.size, x1.shape[0], x2.shape[0]))
+    nn = n1[:, None] * n2[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(nn > 0, np.clip(1 - (x1 @ x2.T) / nn, 0.0, 2.0), 1.0)
+    if same:
+        np.fill_diagonal(c, 0.0)  # an input with itself: correlation exactly 1
+    c = np.broadcast_to(c, phi_ab.shape)
+    pa = np.broadcast_to(n1 ** 2 / d, (s1.size, x1.shape[0]))
+    pb = np.broadcast_to(n2 ** 2 / d, (s2.size, x2.shape[0]))
+    W2 = spec.W_std ** 2
+    B2 = 0.0 if spec.b_std is None else spec.b_std ** 2
+    ss = (s1 * s2)[:, None, None]
+    ntk = np.zeros(phi_ab.shape)
+    for layer in range(spec.depth):
+        A, B = W2 * pa + B2, W2 * pb + B2
+        C = W2 * phi_ab + B2
+        sab = np.sqrt(A[..., :, None] * B[..., None, :])
+        spa, spb = np.sqrt(pa)[..., :, None], np.sqrt(pb)[..., None, :]
+        num = W2 * W2 * (spa * spb) ** 2 * c * (2 - c) + W2 * B2 * ((spa - spb) ** 2 + 2 * c * spa * spb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(sab > 0, np.where(C > 0, num / (sab * (sab + C)), 1 - C / sab), 1.0)
+        c = np.clip(c, 0.0, 2.0)
+        if spec.parameterization == "standard":
+            fan_in = d if layer == 0 else spec.width
+            own = fan_in * phi_ab + (1.0 if spec.has_bias else 0.0)
+        else:
+            own = C
+        ntk = own + ss * W2 * ntk
+        qa, qb, q_ab = s1[:, None] ** 2 * A, s2[:, None] ** 2 * B, ss * C
+        if layer == spec.depth - 1:
+            break
+        if spec.activation == "identity":
+            pa, pb, phi_ab = qa, qb, q_ab
+        elif spec.activation == "erf":
+            pa, pb, phi_ab, c, ntk = _erf_step(qa, qb, c, ntk)
+        else:
+            pa, pb, phi_ab, c, ntk = _abrelu_step(*_slopes(spec), qa, qb, c, ntk)
+    if scalar:
+        return CrossScaleKernels(ntk[0], q_ab[0])
+    return CrossScaleKernels(ntk, q_ab)
+
+
+def bivariate_expectation(fn1, fn2, q11, q22, q12, n_points: int = 64) -> float:
+    """``E[fn1(u) fn2(v)]`` for ``(u, v) ~ N(0, [[q11, q12], [q12, q22]])`` by tensor Gauss-Hermite
+    quadrature with ``n_points`` nodes per axis (exact for polynomials of degree < 2 n_points; for
+    functions with kinks, such as ReLU, the error falls only algebraically in ``n_points``)."""
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+        raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+    cov = np.array([[q11, q12], [q12, q22]], dtype=np.float64)
+    if not np.all(np.isfinite(cov)) or q11 < 0 or q22 < 0 or q12 ** 2 > q11 * q22 * (1 + 1e-12):
+        raise ValueError(f"(q11, q22, q12) = {(q11, q22, q12)} is not a covariance")
+    x, w = np.polynomial.hermite_e.hermegauss(n_points)  # weight exp(-x^2/2)
+    w = w / math.sqrt(2 * math.pi)
+    l11 = math.sqrt(q11)
+    rho = q12 / (l11 * math.sqrt(q22)) if q11 > 0 and q22 > 0 else 0.0
+    u = l11 * x[:, None]
+    v = math.sqrt(q22) * (rho * x[:, None] + math.sqrt(max(1 - rho * rho, 0.0)) * x[None, :])
+    return float(np.sum(w[:, None] * w[None, :] * np.asarray(fn1(u)) * np.asarray(fn2(v))))
+
+
+__all__ = ["CrossScaleKernels", "cross_scale_kernels", "bivariate_expectation", "check_spec"]

@@ -121,7 +121,7 @@ def test_sweep_validates_first_skips_done_and_dedups(tmp_path):
     def fake_train(c):
         calls.append(c.run_id)
         n = 3
-        metrics = {k: np.linspace(1.0, 0.5, n) for k in ("train_loss", "train_acc", "test_loss", "test_acc",
+        metrics = {k: np.linspace(1.0, 0.5, n) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_decay",
                                                           "lam", "time")}
         metrics["step"] = np.arange(n)
         return RunResult(c.canonical(), c.run_id, metrics, {}, {"outputs": np.zeros((n, 1, 1))})

@@ -1,0 +1,38 @@
+"""Progress bars (tqdm, on stderr) and the up-front cost-estimate line shared by the commands."""
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Optional
+
+#: an estimated cost above this many seconds is announced on stderr before the work starts
+ANNOUNCE_S = 10.0
+#: sustained double-precision rate assumed for estimates (2 shared CPU cores, NumPy/LAPACK)
+FLOPS_PER_S = 2e9
+
+
+def add_progress_option(p) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or cost estimate on stderr")
+
+
+def progress(iterable: Iterable, args, *, desc: str, total: Optional[int] = None):
+    """A tqdm bar on stderr unless ``--no-progress``."""
+    from tqdm.auto import tqdm
+    return tqdm(iterable, disable=getattr(args, "no_progress", False), file=sys.stderr, desc=desc, total=total,
+                leave=False)
+
+
+def announce(args, what: str, seconds: float) -> None:
+    """Print ``estimated cost: <what> ≈ <seconds>`` on stderr when it exceeds :data:`ANNOUNCE_S`."""
+    if getattr(args, "no_progress", False) or seconds < ANNOUNCE_S:
+        return
+    human = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    print(f"estimated cost: {what} ≈ {human} (progress bars follow; --no-progress hides them)", file=sys.stderr)
+
+
+def kernel_cost_s(n_train: int, n_test: int, depth: int, dim: int, cnn: bool = False) -> float:
+    """Rough seconds for the analytic NTK/NNGP blocks (train-train, test-train, test diagonal) of an MLP
+    (``~ pairs · (dim + 30·depth)`` flops) or a CNN (neural-tangents; ~1000× an MLP per pair), plus the
+    eigendecomposition of the train-train block (``~ 10 N³`` flops)."""
+    pairs = n_train * n_train + n_test * n_train + n_test
+    per_pair = (dim + 30.0 * depth) * (1000.0 if cnn else 1.0)
+    return (pairs * per_pair + 10.0 * n_train ** 3) / FLOPS_PER_S

@@ -75,7 +75,7 @@ BAD = [
     ([], "SUBCOMMAND"),
     (["validate", "nosuchstudy"], "STUDY"),
     (["validate", "quick", "--size", "huge"], "--size"),
-    (["validate", "quick", "--resume"], "--resume"),
+    (["validate", "quick", "--resume", "--fresh"], "--fresh"),
     (["derive", "nosuch"], "NAME"),
 ]
 

@@ -8,6 +8,7 @@ is ``out/validate/<size>``, outside the committed ``validation/``; the committed
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import List
@@ -60,6 +61,7 @@ def register(sub, fmt) -> None:
                          "validation/<size>)")
     pv.add_argument("--fresh", action="store_true",
                     help="recompute everything: the old run store is moved aside (timestamped), not deleted")
+    pv.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)   # the default; kept for old scripts
     pv.add_argument("--report", action="store_true",
                     help="afterwards assemble REPORT.md in the parent of --out from all study reports there")
     pv.add_argument("--quiet", action="store_true", help="print only the reports' paths, not the reports")
@@ -84,6 +86,8 @@ def run(args) -> int:
         else:
             names.append(n)
     names = list(dict.fromkeys(names))
+    if args.resume and args.fresh:
+        raise UsageError("--resume/--fresh: finished runs are reused by default; --fresh recomputes them")
     out = args.out if args.out is not None else DEFAULT_ROOT / args.size
     check_out_dir(out, "--out")
     if args.report:

@@ -9,7 +9,7 @@ from .writing import check_table_outputs, warn_validity, write_tables
 
 COLUMNS = [  # (column, row key, unit)
     ("optimizer", "optimizer", None), ("η", "learning_rate", "1"), ("λ", "weight_decay", "1/(η·steps)"),
-    ("ηλ", "lr_times_wd", "1"), ("μ", "momentum", "1"), ("β1", "b1", "1"),
+    ("ηλ", "learning_rate_times_weight_decay", "1"), ("μ", "momentum", "1"), ("β1", "b1", "1"),
     ("angular update", "angular_update", "rad/step"), ("effective LR", "effective_lr", "1/step"),
     ("‖w‖² eq.", "norm_sq", "‖w‖²"), ("relaxation", "relaxation_steps", "steps"),
     ("relaxation epochs", "relaxation_epochs", "epochs"), ("relaxation time", "relaxation_time", "η·steps"),

@@ -213,7 +213,8 @@ def bivariate_expectation(fn1, fn2, q11, q22, q12, n_points: int = 64) -> float:
     cov = np.array([[q11, q12], [q12, q22]], dtype=np.float64)
     if not np.all(np.isfinite(cov)) or q11 < 0 or q22 < 0 or q12 ** 2 > q11 * q22 * (1 + 1e-12):
         raise ValueError(f"(q11, q22, q12) = {(q11, q22, q12)} is not a covariance")
-    x, w = np.polynomial.hermite_e.hermegauss(n_points)  # weight exp(-x^2/2)
+    from scipy.special import roots_hermitenorm
+    x, w = roots_hermitenorm(n_points)  # weight exp(-x^2/2)
     w = w / math.sqrt(2 * math.pi)
     l11 = math.sqrt(q11)
     rho = q12 / (l11 * math.sqrt(q22)) if q11 > 0 and q22 > 0 else 0.0

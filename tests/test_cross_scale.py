@@ -141,7 +141,7 @@ def test_empirical_cross_scale_kernels_of_wide_networks(activation):
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3, 4))
-    width, seeds, s, s2 = 384, 8, 1.0, 0.45
+    width, seeds, s, s2 = 512, 10, 1.0, 0.45
     spec = MLP(depth=3, width=width, activation=activation, b_std=0.6, W_std=1.4, out_dim=48)
     theory = cross_scale_kernels(spec, x, scale1=s, scale2=s2)
     ntk_runs, nngp_runs = [], []

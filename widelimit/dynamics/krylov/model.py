@@ -1,0 +1,381 @@
+"""Matrix-free test-loss model of the infinite-width L2 dynamics at large N: :class:`KrylovLoss`.
+
+Implements :class:`~widelimit.dynamics.protocol.LossModel` like :class:`~widelimit.dynamics.loss.FlowLoss`
+and :class:`~widelimit.dynamics.loss.ExpectedLoss`, but replaces the eigendecomposition of the normalised
+NTK ``A = Theta/(N K)`` by ONE block Krylov basis ``Q`` (docs/theory.md §4), reused for every
+``weight_decay``, ``t``, ``L`` and learning rate. With Ritz pairs ``T = Q^T A Q = W diag(theta) W^T`` the
+per-mode closed form (:func:`~widelimit.dynamics.modes.mode_response`, flow or GD) is evaluated at the Ritz
+values, and with ``G = Theta~_xX Q W`` and ``S_v = W^T Q^T v`` for each start vector ``v``:
+
+    f_x(t) = d f0_x - G diag(g(theta)) S_f0 + G diag(j(theta)) S_y,       d = decay, g = gap/mu, j = J/mu.
+
+The starting block is ``[y, f0_X, Theta~_Xx Z]``: targets, given initial outputs, and -- for the expected
+loss over ``f0 ~ NNGP`` -- probe vectors ``u_i = Theta~_Xx z_i`` with Rademacher ``z_i`` (M,) (or
+``Z = I_M``, exact, with ``variance_probes="exact"``). The test variance averaged over test points is
+
+    mean_x Var f_x = d^2 mean(K_xx) + (1/M) E_z[-2 d w^T g(A) u + (g(A) u)^T K_XX (g(A) u)],   w = K_Xx z,
+
+(the trace of docs/theory.md §2's expression written as ``E_z z^T B z``), estimated as the mean over the
+probes with standard error ``std / sqrt(s)`` (:meth:`KrylovLoss.variance_error`); ``K_XX`` enters only as
+``W^T Q^T K_XX Q W`` (one pass over the NNGP kernel).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..modes import check_learning_rate, mode_response
+from ..ntk_l2 import _as_float_array, _check_degree, _check_lam
+from .lanczos import KrylovBasis, block_lanczos
+from .operator import KernelMatrix, as_kernel, available_memory_bytes
+
+
+class KrylovConvergenceWarning(RuntimeWarning):
+    """The Krylov basis reached ``max_dim`` before its error estimate fell below ``tol``."""
+
+
+def _times(t) -> np.ndarray:
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64)).reshape(-1)
+    if np.any(np.isnan(t)) or np.any(t < 0):
+        raise ValueError("t must be times >= 0 (physical time eta * steps)")
+    return t
+
+
+class KrylovLoss:
+    """Test loss (mean function, given ``f0`` or expected over ``f0 ~ NNGP``) from one block Krylov basis.
+
+    Args:
+      ntk_train_train: unnormalised NTK (N, N); ndarray or ``np.memmap``, float32 or float64.
+      y_train: targets (N,) or (N, K).
+      L: homogeneity degree ``>= 1``.
+      ntk_test_train: unnormalised NTK (M, N) (needed for any test quantity).
+      y_test: test targets (M,) or (M, K).
+      f0_train, f0_test: given initial outputs (default 0); not with the NNGP kernels.
+      nngp_train_train (N, N), nngp_test_train (M, N), nngp_test_test_diag (M,): NNGP blocks; when given,
+        ``test_loss`` is the expected loss over ``f0 ~ NNGP``.
+      learning_rate: ``None`` (gradient flow) or ``eta`` (GD at ``round(t/eta)`` steps).
+      weight_decay_range, horizon: the stopping rule checks test outputs at ``weight_decay`` in
+        ``weight_decay_range`` and ``t`` up to ``horizon / weight_decay``.
+      tol: relative tolerance of the a-posteriori error estimate (:class:`KrylovBasis`).
+      max_dim: largest basis size (default ``min(N, 3000)``); its memory is checked before starting.
+      variance_probes: number ``s`` of Rademacher probes, or ``"exact"`` (``Z = I_M``).
+      on_failure: ``"warn"`` (:class:`KrylovConvergenceWarning`) or ``"raise"`` when not converged.
+      normalization: kernel divisor, default ``N K``.
+    """
+
+    def __init__(self, ntk_train_train, y_train, L: int, *, ntk_test_train=None, y_test=None,
+                 f0_train=None, f0_test=None, nngp_train_train=None, nngp_test_train=None,
+                 nngp_test_test_diag=None, learning_rate: Optional[float] = None,
+                 weight_decay_range: Tuple[float, float] = (1e-5, 1e-1), horizon: float = 10.0,
+                 tol: float = 1e-10, max_dim: Optional[int] = None, variance_sketch: int = 48,
+                 variance_probes=16, seed: int = 0,
+                 on_failure: str = "warn", normalization: Optional[float] = None):
+        if not isinstance(ntk_train_train, (np.ndarray, KernelMatrix)):
+            ntk_train_train = _as_float_array("ntk_train_train", ntk_train_train, (2,))
+        n = ntk_train_train.shape[0]
+        y = _as_float_array("y_train", y_train, (1, 2))
+        if y.shape[0] != n:
+            raise ValueError(f"y_train must have {n} rows (one per training point), got shape {y.shape}")
+        self.L = _check_degree(L)
+        self.learning_rate = check_learning_rate(learning_rate)
+        if on_failure not in ("warn", "raise"):
+            raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
+        lo, hi = (float(v) for v in weight_decay_range)
+        if not (0 < lo <= hi < np.inf):
+            raise ValueError(f"weight_decay_range must be (lo, hi) with 0 < lo <= hi, got {weight_decay_range}")
+        if not (np.isfinite(horizon) and horizon > 0):
+            raise ValueError(f"horizon must be finite and > 0, got {horizon}")
+        if not (0 < tol < 1):
+            raise ValueError(f"tol must be in (0, 1), got {tol}")
+        norm = float(y.size) if normalization is None else float(normalization)
+        a = as_kernel("ntk_train_train", ntk_train_train, norm, (n, n))
+        a.check_square()
+        self.y_train = y
+        y2 = y.reshape(n, -1)
+        k_out = y2.shape[1]
+        test = None
+        if ntk_test_train is not None:
+            test = as_kernel("ntk_test_train", ntk_test_train, norm, (None, n))
+            if y_test is None:
+                raise ValueError("y_test is required with ntk_test_train")
+        m = None if test is None else test.shape[0]
+        self._yt = None
+        if y_test is not None:
+            if test is None:
+                raise ValueError("y_test was given without ntk_test_train")
+            yt = _as_float_array("y_test", y_test, (1, 2))
+            if yt.shape != (m,) + y.shape[1:]:
+                raise ValueError(f"y_test must have shape {(m,) + y.shape[1:]}, got {yt.shape}")
+            self._yt = yt.reshape(m, -1)
+        f0 = None if f0_train is None else np.broadcast_to(
+            _as_float_array("f0_train", f0_train), y.shape).reshape(n, -1).astype(np.float64)
+        self._f0x = None
+        if f0_test is not None:
+            if test is None:
+                raise ValueError("f0_test was given without ntk_test_train")
+            self._f0x = np.broadcast_to(_as_float_array("f0_test", f0_test), (m, k_out)).astype(np.float64)
+        averaged = any(v is not None for v in (nngp_train_train, nngp_test_train, nngp_test_test_diag))
+        if averaged:
+            if nngp_train_train is None or nngp_test_train is None or nngp_test_test_diag is None or test is None:
+                raise ValueError("the expected loss over f0 ~ NNGP needs ntk_test_train, nngp_train_train, "
+                                 "nngp_test_train and nngp_test_test_diag together")
+            if f0 is not None or self._f0x is not None:
+                raise ValueError("give either f0_train/f0_test or the NNGP kernels (f0 averaged), not both")
+            kxx = _as_float_array("nngp_test_test_diag", nngp_test_test_diag, (1,))
+            if kxx.shape != (m,) or np.any(kxx < 0):
+                raise ValueError(f"nngp_test_test_diag must be {m} variances >= 0, got shape {kxx.shape}")
+            nngp = as_kernel("nngp_train_train", nngp_train_train, 1.0, (n, n))
+            nngp.check_square()
+            nngp_xt = as_kernel("nngp_test_train", nngp_test_train, 1.0, (m, n))
+            if isinstance(variance_probes, str):
+                if variance_probes != "exact":
+                    raise ValueError(f"variance_probes must be an int >= 2 or 'exact', got {variance_probes!r}")
+                z, weights, n_rem = np.eye(m), np.ones(m), 0
+            else:
+                if isinstance(variance_probes, bool) or not isinstance(variance_probes, (int, np.integer)) \
+                        or variance_probes < 2:
+                    raise ValueError(f"variance_probes must be an int >= 2 or 'exact', got {variance_probes!r}")
+                if isinstance(variance_sketch, bool) or not isinstance(variance_sketch, (int, np.integer)) \
+                        or variance_sketch < 0:
+                    raise ValueError(f"variance_sketch must be an int >= 0, got {variance_sketch!r}")
+                z, weights, n_rem = self._probes(test, m, int(variance_sketch), int(variance_probes), seed)
+            self.variance_exact = isinstance(variance_probes, str)
+        groups = [("y", y2)] + ([("f0", f0)] if f0 is not None and np.any(f0) else [])
+        b = sum(g.shape[1] for _, g in groups) + (z.shape[1] if averaged else 0)
+        max_dim = int(min(n, 3000) if max_dim is None else max_dim)
+        if max_dim < 1:
+            raise ValueError(f"max_dim must be >= 1, got {max_dim}")
+        need = 8 * max_dim * (n + (m or 0)) + 16 * n * b
+        avail = available_memory_bytes()
+        if need > 0.8 * avail:
+            raise MemoryError(f"the Krylov basis (max_dim={max_dim}, N={n}) needs {need / 2**30:.2f} GiB but "
+                              f"only {avail / 2**30:.2f} GiB are available: lower max_dim")
+        if averaged:                                   # probes: u = Theta~_Xx z, w = K_Xx z (one pass each)
+            groups.append(("u", test.rmatmat(z)))
+            w_probe = nngp_xt.rmatmat(z)
+        start = np.concatenate([g for _, g in groups], axis=1)
+        kinds = np.concatenate([np.full(g.shape[1], name == "y") for name, g in groups])
+        self._gq = None if test is None else np.empty((m, max_dim))
+        self._r = 0
+
+        def on_block(block):
+            if test is not None:
+                self._gq[:, self._r:self._r + block.shape[1]] = test.matmat(block)
+            self._r += block.shape[1]
+
+        sent_lam = np.geomspace(lo, hi, 4) if hi > lo else np.array([lo])
+        sent_s = np.array([0.03, 0.3, 3.0, horizon])
+
+        def solution(q, theta, w):
+            s_all = w.T @ (q.T @ start)                 # (r, b)
+            base = (self._gq[:, :q.shape[1]] @ w) if test is not None else q @ w
+            coef = []
+            for lam in sent_lam:
+                c = mode_response(theta, sent_s / lam, lam, self.L, self.learning_rate)
+                phi = np.where(kinds[None, None, :], c.J_over_mu[:, :, None], c.gap_over_mu[:, :, None])
+                coef.append(phi * s_all[None])          # (S, r, b)
+            coef = np.concatenate(coef)                 # (lam * S, r, b)
+            out = base @ coef                           # (lam * S, P, b)
+            return [out[..., kinds], out[..., ~kinds]] if (~kinds).any() else [out]
+
+        self.basis: KrylovBasis = block_lanczos(a.matmat, start, solution=solution, tol=tol, max_dim=max_dim,
+                                                name="ntk_train_train", on_block=on_block)
+        if not self.basis.converged:
+            msg = (f"Krylov basis not converged: error estimate {self.basis.error_estimate:.3g} > tol {tol:g} "
+                   f"at max_dim={max_dim} ({self.basis.n_blocks} blocks); results carry that relative error")
+            if on_failure == "raise":
+                raise RuntimeError(msg)
+            warnings.warn(msg, KrylovConvergenceWarning, stacklevel=2)
+        q, w, r = self.basis.q, self.basis.ritz_vectors, self.basis.dim
+        self.eigenvalues = np.maximum(self.basis.ritz_values, 0.0)   # Ritz values (the protocol's modes)
+        proj = w.T @ (q.T @ start)
+        self._s_y = proj[:, kinds]
+        off = 0
+        self._s_f = None
+        if groups[1:] and groups[1][0] == "f0":
+            self._s_f = proj[:, ~kinds][:, :k_out]
+        self._n, self._ysize = n, y.size
+        self._m = m
+        self._g = None if test is None else self._gq[:, :r] @ w
+        self._gq = None
+        self.averaged = averaged
+        if self._g is not None and self._yt is not None:
+            gg = self._g.T @ self._g
+            self._h_yy = gg * (self._s_y @ self._s_y.T)
+            self._r_y = np.einsum("ik,ik->i", self._g.T @ self._yt, self._s_y)
+            self._c0 = float(np.sum(self._yt ** 2))
+        if averaged:
+            s_u = proj[:, -z.shape[1]:]
+            s_w = w.T @ (q.T @ w_probe)
+            kq = w.T @ nngp.sandwich(q) @ w                              # W^T Q^T K_XX Q W
+            self._s_u, self._s_w, self._kq = s_u, s_w, kq
+            self._weights, self._n_rem = weights, n_rem
+            self._h = kq * ((s_u * weights) @ s_u.T) / m
+            self._rv = np.einsum("is,is->i", s_w * weights, s_u) / m
+            self._kxx = float(np.mean(kxx))
+        self.passes = a.passes + (0 if test is None else test.passes)
+
+    @staticmethod
+    def _probes(test: KernelMatrix, m: int, sketch: int, n_probes: int, seed: int):
+        """Test-space probes ``Z`` (M, s) and weights ``c`` with ``tr B ~ sum_j c_j z_j^T B z_j`` (Hutch++).
+
+        ``B`` (the variance terms) lies in the range of ``X^T X`` (``X = Theta~_Xx``): its top ``sketch``
+        directions ``Q_s`` (randomised range finder on ``X^T X``, two passes over the test kernel) are
+        traced exactly (weight 1) and the rest by ``n_probes`` Rademacher vectors projected off ``Q_s``
+        (weight ``1/n_probes``). Returns ``(Z, c, n_probes)``; the last ``n_probes`` columns are random."""
+        rng = np.random.default_rng(seed)
+        cols = []
+        if sketch > 0:
+            omega = rng.standard_normal((m, min(m, sketch + 8)))
+            qs, _ = np.linalg.qr(test.matmat(test.rmatmat(omega)))
+            qs = qs[:, :min(sketch, m)]
+            cols.append(qs)
+        rad = rng.choice([-1.0, 1.0], size=(m, n_probes))
+        if sketch > 0:
+            rad = rad - qs @ (qs.T @ rad)
+        cols.append(rad)
+        weights = np.concatenate([np.ones(cols[0].shape[1]) if sketch > 0 else np.zeros(0),
+                                  np.full(n_probes, 1.0 / n_probes)])
+        return np.concatenate(cols, axis=1), weights, n_probes
+
+    # -- protocol ---------------------------------------------------------------------------------
+    @property
+    def n_train(self) -> int:
+        return self._n
+
+    @property
+    def n_test(self) -> Optional[int]:
+        return self._m
+
+    @property
+    def mu_max(self) -> float:
+        return float(self.eigenvalues[-1])
+
+    @property
+    def label(self) -> str:
+        f0 = "E over f0 ~ NNGP" if self.averaged else ("f0 given" if self._s_f is not None or
+                                                       self._f0x is not None else "f0 = 0")
+        kind = "flow" if self.learning_rate is None else f"GD at η={self.learning_rate:g}"
+        return f"{f0}, {kind}, Krylov r={self.basis.dim}"
+
+    def zero_loss(self) -> float:
+        """Test MSE of the zero function, ``1/(2 M K) sum y_test^2``."""
+        self._need_test()
+        return self._c0 / (2 * self._yt.size)
+
+    def coefficients(self, weight_decay: float, t):
+        """Per-mode coefficients at the Ritz values, times ``t`` (1-D): arrays (T, r)."""
+        return mode_response(self.eigenvalues, _times(t), _check_lam(weight_decay), self.L, self.learning_rate)
+
+    def _need_test(self):
+        if self._g is None or self._yt is None:
+            raise ValueError("no test points: build the model with ntk_test_train and y_test")
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def test_outputs(self, weight_decay: float, t) -> np.ndarray:
+        """Test outputs ``f_x(t)`` of the given-f0 (default 0, the mean) function: (T, M, K)."""
+        if self._g is None:
+            raise ValueError("no test points: build the model with ntk_test_train")
+        c = self.coefficients(weight_decay, t)
+        coef = c.J_over_mu[:, :, None] * self._s_y[None]
+        if self._s_f is not None:
+            coef = coef - c.gap_over_mu[:, :, None] * self._s_f[None]
+        out = np.einsum("mr,trk->tmk", self._g, coef)
+        if self._f0x is not None:
+            out += c.decay[:, 0, None, None] * self._f0x[None]
+        return out
+
+    def train_outputs(self, weight_decay: float, t) -> np.ndarray:
+        """Training outputs ``f_X(t)``: (T, N, K)."""
+        c = self.coefficients(weight_decay, t)
+        coef = c.J[:, :, None] * self._s_y[None]
+        if self._s_f is not None:
+            coef = coef + c.P[:, :, None] * self._s_f[None]
+        u = self.basis.q @ self.basis.ritz_vectors
+        return np.einsum("nr,trk->tnk", u, coef)
+
+    # -- losses -----------------------------------------------------------------------------------
+    def loss_of_mean(self, weight_decay: float, t) -> np.ndarray:
+        """Test MSE of the f0 = 0 function (or of the given-f0 function) at times ``t`` (1-D)."""
+        self._need_test()
+        if self._s_f is not None or self._f0x is not None:
+            f = self.test_outputs(weight_decay, t)
+            return np.sum((f - self._yt[None]) ** 2, axis=(1, 2)) / (2 * self._yt.size)
+        jm = self.coefficients(weight_decay, t).J_over_mu
+        sq = np.einsum("ti,ti->t", jm @ self._h_yy, jm) - 2 * jm @ self._r_y + self._c0
+        return np.maximum(sq, 0.0) / (2 * self._yt.size)
+
+    def variance(self, weight_decay: float, t) -> np.ndarray:
+        """Probe estimate of ``mean_x Var_{f0} f_x(t)`` (per output) at times ``t`` (1-D)."""
+        if not self.averaged:
+            raise ValueError("no NNGP kernels: build the model with nngp_* to average over f0")
+        c = self.coefficients(weight_decay, t)
+        gm, d = c.gap_over_mu, c.decay[:, 0]
+        quad = np.einsum("ti,ti->t", gm @ self._h, gm)
+        return np.maximum(d * d * self._kxx - 2 * d * (gm @ self._rv) + quad, 0.0)
+
+    def variance_error(self, weight_decay: float, t) -> np.ndarray:
+        """Standard error of :meth:`variance` over the probes (0 for ``variance_probes="exact"``)."""
+        if not self.averaged:
+            raise ValueError("no NNGP kernels: build the model with nngp_* to average over f0")
+        if self.variance_exact:
+            return np.zeros(_times(t).size)
+        c = self.coefficients(weight_decay, t)
+        gm, d = c.gap_over_mu, c.decay[:, 0]
+        s_u, s_w = self._s_u[:, -self._n_rem:], self._s_w[:, -self._n_rem:]
+        x = gm[:, :, None] * s_u[None]                                    # (T, r, s)
+        per = (-2 * d[:, None] * np.einsum("trs,rs->ts", x, s_w)
+               + np.einsum("trs,rq,tqs->ts", x, self._kq, x)) / self._m    # (T, s): remainder probes
+        return per.std(axis=1, ddof=1) / np.sqrt(per.shape[1])
+
+    def test_loss(self, weight_decay: float, t) -> np.ndarray:
+        """Test MSE at times ``t`` (1-D): expected over ``f0 ~ NNGP`` when built with the NNGP kernels."""
+        out = self.loss_of_mean(weight_decay, t)
+        return out + 0.5 * self.variance(weight_decay, t) if self.averaged else out
+
+    def test_loss_error(self, weight_decay: float, t) -> np.ndarray:
+        """Stated stochastic error (one standard error) of :meth:`test_loss`: ``variance_error / 2``."""
+        return 0.5 * self.variance_error(weight_decay, t) if self.averaged else np.zeros(_times(t).size)
+
+    def test_accuracy(self, weight_decay: float, t) -> np.ndarray:
+        """Fraction of test points classified correctly by the mean function (argmax; sign for K = 1)."""
+        self._need_test()
+        f = self.test_outputs(weight_decay, t)
+        if self._yt.shape[1] == 1:
+            return np.mean(np.sign(f[..., 0]) == np.sign(self._yt[None, :, 0]), axis=1)
+        return np.mean(np.argmax(f, 2) == np.argmax(self._yt, 1)[None], axis=1)
+
+    def train_loss(self, weight_decay: float, t) -> np.ndarray:
+        """Training MSE of the mean (or given-f0) function; exact in the basis since ``y`` lies in it.
+        The f0-variance part of the expected training loss is not included."""
+        c = self.coefficients(weight_decay, t)
+        res = (c.J - 1.0)[:, :, None] * self._s_y[None]
+        if self._s_f is not None:
+            res = res + c.P[:, :, None] * self._s_f[None]
+        return np.sum(res ** 2, axis=(1, 2)) / (2 * self._ysize)
+
+    def __call__(self, weight_decay: float, t) -> np.ndarray:
+        return self.test_loss(weight_decay, t)
+
+    def with_learning_rate(self, learning_rate: Optional[float]) -> "KrylovLoss":
+        """The same basis as gradient flow (``None``) or GD at ``learning_rate`` (nothing recomputed)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.learning_rate = check_learning_rate(learning_rate)
+        return new
+
+    def with_degree(self, L: int) -> "KrylovLoss":
+        """The same basis with another homogeneity degree (its error estimate was made for ``self.L``)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.L = _check_degree(L)
+        return new
+
+    def __repr__(self) -> str:
+        return (f"KrylovLoss(N={self._n}, M={self._m}, L={self.L}, r={self.basis.dim}, "
+                f"error_estimate={self.basis.error_estimate:.2g}, learning_rate={self.learning_rate})")
+
+
+__all__ = ["KrylovLoss", "KrylovConvergenceWarning"]

@@ -1,0 +1,158 @@
+"""Kernel matrices as bounded-memory operators for the Krylov solver (docs/theory.md §4).
+
+:class:`KernelMatrix` wraps an unnormalised kernel block (an in-memory array or a ``np.memmap`` on disk,
+float32 or float64) divided by a ``normalization`` (``N K`` for the NTK, docs/theory.md §1) and applies it
+to a block of vectors row chunk by row chunk, accumulating in float64: the memory beyond the kernel
+itself is one chunk of ``chunk_bytes`` plus the result. Cheap checks (:meth:`KernelMatrix.check_square`)
+read a few thousand entries, never the whole matrix, so they run before any expensive pass.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+_CHUNK_BYTES = 1 << 27          # 128 MiB of float64 rows per chunk
+_SYMMETRY_RTOL = 1e-5           # |K_ij - K_ji| <= rtol * max|diag K| (tolerates float32 kernels)
+_PSD_RTOL = 1e-5                # smallest eigenvalue of a principal submatrix >= -rtol * largest
+
+
+def available_memory_bytes() -> int:
+    """Physical memory currently available (``/proc/meminfo`` MemAvailable, else ``sysconf``)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class KernelMatrix:
+    """``A = K / normalization`` for a kernel block ``K`` of shape (P, N), applied in row chunks.
+
+    Args:
+      name: argument name used in error messages.
+      matrix: array-like of shape (P, N); float32/float64 arrays and memmaps are used without a copy.
+      normalization: divisor ``> 0`` (``N K`` for the MSE NTK; 1 for the NNGP).
+      chunk_bytes: float64 bytes of one row chunk (bounds the temporary memory).
+    """
+
+    def __init__(self, name: str, matrix, normalization: float = 1.0, chunk_bytes: int = _CHUNK_BYTES):
+        if matrix is None:
+            raise TypeError(f"{name} must be an array, got None")
+        if not isinstance(matrix, np.ndarray):
+            try:
+                matrix = np.asarray(matrix, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"{name} must be a real numeric array, got {type(matrix).__name__}") from e
+        if matrix.dtype not in (np.float32, np.float64):
+            if not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
+                raise TypeError(f"{name} must be a real float array, got dtype {matrix.dtype}")
+            matrix = matrix.astype(np.float64)
+        if matrix.ndim != 2 or 0 in matrix.shape:
+            raise ValueError(f"{name} must be a non-empty 2-D (P, N) matrix, got shape {matrix.shape}")
+        if not (np.isfinite(normalization) and normalization > 0):
+            raise ValueError(f"normalization must be finite and > 0, got {normalization}")
+        self.name, self.matrix, self.normalization = name, matrix, float(normalization)
+        self.rows = max(1, int(chunk_bytes) // (8 * matrix.shape[1]))
+        self.passes = 0          # number of full passes over the matrix (matmat calls)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.matrix.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes)
+
+    def _chunks(self):
+        for i in range(0, self.shape[0], self.rows):
+            blk = np.asarray(self.matrix[i:i + self.rows], dtype=np.float64)
+            if not np.all(np.isfinite(blk)):
+                raise ValueError(f"{self.name} contains NaN or inf (rows {i}..{i + blk.shape[0] - 1})")
+            yield i, blk
+
+    def matmat(self, x: np.ndarray) -> np.ndarray:
+        """``A @ x`` for ``x`` of shape (N, b), float64, one pass over the matrix."""
+        x = np.asarray(x, dtype=np.float64)
+        self.passes += 1
+        if self.matrix.dtype == np.float64 and not isinstance(self.matrix, np.memmap) \
+                and self.shape[0] * x.shape[1] * 8 <= 1 << 31:
+            out = self.matrix @ x
+            if not np.all(np.isfinite(out)):
+                raise ValueError(f"{self.name} contains NaN or inf")
+            return out / self.normalization
+        out = np.empty((self.shape[0], x.shape[1]))
+        for i, blk in self._chunks():
+            out[i:i + blk.shape[0]] = blk @ x
+        return out / self.normalization
+
+    def rmatmat(self, z: np.ndarray) -> np.ndarray:
+        """``A^T @ z`` for ``z`` of shape (P, s), float64, one pass over the matrix."""
+        z = np.asarray(z, dtype=np.float64)
+        self.passes += 1
+        out = np.zeros((self.shape[1], z.shape[1]))
+        for i, blk in self._chunks():
+            out += blk.T @ z[i:i + blk.shape[0]]
+        return out / self.normalization
+
+    def sandwich(self, q: np.ndarray) -> np.ndarray:
+        """``q^T A q`` for a square ``A`` and ``q`` of shape (N, r), one pass, O(rows * r) extra memory."""
+        q = np.asarray(q, dtype=np.float64)
+        self.passes += 1
+        out = np.zeros((q.shape[1], q.shape[1]))
+        for i, blk in self._chunks():
+            out += q[i:i + blk.shape[0]].T @ (blk @ q)
+        out /= self.normalization
+        return 0.5 * (out + out.T)
+
+    def check_square(self, n_pairs: int = 4096, n_sub: int = 256, seed: int = 0) -> None:
+        """Cheap checks that ``A`` is a symmetric PSD kernel, reading ``O(n_pairs + n_sub^2 + N)`` entries.
+
+        * square shape; finite, non-negative diagonal;
+        * symmetry of ``n_pairs`` random entries ``|K_ij - K_ji| <= 1e-5 max diag K``;
+        * PSD of a random ``n_sub x n_sub`` principal submatrix (a principal submatrix of a PSD matrix is
+          PSD, so a clearly negative eigenvalue proves the kernel is not PSD).
+
+        Raises ValueError naming the kernel. A matrix that passes may still fail the Krylov solver's own
+        Ritz-value test (a Ritz value is a Rayleigh quotient: a negative one also proves non-PSD).
+        """
+        n, m = self.shape
+        if n != m:
+            raise ValueError(f"{self.name} must be square (N, N), got shape {self.shape}")
+        diag = np.asarray(self.matrix[np.arange(n), np.arange(n)], dtype=np.float64)
+        if not np.all(np.isfinite(diag)):
+            raise ValueError(f"{self.name} contains NaN or inf on its diagonal")
+        scale = float(np.max(np.abs(diag)))
+        if np.any(diag < -_SYMMETRY_RTOL * scale):
+            raise ValueError(f"{self.name} is not positive semi-definite: negative diagonal entry "
+                             f"{diag.min():.3g}")
+        rng = np.random.default_rng(seed)
+        i, j = rng.integers(0, n, n_pairs), rng.integers(0, n, n_pairs)
+        a_full = np.asarray(self.matrix[i, j], dtype=np.float64)
+        b = np.asarray(self.matrix[j, i], dtype=np.float64)
+        asym = float(np.max(np.abs(a_full - b)))
+        if not np.isfinite(asym) or asym > _SYMMETRY_RTOL * max(scale, 1e-300):
+            raise ValueError(f"{self.name} is not symmetric: max|K_ij - K_ji| = {asym:.3g} over {n_pairs} "
+                             f"sampled pairs vs max diag = {scale:.3g}")
+        idx = np.sort(rng.choice(n, size=min(n_sub, n), replace=False))
+        sub = np.asarray(self.matrix[np.ix_(idx, idx)], dtype=np.float64)
+        ev = np.linalg.eigvalsh(0.5 * (sub + sub.T))
+        if ev[0] < -_PSD_RTOL * max(ev[-1], 1e-300):
+            raise ValueError(f"{self.name} is not positive semi-definite: a {idx.size}x{idx.size} principal "
+                             f"submatrix has eigenvalue {ev[0]:.3g} (largest {ev[-1]:.3g})")
+
+
+def as_kernel(name: str, matrix, normalization: float = 1.0, shape: Optional[tuple] = None) -> KernelMatrix:
+    """A :class:`KernelMatrix` (passed through if it already is one) with an optional shape check."""
+    k = matrix if isinstance(matrix, KernelMatrix) else KernelMatrix(name, matrix, normalization)
+    if shape is not None and any(s is not None and s != t for s, t in zip(shape, k.shape)):
+        want = tuple("*" if s is None else s for s in shape)
+        raise ValueError(f"{name} must have shape {want}, got {k.shape}")
+    return k
+
+
+__all__ = ["KernelMatrix", "as_kernel", "available_memory_bytes"]

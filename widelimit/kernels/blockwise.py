@@ -1,0 +1,206 @@
+"""Analytic MLP kernels at large N in bounded memory, resumable on disk (docs/theory.md §4).
+
+:func:`blockwise_kernels` fills the (N1, N2) NTK and/or NNGP of an :class:`widelimit.arch.MLP` (the
+closed forms of :mod:`widelimit.kernels.native`) block by block of ``block x block`` input pairs:
+
+* storage ``float32`` (default; half the bytes) or ``float64``; every block is computed in float64 and
+  rounded once when stored;
+* in memory, or in ``.npy`` memory-mapped files under ``path`` with a record of finished blocks, so an
+  interrupted computation resumes where it stopped (the record is keyed by a hash of spec and inputs; a
+  mismatch starts afresh rather than mixing kernels);
+* for ``x2=None`` only the blocks on and above the diagonal are computed and mirrored; diagonal blocks
+  use the exact-diagonal convention of :func:`~widelimit.kernels.native.mlp_kernels`;
+* the bytes it will hold are printed (and checked against the available memory when not on disk) before
+  anything is computed; a tqdm progress bar counts blocks;
+* ``device="auto"``: the same recursion in JAX float64 on a GPU when one is present, NumPy otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..arch import MLP
+from .native import _check_inputs, mlp_kernels
+
+GETS = ("ntk", "nngp")
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _jax_block_fn(spec: MLP):
+    """A jitted float64 JAX version of the native recursion for one block (ReLU-family, erf, identity)."""
+    import jax
+    import jax.numpy as jnp
+
+    W2 = spec.W_std ** 2
+    b2 = 0.0 if spec.b_std is None else spec.b_std ** 2
+    act = spec.activation
+    if act in ("relu", "leaky_relu", "abrelu"):
+        lo, hi = {"relu": (0.0, 1.0), "leaky_relu": (float(getattr(spec, "slope", 0.0)), 1.0)}.get(
+            act, (float(getattr(spec, "abrelu_a", 0.0)), float(getattr(spec, "abrelu_b", 1.0))))
+
+    def fn(x1, x2, same):
+        d = x1.shape[1]
+        nngp = x1 @ x2.T / d
+        v1 = jnp.sum(x1 * x1, 1) / d
+        v2 = v1 if same else jnp.sum(x2 * x2, 1) / d
+        eye = jnp.diag_indices(x1.shape[0])
+        if same:  # exact diagonal, as the native backend (an input's angle with itself is 0)
+            nngp = nngp.at[eye].set(v1)
+        ntk = jnp.zeros_like(nngp)
+        for layer in range(spec.depth):
+            if spec.parameterization == "standard":
+                fan = d if layer == 0 else spec.width
+                ntk = fan * nngp + W2 * ntk + (1.0 if spec.has_bias else 0.0)
+                nngp, v1, v2 = W2 * nngp + b2, W2 * v1 + b2, W2 * v2 + b2
+            else:
+                nngp, v1, v2 = W2 * nngp + b2, W2 * v1 + b2, W2 * v2 + b2
+                ntk = nngp + W2 * ntk
+            if layer == spec.depth - 1:
+                break
+            if act == "erf":
+                prod = (1 + 2 * v1)[:, None] * (1 + 2 * v2)[None, :]
+                root = jnp.sqrt(jnp.maximum(prod - 4 * nngp ** 2, 0.0))
+                dot = (4 / math.pi) / root
+                nngp = (2 / math.pi) * jnp.arctan2(2 * nngp, root)
+                v1, v2 = ((2 / math.pi) * jnp.arctan2(v, jnp.sqrt(v + 0.25)) for v in (v1, v2))
+                ntk = ntk * dot
+            elif act != "identity":
+                root = jnp.sqrt(jnp.maximum(v1[:, None] * v2[None, :] - nngp ** 2, 0.0))
+                if same:  # XLA may round the diagonal differently (FMA): keep the angle exactly 0 there
+                    root = root.at[eye].set(0.0)
+                angle = jnp.where((root == 0) & (nngp == 0), math.pi / 2, jnp.arctan2(root, nngp))
+                fac = (lo - hi) ** 2 / (2 * math.pi)
+                dot = (lo ** 2 + hi ** 2) / 2 - fac * angle
+                nngp = fac * root + dot * nngp
+                v1, v2 = (lo ** 2 + hi ** 2) / 2 * v1, (lo ** 2 + hi ** 2) / 2 * v2
+                ntk = ntk * dot
+        return ntk, nngp
+
+    return jax.jit(fn, static_argnums=2)
+
+
+def _pick_device(device: str) -> str:
+    if device not in ("auto", "numpy", "jax"):
+        raise ValueError(f"device must be 'auto', 'numpy' or 'jax', got {device!r}")
+    if device != "auto":
+        return device
+    try:
+        import jax
+        return "jax" if any(d.platform == "gpu" for d in jax.devices()) else "numpy"
+    except Exception:  # no JAX, or no backend
+        return "numpy"
+
+
+def _key(spec: MLP, x1: np.ndarray, x2: Optional[np.ndarray], get, dtype, block) -> str:
+    h = hashlib.sha256(json.dumps([spec.to_dict() if hasattr(spec, "to_dict") else repr(spec), list(get),
+                                   str(dtype), int(block)], sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(x1).tobytes())
+    h.update(b"same" if x2 is None else np.ascontiguousarray(x2).tobytes())
+    return h.hexdigest()[:24]
+
+
+def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, block: int = 2048,
+                      dtype: str = "float32", path=None, device: str = "auto", progress: bool = True,
+                      verbose: bool = True) -> dict:
+    """Infinite-width MLP kernels between ``x1`` (N1, d) and ``x2`` (N2, d) (``None``: ``x1``), blockwise.
+
+    Args:
+      get: which kernels, a subset of ``("ntk", "nngp")`` (unnormalised, per output as everywhere).
+      block: rows/columns of input pairs per block (memory of one block ~ ``6 * 8 * block^2`` bytes).
+      dtype: storage ``"float32"`` or ``"float64"`` (computation is always float64).
+      path: directory for ``<kernel>.npy`` memory-mapped results and ``progress.json``; resumes a finished
+        part of the same computation. ``None``: in memory (MemoryError up front if it does not fit).
+      device: ``"auto"`` (JAX on a GPU if present, else NumPy), ``"numpy"`` or ``"jax"``.
+
+    Returns ``{"ntk": array, "nngp": array}`` (only the requested keys); memmaps when ``path`` is given.
+    """
+    x1, x2c, same = _check_inputs(spec, x1, x2)
+    get = tuple(get)
+    if not get or any(g not in GETS for g in get) or len(set(get)) != len(get):
+        raise ValueError(f"get must be a non-empty subset of {GETS}, got {get!r}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    dev = _pick_device(device)
+    n1, n2 = x1.shape[0], x2c.shape[0]
+    nbytes = len(get) * n1 * n2 * np.dtype(dtype).itemsize
+    work = 8 * 8 * min(block, n1) * min(block, n2)
+    avail = _available_memory()
+    where = "in memory" if path is None else f"memory-mapped under {path}"
+    if verbose:
+        print(f"blockwise_kernels: {'+'.join(get)} {n1}x{n2} {dtype} = {nbytes / 2**30:.2f} GiB {where} "
+              f"(+{work / 2**20:.0f} MiB per block; {avail / 2**30:.1f} GiB available; device {dev})",
+              file=sys.stderr)
+    if path is None and nbytes + work > 0.9 * avail:
+        raise MemoryError(f"the kernels need {nbytes / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB are "
+                          "available: pass path=... to store them memory-mapped on disk, or dtype='float32'")
+    sym = x2 is None or same
+    key = _key(spec, x1, None if sym else x2c, get, dtype, block)
+    blocks = [(i, j) for i in range(0, n1, block) for j in range(0, n2, block) if not sym or j >= i]
+    done: set = set()
+    if path is None:
+        out = {g: np.empty((n1, n2), dtype=dtype) for g in get}
+    else:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        rec = root / "progress.json"
+        state = json.loads(rec.read_text()) if rec.exists() else {}
+        fresh = state.get("key") != key or not all((root / f"{g}.npy").exists() for g in get)
+        mode = "w+" if fresh else "r+"
+        out = {g: np.lib.format.open_memmap(root / f"{g}.npy", mode=mode, dtype=dtype, shape=(n1, n2))
+               for g in get}
+        done = set() if fresh else {tuple(b) for b in state.get("done", [])}
+        if fresh:
+            rec.write_text(json.dumps({"key": key, "done": []}))
+    fn = _jax_block_fn(spec) if dev == "jax" else None
+    todo = [b for b in blocks if b not in done]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(blocks), initial=len(blocks) - len(todo), desc="kernel blocks", unit="blk")
+    for n_done, (i, j) in enumerate(todo, 1):
+        a = x1[i:i + block]
+        diag = sym and i == j
+        b = a if diag else x2c[j:j + block]
+        if fn is not None:
+            from .._x64 import x64
+            with x64():
+                ntk, nngp = (np.asarray(v, np.float64) for v in fn(a, b, bool(diag)))
+        else:
+            ntk, nngp = mlp_kernels(spec, a, None if diag else b)
+        for g, val in (("ntk", ntk), ("nngp", nngp)):
+            if g in out:
+                out[g][i:i + block, j:j + block] = val
+                if sym and not diag:
+                    out[g][j:j + block, i:i + block] = val.T
+        done.add((i, j))
+        if path is not None and (n_done % 8 == 0 or n_done == len(todo)):
+            for g in out:
+                out[g].flush()
+            rec.write_text(json.dumps({"key": key, "done": sorted(done)}))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+__all__ = ["blockwise_kernels", "GETS"]

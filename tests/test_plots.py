@@ -17,15 +17,27 @@ def _png_size(path):
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_fit_power_law_recovers_exponent():
-    lam = np.geomspace(1e-3, 1e-1, 7)
-    s, c = plots.fit_power_law(lam, 0.28 / lam)
-    assert s == pytest.approx(-1.0, abs=1e-12) and c == pytest.approx(0.28, rel=1e-10)
-    # non-finite / non-positive pairs are ignored
-    s2, c2 = plots.fit_power_law(np.r_[lam, 1.0, 2.0], np.r_[3 * lam ** 0.5, np.nan, -1.0])
-    assert s2 == pytest.approx(0.5, abs=1e-12) and c2 == pytest.approx(3.0, rel=1e-10)
-    with pytest.raises(ValueError, match="two distinct"):
-        plots.fit_power_law([1.0, 1.0], [1.0, 2.0])
+def test_fit_power_law_is_the_evidence_fit():
+    from widelimit import evidence
+    assert plots.fit_power_law is evidence.fit_power_law     # one fit, tested in test_evidence.py
+
+
+def test_plot_panels_with_error_bars(tmp_path):
+    x = np.geomspace(1e-3, 1e-1, 5)
+    y = 0.3 / x
+    err = np.vstack([0.1 * y, 0.2 * y])
+    pan = plots.Panel([plots.Series(x, y, "o", "measured", "C0", yerr=err), plots.Series(x, y, "-", None, "C1")],
+                      "λ", "t*", "t* vs λ")
+    p = plots.plot_panels(tmp_path / "p.png", [pan, plots.Panel([plots.Series(x, y)], logy=False)], ncols=2)
+    assert _is_png(p, 5000)
+    w, h = _png_size(p)
+    assert w > 1.8 * h                                       # two panels side by side
+    with pytest.raises(ValueError, match="png"):
+        plots.plot_panels(tmp_path / "p.pdf", [pan])
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_panels(tmp_path / "q.png", [])
+    with pytest.raises(TypeError, match="Panel"):
+        plots.plot_panels(tmp_path / "q.png", ["not a panel"])
 
 
 def test_all_plots_write_pngs(tmp_path):

@@ -7,10 +7,13 @@ Every function takes arrays and an output ``path``, writes one PNG (default 120 
 6x4 inches) and returns the path. Time axes are physical time ``t = eta * steps`` unless a label says
 otherwise; the functions never convert units themselves.
 
+* :func:`plot_panels` — several :class:`Panel` axes (each a list of :class:`Series`) side by side: the
+  generic multi-panel figure the validation studies draw;
 * :func:`plot_l2_trajectories` — train (dashed) and test (solid) loss vs t for several λ, log axes,
   the best-test time t* of each curve marked;
 * :func:`plot_tstar_vs_lambda` — t* vs λ on log axes with the least-squares power law
-  ``log t* = slope * log λ + log c`` (theory ``slope = -1``), measured and/or predicted;
+  ``log t* = slope * log λ + log c`` (theory ``slope = -1``; the fit is
+  :func:`widelimit.evidence.fit_power_law`, re-exported here), measured and/or predicted;
 * :func:`plot_lambda_opt_vs_budget` — best λ vs step budget T, predicted line and measured points;
 * :func:`plot_norm_trajectories` — per-group weight norm / angular update vs steps, measured
   (solid) against the ODE prediction (dashed) and the equilibrium value (dotted);
@@ -20,10 +23,13 @@ otherwise; the functions never convert units themselves.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .evidence import fit_power_law
 
 PathLike = Union[str, "os.PathLike[str]"]
 DPI = 120
@@ -76,20 +82,6 @@ def _save(fig, path: Path, dpi: int) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png")
     return path
-
-
-def fit_power_law(x, y) -> Tuple[float, float]:
-    """Least-squares fit of ``log y = slope * log x + log(prefactor)`` over the finite, positive
-    pairs; returns ``(slope, prefactor)``. Needs at least two distinct x values."""
-    x = _arr("x", x)
-    y = _arr("y", y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if len(np.unique(x[ok])) < 2:
-        raise ValueError("fit_power_law needs at least two distinct positive finite x with positive finite y")
-    slope, icpt = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
-    return float(slope), float(np.exp(icpt))
 
 
 def plot_l2_trajectories(t, lams: Sequence[float], test_loss, path: PathLike, *, train_loss=None,
@@ -172,13 +164,15 @@ def plot_tstar_vs_lambda(lams, t_star, path: PathLike, *, t_star_theory=None, la
     label = "measured" if th is not None else "t*"
     ax.plot(lams, ts, "o", color="C0", label=label)
     if np.sum(np.isfinite(ts) & (ts > 0)) >= 2:
-        s, c = fit_power_law(lams, ts)
+        fit = fit_power_law(lams, ts)
+        s, c = fit.slope, fit.prefactor
         grid = np.geomspace(np.nanmin(lams), np.nanmax(lams), 50)
         ax.plot(grid, c * grid ** s, "-", color="C0", lw=1.0, label=f"fit: slope {s:.3f}, c {c:.3g}")
     if th is not None:
         ax.plot(lt, th, "s", color="C1", ms=4, mfc="none", label="theory")
         if np.sum(np.isfinite(th) & (th > 0)) >= 2:
-            s, c = fit_power_law(lt, th)
+            fit = fit_power_law(lt, th)
+            s, c = fit.slope, fit.prefactor
             grid = np.geomspace(np.nanmin(lt), np.nanmax(lt), 50)
             ax.plot(grid, c * grid ** s, "--", color="C1", lw=1.0, label=f"theory fit: slope {s:.3f}, c {c:.3g}")
     ax.set_xscale("log")
@@ -308,5 +302,72 @@ def plot_theory_vs_measurement(theory, measured, path: PathLike, *, labels: Opti
     return _save(fig, path, dpi)
 
 
-__all__ = ["fit_power_law", "plot_l2_trajectories", "plot_tstar_vs_lambda", "plot_lambda_opt_vs_budget",
+@dataclass(frozen=True)
+class Series:
+    """One line/marker series of a panel: ``x``, ``y``, matplotlib ``fmt`` (e.g. ``"-"``, ``"o"``,
+    ``"--"``), ``label``, optional ``color`` and optional error bars ``yerr`` (shape (2, n): distances
+    below/above ``y``, e.g. from a bootstrap interval)."""
+
+    x: Any
+    y: Any
+    fmt: str = "-"
+    label: Optional[str] = None
+    color: Optional[str] = None
+    yerr: Any = None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes: a list of :class:`Series`, axis labels, log scales and a title."""
+
+    series: Sequence[Series]
+    xlabel: str = ""
+    ylabel: str = ""
+    title: str = ""
+    logx: bool = True
+    logy: bool = True
+
+
+def plot_panels(path: PathLike, panels: Sequence[Panel], *, ncols: Optional[int] = None,
+                panel_size: Tuple[float, float] = (4.6, 3.6), dpi: int = 110) -> Path:
+    """Draw ``panels`` side by side (``ncols`` per row, default all) into a PNG at ``path``; return the path."""
+    path = _path(path)
+    if not panels:
+        raise ValueError("panels must not be empty")
+    if not all(isinstance(pan, Panel) for pan in panels):
+        raise TypeError("panels must be a sequence of Panel")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(panels)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
+    FigureCanvasAgg(fig)
+    for k, pan in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for s in pan.series:
+            xs, ys = np.asarray(s.x, dtype=float), np.asarray(s.y, dtype=float)
+            kw = {"label": s.label}
+            if s.color is not None:
+                kw["color"] = s.color
+            if s.yerr is not None:
+                ax.errorbar(xs, ys, yerr=np.asarray(s.yerr, dtype=float), fmt=s.fmt, ms=4, lw=1.3, capsize=2, **kw)
+            else:
+                ax.plot(xs, ys, s.fmt, ms=4, lw=1.3, **kw)
+        if pan.logx:
+            ax.set_xscale("log")
+        if pan.logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(pan.xlabel)
+        ax.set_ylabel(pan.ylabel)
+        if pan.title:
+            ax.set_title(pan.title, fontsize=9)
+        if any(s.label for s in pan.series):
+            ax.legend(fontsize=6.5)
+        ax.grid(True, which="both", alpha=0.2)
+    return _save(fig, path, dpi)
+
+
+__all__ = ["Series", "Panel", "plot_panels", "fit_power_law", "plot_l2_trajectories", "plot_tstar_vs_lambda", "plot_lambda_opt_vs_budget",
            "plot_norm_trajectories", "plot_theory_vs_measurement"]

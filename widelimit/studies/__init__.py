@@ -3,7 +3,10 @@
 Each study is a module exposing ``run(size: str, out_dir: pathlib.Path, progress: bool = True,
 resume: bool = True) -> pathlib.Path`` that trains/solves, writes ``<out_dir>/<name>.md`` (tables, the
 exact command and the machine), its PNG plots and a ``<name>.json`` with the raw numbers, and returns the
-Markdown path. ``size`` is ``"quick"`` (minutes on 2 CPU cores) or ``"full"`` (GPU-sized).
+Markdown path. ``size`` is ``"quick"`` (minutes on 2 CPU cores), ``"medium"`` (about an hour for all
+studies on 2 CPU cores: more data, wider nets, >= 8 seeds) or ``"full"`` (GPU-sized). Each study declares
+its claims (:mod:`widelimit.evidence`) and stores the judged claims in its JSON; ``validation/REPORT.md``
+and the README findings block are generated from them (:mod:`widelimit.studies.report`).
 
 Modules are imported lazily so that ``widelimit validate --help`` stays fast.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-SIZES = ("quick", "full")
+SIZES = ("quick", "medium", "full")
 
 #: study name -> (module, one-line description)
 STUDIES: dict[str, tuple[str, str]] = {

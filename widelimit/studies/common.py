@@ -51,10 +51,11 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ..plots import Panel, Series, plot_panels  # noqa: F401  (the one plotting stack; re-exported)
 from ..results import ResultStore, to_jsonable
 from ..tables import Table
 
-SIZES_ALL = ("smoke", "quick", "full")
+SIZES_ALL = ("smoke", "quick", "medium", "full")
 CACHE_DIRNAME = ".cache"
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -62,9 +63,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # -- sizes ------------------------------------------------------------------------------------------
 def check_size(size: str, allowed: Sequence[str] = SIZES_ALL) -> str:
-    """Return ``size`` if it is one of ``allowed`` (default smoke/quick/full), else raise ValueError.
+    """Return ``size`` if it is one of ``allowed`` (default smoke/quick/medium/full), else raise ValueError.
 
     ``"smoke"`` is a seconds-long size for the test suite only; reports made at that size say so.
+    ``"quick"``: minutes on 2 CPU cores; ``"medium"``: about an hour for all studies on 2 CPU cores;
+    ``"full"``: GPU-sized.
     """
     if not isinstance(size, str) or size not in allowed:
         raise ValueError(f"size must be one of {tuple(allowed)}, got {size!r}")
@@ -103,18 +106,64 @@ def _mem_total_gib() -> Optional[float]:
     return None
 
 
-def _git_commit() -> Optional[str]:
-    root = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class GitState:
+    """The code a report was made with: ``commit`` (short hash, None outside a git checkout) and ``dirty``
+    (tracked files outside ``validation/`` differ from the commit: the report may not be reproducible
+    from ``commit``)."""
+
+    commit: Optional[str]
+    dirty: bool
+
+    def describe(self) -> str:
+        if self.commit is None:
+            return "unknown (not a git checkout)"
+        return self.commit + (" (with uncommitted changes outside validation/)" if self.dirty else " (clean)")
+
+
+def git_state(root: Optional[PathLike] = None) -> GitState:
+    """Commit and dirtiness of the checkout at ``root`` (default: this package's repository). Generated
+    outputs under ``validation/`` do not count as dirty: regenerating several studies changes them."""
+    root = Path(root) if root is not None else REPO_ROOT
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)validation"], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    if not sha:
-        return None
-    return sha + (" (with uncommitted changes)" if dirty else "")
+        return GitState(None, False)
+    return GitState(sha or None, bool(dirty) if sha else False)
+
+
+def _git_commit() -> Optional[str]:
+    g = git_state()
+    return None if g.commit is None else g.describe()
+
+
+def allow_dirty_from_env() -> bool:
+    """``WIDELIMIT_ALLOW_DIRTY=1`` in the environment: write committed reports from a dirty tree anyway."""
+    return os.environ.get("WIDELIMIT_ALLOW_DIRTY", "") not in ("", "0")
+
+
+def check_provenance(out_dir: PathLike, allow_dirty: Optional[bool] = None) -> GitState:
+    """Refuse (RuntimeError) to write reports into the repository's committed ``validation/`` from a tree
+    with uncommitted code changes, unless ``allow_dirty`` (default: :func:`allow_dirty_from_env`); such a
+    report then says so. Called before any compute and again when the report is written. Reports written
+    elsewhere only record the state."""
+    g = git_state()
+    allow = allow_dirty_from_env() if allow_dirty is None else bool(allow_dirty)
+    try:
+        inside = Path(out_dir).resolve().is_relative_to((REPO_ROOT / "validation").resolve())
+    except (OSError, ValueError):
+        inside = False
+    if inside and g.dirty and not allow:
+        raise RuntimeError(f"out_dir {str(out_dir)!r} is the committed validation/ and the tree has uncommitted "
+                           "code changes: commit first, or set WIDELIMIT_ALLOW_DIRTY=1 (the report will say so)")
+    return g
 
 
 def machine_info() -> Dict[str, Any]:
@@ -316,7 +365,8 @@ def _figure_md(fig: Figure, out_dir: Path) -> str:
 def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence[Section],
                  size: str, summary: Optional[str] = None, data: Optional[Mapping[str, Any]] = None,
                  command: Optional[str] = None, machine: Optional[Mapping[str, Any]] = None,
-                 elapsed_s: Optional[float] = None, cache: Optional["PointCache"] = None) -> Path:
+                 elapsed_s: Optional[float] = None, cache: Optional["PointCache"] = None,
+                 claims: Sequence[Any] = ()) -> Path:
     """Write the study report ``<out_dir>/<name>.md`` and ``<out_dir>/<name>.json``; return the .md path.
 
     ``sections`` is a list of ``(heading, blocks)``; each block is Markdown text (``str``), a
@@ -326,8 +376,14 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
     "How this was made" section: command, canonical reproduce command, machine, size, wall time, and with
     ``cache`` how many points/training runs were computed now or reused from an earlier run (``--resume``).
 
-    The JSON file holds ``{name, title, size, command, reproduce, machine, elapsed_s, written_at,
-    tables: [{section, ...table.to_dict()}], data}`` (``data`` converted with ``to_jsonable``).
+    ``claims`` (:class:`widelimit.evidence.ClaimResult`) are rendered first, as the study's claims table
+    (failures first), and stored under ``claims`` in the JSON; ``validation/REPORT.md`` and the README
+    findings are generated from them. Writing into the committed ``validation/`` from a tree with
+    uncommitted code changes is refused (:func:`check_provenance`); the commit is recorded either way.
+
+    The JSON file holds ``{name, title, size, command, reproduce, git, machine, elapsed_s, cache,
+    written_at, claims, tables: [{section, ...table.to_dict()}], data}`` (``data`` converted with
+    ``to_jsonable``).
     """
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise ValueError(f"name must be a non-empty string without slashes or spaces, got {name!r}")
@@ -335,13 +391,23 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
     if not isinstance(title, str) or not title:
         raise ValueError(f"title must be a non-empty string, got {title!r}")
     check_size(size)
+    git = check_provenance(out)
     cmd = command if command is not None else command_line()
     mach = dict(machine) if machine is not None else machine_info()
     lines: List[str] = [f"# {title}", ""]
     if size == "smoke":
         lines += ["> **Smoke size** (test-suite only): numbers are not meaningful.", ""]
+    if git.dirty:
+        lines += [f"> **Written from a tree with uncommitted code changes** (commit {git.commit}): the numbers "
+                  "may not be reproducible from that commit.", ""]
     if summary:
         lines += [summary.strip(), ""]
+    from ..evidence import ClaimResult, claims_markdown
+    claims = list(claims)
+    if not all(isinstance(c, ClaimResult) for c in claims):
+        raise TypeError("claims must be ClaimResult objects (widelimit.evidence.judge)")
+    if claims:
+        lines += ["## Claims", "", claims_markdown(claims, with_study=False), ""]
     tables_json = []
     for sec in sections:
         if not (isinstance(sec, tuple) and len(sec) == 2 and isinstance(sec[0], str)):
@@ -364,6 +430,7 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
               f"- Command: `{cmd}`",
               f"- To regenerate: `{repro}`",
               f"- Size: `{size}`" + (f"; wall time {elapsed_s:.0f} s" if elapsed_s is not None else ""),
+              f"- Code: git {git.describe()}",
               f"- Machine: {format_machine(mach)}"]
     if cache is not None:
         lines.append(f"- Cache `{Path(cache.root).as_posix()}`: {cache.misses} point(s) computed now, {cache.hits} "
@@ -378,8 +445,10 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
     md_path = out / f"{name}.md"
     md_path.write_text("\n".join(lines))
     payload = {"name": name, "title": title, "size": size, "command": cmd, "reproduce": repro,
+               "git": {"commit": git.commit, "dirty": git.dirty},
                "machine": mach, "elapsed_s": elapsed_s, "cache": cache_info, "written_at": time.time(),
-               "tables": tables_json, "data": to_jsonable(dict(data or {}))}
+               "claims": [c.to_dict() for c in claims], "tables": tables_json,
+               "data": to_jsonable(dict(data or {}))}
     (out / f"{name}.json").write_text(json.dumps(_finite(payload), indent=1, sort_keys=False))
     return md_path
 
@@ -446,86 +515,6 @@ def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[flo
     return float(np.exp(uv) if log_x else uv), float(sign * zv), "interior"
 
 
-def loglog_slope(x, y) -> Tuple[float, float, int]:
-    """Least-squares ``log y = slope log x + log prefactor`` over finite positive pairs.
-
-    Returns ``(slope, prefactor, n_points)``; NaNs when fewer than two distinct x remain.
-    """
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if len(np.unique(x[ok])) < 2:
-        return float("nan"), float("nan"), int(ok.sum())
-    slope, icpt = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
-    return float(slope), float(np.exp(icpt)), int(ok.sum())
-
-
-# -- plots ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Series:
-    """One line/marker series of a panel: ``x``, ``y``, matplotlib ``fmt`` (e.g. ``"-"``, ``"o"``,
-    ``"--"``), ``label`` and optional ``color``."""
-
-    x: Any
-    y: Any
-    fmt: str = "-"
-    label: Optional[str] = None
-    color: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One axes: a list of :class:`Series`, axis labels, log scales and a title."""
-
-    series: Sequence[Series]
-    xlabel: str = ""
-    ylabel: str = ""
-    title: str = ""
-    logx: bool = True
-    logy: bool = True
-
-
-def plot_panels(path: PathLike, panels: Sequence[Panel], *, ncols: Optional[int] = None,
-                panel_size: Tuple[float, float] = (4.6, 3.6), dpi: int = 110) -> Path:
-    """Draw ``panels`` side by side into a PNG at ``path`` (Agg canvas, no pyplot state); return the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    p = Path(path)
-    if p.suffix.lower() != ".png":
-        raise ValueError(f"path must end in .png, got {str(p)!r}")
-    if not panels:
-        raise ValueError("panels must not be empty")
-    n = len(panels)
-    ncols = ncols or n
-    nrows = -(-n // ncols)
-    fig = MplFigure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
-    FigureCanvasAgg(fig)
-    for k, pan in enumerate(panels):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
-        for s in pan.series:
-            xs, ys = np.asarray(s.x, dtype=float), np.asarray(s.y, dtype=float)
-            kw = {"label": s.label}
-            if s.color is not None:
-                kw["color"] = s.color
-            ax.plot(xs, ys, s.fmt, ms=4, lw=1.3, **kw)
-        if pan.logx:
-            ax.set_xscale("log")
-        if pan.logy:
-            ax.set_yscale("log")
-        ax.set_xlabel(pan.xlabel)
-        ax.set_ylabel(pan.ylabel)
-        if pan.title:
-            ax.set_title(pan.title, fontsize=9)
-        if any(s.label for s in pan.series):
-            ax.legend(fontsize=6.5)
-        ax.grid(True, which="both", alpha=0.2)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(p, dpi=dpi, format="png")
-    return p
-
-
 __all__ = ["SIZES_ALL", "check_size", "check_out_dir", "machine_info", "format_machine", "command_line",
            "reproduce_command", "progress_iter", "config_key", "CachedPoint", "PointCache", "Figure",
-           "write_report", "Stopwatch", "refine_extremum", "loglog_slope", "Series", "Panel", "plot_panels"]
+           "write_report", "Stopwatch", "GitState", "git_state", "check_provenance", "allow_dirty_from_env", "refine_extremum", "Series", "Panel", "plot_panels"]

@@ -7,7 +7,7 @@ best test loss) and then used for any budget.
 Three predictions per budget, next to the measurement:
 
 * **theory**: the lam minimising the infinite-width test MSE after time ``eta T`` (averaged over the
-  random initial function ``f0 ~ NNGP``; :class:`~.ntk_tools.ExpectedLoss`), on a fine lam grid;
+  random initial function ``f0 ~ NNGP``; :class:`widelimit.dynamics.ExpectedLoss`), on a fine lam grid;
 * **rule, c from a short run**: ``c / (eta T)`` with ``c`` from one short finite-network run at large lam;
 * **rule, c from theory**: the same with the theory's ``c`` at that lam;
 * **measured**: finite networks (full-batch GD, float32, several seeds) trained on a lam grid, the
@@ -23,23 +23,36 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..evidence import Claim
+from ..plots import Panel, Series, plot_panels
 from ..tables import Table
-from .common import (Figure, Panel, PointCache, Series, Stopwatch, check_out_dir, check_size, plot_panels,
-                     write_report)
-from .ntk_tools import (ExpectedLoss, dataset_kernels, fmt_where, grid_lambda_opt, loss_at_lambda,
+from .claims import judge_all, lambda_opt_interval
+from .common import Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, write_report
+from .ntk_tools import (TheoryCurves, dataset_kernels, fmt_where, grid_lambda_opt, loss_at_lambda,
                         seed_mean_tstar, train_grid)
 
 NAME = "lambda_opt"
 
+#: Claims, declared before anything is measured (relative tolerances): the measured λ_opt (seed-mean test
+#: loss at step T, parabola in log λ over the grid) against the theory's λ_opt (from kernels and
+#: hyper-parameters), and against the rule c/(ηT) with c from the theory (not driven) or from a measured short
+#: run (driven). Only budgets whose theory λ_opt lies inside the measured grid are judged.
+TOLERANCES = {"lambda_opt": 0.30, "rule": 0.30}
+
 SIZES: Dict[str, Dict[str, Any]] = {
     "smoke": dict(data="digits", data_options=dict(classes=[3, 8], targets="pm1", n_train=30, n_test=30, seed=0),
-                  arch=dict(kind="MLP", depth=3, width=32, out_dim=1), eta=0.5, seeds=[0],
+                  arch=dict(kind="MLP", depth=3, width=32, out_dim=1), eta=0.5, seeds=[0, 1],
                   lams=[0.01, 0.03, 0.1], budgets=[10, 20, 40], steps=40, eval_every=2,
                   short=dict(lam=0.1, steps=20, eval_every=1)),
     "quick": dict(data="digits", data_options=dict(classes=[3, 8], targets="pm1", n_train=200, n_test=150, seed=0),
-                  arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=[0, 1],
+                  arch=dict(kind="MLP", depth=3, width=128, out_dim=1), eta=0.5, seeds=list(range(8)),
                   lams=list(np.geomspace(5e-4, 0.1, 10)), budgets=[20, 60, 200, 600], steps=600, eval_every=10,
                   short=dict(lam=0.1, steps=24, eval_every=1)),
+    # about 8x quick: width 256, 300 examples, a finer grid (factor 1.45)
+    "medium": dict(data="digits", data_options=dict(classes=[3, 8], targets="pm1", n_train=300, n_test=56, seed=0),
+                   arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=list(range(8)),
+                   lams=list(np.geomspace(5e-4, 0.1, 15)), budgets=[20, 60, 200, 600], steps=600, eval_every=10,
+                   short=dict(lam=0.1, steps=24, eval_every=1)),
     "full": dict(data="mnist1d", data_options=dict(n_train=4000, n_test=1000, seed=0),
                  arch=dict(kind="MLP", depth=3, width=2048, out_dim=10), eta=2.0, seeds=[0, 1, 2, 3],
                  lams=list(np.geomspace(1e-4, 2e-2, 13)), budgets=[100, 300, 1000, 3000], steps=3000,
@@ -51,6 +64,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     """Run the lambda_opt study at ``size``; write ``lambda_opt.md``/``.json``/``.png`` into ``out_dir``."""
     size = check_size(size)
     out = check_out_dir(out_dir)
+    check_provenance(out)
     sw = Stopwatch()
     p = SIZES[size]
     from ..arch import from_dict
@@ -66,7 +80,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     times = eta * budgets
     dk = dataset_kernels(spec, ds, cache=cache, key={"spec": spec.to_dict(), "data": p["data"],
                                                       "options": p["data_options"]})
-    theory = ExpectedLoss(dk)
+    theory = TheoryCurves(dk)
     lam_fine = np.geomspace(lams.min() / 3, lams.max() * 3, 81)
     th_opt = theory.lambda_opt(lam_fine, times)
     sh = p["short"]
@@ -74,7 +88,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     c_theory = sh["lam"] * th_short[0]
 
     base = RunConfig(arch=spec, data=p["data"], data_options=p["data_options"], optimizer="gd", learning_rate=eta,
-                     l2=0.0, steps=p["steps"], eval_every=p["eval_every"], probe_size=0, dtype="float32")
+                     weight_decay=0.0, steps=p["steps"], eval_every=p["eval_every"], probe_size=0, dtype="float32")
     grid = train_grid(cache, base, seeds=p["seeds"], l2s=lams, progress=progress)
     sgrid = train_grid(cache, base.replace(steps=sh["steps"], eval_every=sh["eval_every"]), seeds=p["seeds"],
                        l2s=[sh["lam"]], progress=progress)
@@ -145,14 +159,33 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                f"{spec.homogeneity_degree}, NTK parameterisation, width {getattr(spec, 'width', '')}; full-batch GD "
                f"η = {eta:g}, float32, {len(p['seeds'])} seed(s); {len(budgets)} budgets T = "
                + ", ".join(str(int(b)) for b in budgets) + " steps.")
+    claims = []
+    if len(p["seeds"]) >= 2:
+        pairs = []
+        for T, t, (to, _, tw) in zip(budgets, times, th_opt):
+            if tw != "interior" or not lams[0] < to < lams[-1]:
+                continue                            # not testable on this grid: the table shows the bound
+            j = int(np.nonzero(grid.step == T)[0][0])
+            iv = lambda_opt_interval(lams, grid.metrics["test_loss"][:, :, j])
+            note = f"grid {lams[0]:.2g}–{lams[-1]:.2g}, factor {lams[1] / lams[0]:.2f}"
+            pairs.append((Claim(f"λ_opt for T = {int(T)} steps", "argmin over λ of the seed-mean test MSE at step T",
+                                to, TOLERANCES["lambda_opt"], study=NAME, size=size, note=note), iv))
+            pairs.append((Claim(f"rule c/(ηT), c from theory, T = {int(T)}", "λ_opt", c_theory / t, TOLERANCES["rule"],
+                                study=NAME, size=size, note=f"c = λ·t* = {c_theory:.3g} at λ = {sh['lam']:g}"), iv))
+            if np.isfinite(c_short):
+                pairs.append((Claim(f"rule c/(ηT), c from short run, T = {int(T)}", "λ_opt", c_short / t,
+                                    TOLERANCES["rule"], driven=True, study=NAME, size=size), iv))
+        claims = judge_all(pairs)
     data = {"rows": rows, "c_short": c_short, "c_theory": c_theory, "short_run": [s_t, s_loss, s_where],
-            "lams": lams, "budgets": budgets, "measured_loss_grid": mean, "logged_steps": grid.step, "params": p}
+            "lams": lams, "budgets": budgets, "measured_loss_grid": mean, "logged_steps": grid.step, "params": p,
+            "per_seed_loss_at_budgets": {str(int(T)): grid.metrics["test_loss"][:, :, int(np.nonzero(
+                grid.step == T)[0][0])] for T in budgets}}
     return write_report(NAME, out, title="Study 3: best λ for a budget (λ_opt ≈ c/(ηT))", summary=summary,
                         sections=[("λ_opt per budget", [tab]), ("Price of each prediction", [regret]),
                                   ("Plot", [Figure(png.name, "Left: λ_opt vs budget. Right: test loss after T "
                                                              "steps as a function of λ.")]),
                                   ("Reading the numbers", lines)],
-                        size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
+                        size=size, data=data, elapsed_s=sw.elapsed, cache=cache, claims=claims)
 
 
 def _none_if_nan(x: float):

@@ -2,7 +2,7 @@
 
 Theory (no fitting, nothing measured): analytic infinite-width NTK and NNGP of a bias-free ReLU MLP in
 the NTK parameterisation; the closed-form L2 flow (:class:`~widelimit.dynamics.ntk_l2.L2Flow`) gives the
-test MSE averaged over the random initial function ``f0 ~ NNGP`` (:class:`~.ntk_tools.ExpectedLoss`).
+test MSE averaged over the random initial function ``f0 ~ NNGP`` (:class:`widelimit.dynamics.ExpectedLoss`).
 From it: ``t*(lam)`` (time of the minimum), ``c = lam t*`` and ``lambda_opt(T)`` (the lam whose test loss
 after a budget of ``T`` steps at learning rate ``eta``, i.e. at time ``eta T``, is smallest).
 
@@ -16,25 +16,40 @@ that L2 never lowers the test loss at a fixed budget, so ``lambda_opt`` would be
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
+from ..evidence import Claim, fit_power_law
+from ..plots import Panel, Series, plot_panels
+from ..results import to_jsonable
 from ..tables import Table
-from .common import (Figure, Panel, PointCache, Series, Stopwatch, check_out_dir, check_size, loglog_slope,
-                     plot_panels, progress_iter, write_report)
-from .ntk_tools import ExpectedLoss, dataset_kernels, fmt_where, seed_mean_tstar, train_grid
+from .claims import judge_all, lambda_opt_interval, min_loss_interval, slope_interval, tstar_interval
+from .common import (Figure, PointCache, Stopwatch, _finite, check_out_dir, check_provenance, check_size,
+                     progress_iter, write_report)
+from .ntk_tools import TheoryCurves, dataset_kernels, fmt_where, seed_mean_tstar, train_grid
 
 NAME = "quick"
 
+#: Claims and their tolerances, declared before anything is measured. Relative tolerances on t*, the minimum
+#: test loss and λ_opt; absolute on the slope of log t* vs log λ. Predictions use hyper-parameters and
+#: kernels only, except the rule c/(ηT) whose c comes from a measured short run (driven).
+TOLERANCES = {"t_star": 0.10, "min_loss": 0.05, "slope": 0.10, "lambda_opt": 0.30, "rule": 0.30}
+
 SIZES: Dict[str, Dict[str, Any]] = {
     "smoke": dict(n_train=40, n_test=60, width=32, depth=3, lr=2.0, steps=60, eval_every=3,
-                  lams=[3e-3, 1e-2, 3e-2], seeds=[0], budgets=[15, 30, 60], short_lam=3e-2, short_steps=30,
+                  lams=[3e-3, 1e-2, 3e-2], seeds=[0, 1], budgets=[15, 30, 60], short_lam=3e-2, short_steps=30,
                   short_eval=3),
-    "quick": dict(n_train=200, n_test=512, width=256, depth=3, lr=2.0, steps=750, eval_every=5,
-                  lams=list(np.geomspace(2e-4, 2e-2, 7)), seeds=[0, 1], budgets=[100, 250, 750],
+    # grid factor 10^(1.6/8) = 1.58 between λ; 8 seeds
+    "quick": dict(n_train=200, n_test=512, width=128, depth=3, lr=2.0, steps=750, eval_every=5,
+                  lams=list(np.geomspace(5e-4, 2e-2, 9)), seeds=list(range(8)), budgets=[100, 250, 750],
                   short_lam=1e-2, short_steps=150, short_eval=2),
+    # about 6x the training compute of quick (width 256, 300 examples, 1000 steps)
+    "medium": dict(n_train=300, n_test=797, width=256, depth=3, lr=2.0, steps=1000, eval_every=5,
+                   lams=list(np.geomspace(4e-4, 2e-2, 11)), seeds=list(range(8)), budgets=[100, 300, 1000],
+                   short_lam=1e-2, short_steps=150, short_eval=2),
     "full": dict(n_train=1000, n_test=797, width=2048, depth=3, lr=2.0, steps=3000, eval_every=10,
                  lams=list(np.geomspace(5e-5, 2e-2, 11)), seeds=[0, 1, 2, 3], budgets=[250, 1000, 3000],
                  short_lam=1e-2, short_steps=200, short_eval=2),
@@ -47,9 +62,9 @@ def _configs(p: Dict[str, Any]):
     spec = MLP(depth=p["depth"], width=p["width"], out_dim=10)
     data_options = dict(n_train=p["n_train"], n_test=p["n_test"], seed=0)
     base = RunConfig(arch=spec, data="digits", data_options=data_options, optimizer="gd",
-                     learning_rate=p["lr"], l2=p["lams"][0], steps=p["steps"], eval_every=p["eval_every"],
+                     learning_rate=p["lr"], weight_decay=p["lams"][0], steps=p["steps"], eval_every=p["eval_every"],
                      probe_size=0, dtype="float32")
-    short = base.replace(steps=p["short_steps"], eval_every=p["short_eval"], l2=p["short_lam"])
+    short = base.replace(steps=p["short_steps"], eval_every=p["short_eval"], weight_decay=p["short_lam"])
     return spec, data_options, base, short
 
 
@@ -58,6 +73,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     into ``out_dir`` and return the Markdown path."""
     size = check_size(size)
     out = check_out_dir(out_dir)
+    check_provenance(out)
     sw = Stopwatch()
     p = SIZES[size]
     spec, data_options, base, short = _configs(p)
@@ -70,7 +86,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
 
     # -- theory -------------------------------------------------------------------------------------
     dk = dataset_kernels(spec, ds, cache=cache, key={"spec": spec.to_dict(), "data": data_options})
-    theory = ExpectedLoss(dk)
+    theory = TheoryCurves(dk)
     zero = theory.zero_loss()
     th_tstar = [theory.t_star(lam) for lam in lams]
     th_tstar_mean = [theory.t_star(lam, expected=False) for lam in lams]
@@ -114,8 +130,8 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                     lam * tm if wm == "interior" else None, lt, lm, fmt_where(t0, w0)])
     ok = [i for i in range(len(lams)) if th_tstar[i][2] == "interior" and me_tstar[i][2] == "interior"
           and th_tstar[i][1] < 0.97 * zero]
-    sl_th = loglog_slope(lams[ok], [th_tstar[i][0] for i in ok])
-    sl_me = loglog_slope(lams[ok], [me_tstar[i][0] for i in ok])
+    sl_th = fit_power_law(lams[ok], [th_tstar[i][0] for i in ok], strict=False)
+    sl_me = fit_power_law(lams[ok], [me_tstar[i][0] for i in ok], strict=False)
 
     t2 = Table(["budget T", "η·T", "λ_opt theory", "λ_opt = c/(ηT), c from short run", "λ_opt measured",
                 "loss at λ_opt measured", "λ_opt (f0=0 theory)"],
@@ -157,10 +173,10 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                f"width {spec.width}; full-batch GD with η = {eta:g}, {p['steps']} steps, float32, "
                f"{len(p['seeds'])} seed(s) per λ. Theory: analytic NTK/NNGP + closed-form L2 flow, averaged "
                f"over the random initial function. Fitted slope of log t* vs log λ over the {len(ok)} λ "
-               f"with a clear minimum: theory {sl_th[0]:.3f}, measured {sl_me[0]:.3f} (law: −1).")
+               f"with a clear minimum: theory {sl_th.slope:.3f}, measured {sl_me.slope:.3f} (law: −1).")
     sections = [
         ("t* and c", [t1, f"Fitted slope of log t* vs log λ (rows with a clear interior minimum): theory "
-                          f"{sl_th[0]:.3f}, measured {sl_me[0]:.3f}."]),
+                          f"{sl_th.slope:.3f}, measured {sl_me.slope:.3f}."]),
         ("λ_opt for a budget", [t2]),
         ("Plot", [Figure(png.name, "Left: test MSE vs physical time (theory lines, seed-averaged finite "
                                    "networks dots). Middle: t* vs λ. Right: λ_opt vs budget.")]),
@@ -174,13 +190,61 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             "theory_lambda_opt_f0zero": [list(r) for r in th_opt_mean],
             "short_run": {"lam": p["short_lam"], "t_star": s_t, "where": s_where, "c": c_short,
                           "theory_t_star": th_short[0]},
-            "slope_theory": sl_th[0], "slope_measured": sl_me[0],
+            "slope_theory": sl_th.slope, "slope_measured": sl_me.slope,
             "time": time, "measured_test_loss_mean": mean_curve,
             "measured_test_acc_mean": grid.metrics["test_acc"].mean(axis=1),
             "params": {k: (list(map(float, v)) if isinstance(v, list) else v) for k, v in p.items()},
             "train_seconds": grid.run_seconds + sgrid.run_seconds}
+    data["per_seed_test_loss"] = test
+    data["per_seed_test_loss_short"] = sgrid.metrics["test_loss"][0]
+    claims = claims_from_data(json.loads(json.dumps(_finite(to_jsonable(data)))), size)   # exactly as stored
     return write_report(NAME, out, title="Main job: predicted vs measured t* and λ_opt (sklearn digits)",
-                        summary=summary, sections=sections, size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
+                        summary=summary, sections=sections, size=size, data=data, elapsed_s=sw.elapsed, cache=cache,
+                        claims=claims)
+
+
+def claims_from_data(data: Dict[str, Any], size: str) -> list:
+    """The study's claims (tolerances in :data:`TOLERANCES`) judged from its stored ``data`` alone (the
+    ``data`` of ``quick.json``: theory numbers and per-seed test-loss curves), so a committed report's claims
+    can be rebuilt and checked. Bootstrap intervals over seeds (deterministic resampling)."""
+    lams = np.asarray(data["lams"], np.float64)
+    time = np.asarray(data["time"], np.float64)
+    test = np.asarray(data["per_seed_test_loss"], np.float64)          # (n_lam, n_seeds, n_logs)
+    if test.shape[1] < 2:
+        return []
+    num = lambda v: float("nan") if v is None else float(v)  # noqa: E731  (stored NaN is null)
+    th_tstar = [(num(r[0]), num(r[1]), r[2]) for r in data["theory_tstar"]]
+    me_tstar = [r[2] for r in data["measured_tstar"]]
+    zero, eta = float(data["zero_loss"]), float(data["eta"])
+    ok = [i for i in range(lams.size) if th_tstar[i][2] == "interior" and me_tstar[i] == "interior"
+          and th_tstar[i][1] < 0.97 * zero]
+    pairs = []
+    for i in ok:
+        lam = float(lams[i])
+        pairs.append((Claim(f"t* at λ = {lam:.3g}", "t* of the seed-mean test MSE [η·steps]", th_tstar[i][0],
+                            TOLERANCES["t_star"], study=NAME, size=size), tstar_interval(time, test[i])))
+        pairs.append((Claim(f"min test MSE at λ = {lam:.3g}", "minimum of the seed-mean test MSE", th_tstar[i][1],
+                            TOLERANCES["min_loss"], study=NAME, size=size), min_loss_interval(time, test[i])))
+    if len(ok) >= 2:
+        slope_th = fit_power_law(lams[ok], [th_tstar[i][0] for i in ok]).slope
+        iv = slope_interval(lams[ok], [time] * len(ok), [test[i] for i in ok])
+        pairs.append((Claim(f"slope of log t* vs log λ ({lams[ok].min():.2g}–{lams[ok].max():.2g})",
+                            "d log t* / d log λ", slope_th, TOLERANCES["slope"], relative=False, study=NAME,
+                            size=size, note="theory slope over the same λ; the law says −1"), iv))
+    c_short = data["short_run"]["c"]
+    c_short = float("nan") if c_short is None else float(c_short)
+    for T, th in zip(data["budgets"], data["theory_lambda_opt"]):
+        if th[2] != "interior" or not lams[0] < num(th[0]) < lams[-1]:
+            continue                                # not testable on this grid: the table shows the bound
+        j = int(np.argmin(np.abs(time - eta * T)))
+        iv = lambda_opt_interval(lams, test[:, :, j])
+        pairs.append((Claim(f"λ_opt for T = {int(T)} steps", "argmin over λ of the seed-mean test MSE at step T",
+                            float(th[0]), TOLERANCES["lambda_opt"], study=NAME, size=size,
+                            note=f"grid {lams.min():.2g}–{lams.max():.2g}, factor {lams[1] / lams[0]:.2f}"), iv))
+        if np.isfinite(c_short):
+            pairs.append((Claim(f"rule c/(ηT) for T = {int(T)} steps", "λ_opt [c from the measured short run]",
+                                c_short / (eta * T), TOLERANCES["rule"], driven=True, study=NAME, size=size), iv))
+    return judge_all(pairs)
 
 
 def _discussion(lams, th_tstar, me_tstar, th_opt, me_opt, c_short, th_short, zero, p) -> list:
@@ -218,4 +282,4 @@ def _discussion(lams, th_tstar, me_tstar, th_opt, me_opt, c_short, th_short, zer
     return lines
 
 
-__all__ = ["run", "SIZES", "NAME"]
+__all__ = ["run", "claims_from_data", "SIZES", "NAME", "TOLERANCES"]

@@ -5,7 +5,7 @@ THEORY.md section 3: overparameterised networks reach their best test performanc
 (physical time ``t = eta * steps``), ``c`` independent of lam and eta; in steps ``t*/eta``.
 
 Theory: test MSE of the infinite-width L2 flow averaged over the random initial function ``f0 ~ NNGP``
-(:class:`~.ntk_tools.ExpectedLoss`), minimised over t for each lam; also the minimum of the
+(:class:`widelimit.dynamics.ExpectedLoss`), minimised over t for each lam; also the minimum of the
 ensemble-mean function's loss (``f0 = 0``). The flow does not depend on eta, so its t* is the same for
 every eta. Measurement: finite networks (full-batch GD, float32, several seeds), ``t*`` from the minimum
 of the seed-averaged test-loss curve (parabola in ``log t`` through the best logged point and its
@@ -20,12 +20,21 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from ..evidence import Claim, PowerLaw, fit_power_law
+from ..plots import Panel, Series, plot_panels
 from ..tables import Table
-from .common import (Figure, Panel, PointCache, Series, Stopwatch, check_out_dir, check_size, loglog_slope,
-                     plot_panels, progress_iter, write_report)
-from .ntk_tools import ExpectedLoss, fmt_where, seed_mean_tstar, study_kernels, train_grid
+from .claims import judge_all, min_loss_interval, slope_interval, tstar_interval
+from .common import (Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, progress_iter,
+                     write_report)
+from .ntk_tools import TheoryCurves, fmt_where, seed_mean_tstar, study_kernels, train_grid
 
 NAME = "tstar"
+
+#: Claims and tolerances, declared before anything is measured: t* and the minimum test MSE per λ against
+#: the flow theory (relative), t* at each η against discrete GD at that η (relative), the slope of log t*
+#: vs log λ against the theory's own slope over the same λ (absolute). All predictions use
+#: hyper-parameters and kernels only.
+TOLERANCES = {"t_star": 0.10, "min_loss": 0.05, "slope": 0.10, "t_star_eta": 0.10}
 
 _DIGITS38 = dict(classes=[3, 8], targets="pm1", seed=0)
 
@@ -33,7 +42,7 @@ _DIGITS38 = dict(classes=[3, 8], targets="pm1", seed=0)
 SIZES: Dict[str, List[Dict[str, Any]]] = {
     "smoke": [
         dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=30, n_test=30),
-             arch=dict(kind="MLP", depth=3, width=32, out_dim=1), eta=0.5, seeds=[0],
+             arch=dict(kind="MLP", depth=3, width=32, out_dim=1), eta=0.5, seeds=[0, 1],
              groups=[dict(lams=[0.1, 0.03], steps=40, eval_every=2)],
              eta_sweep=dict(lam=0.1, etas=[0.25, 0.5], steps=40, eval_every=2),
              width_check=dict(lam=0.1, widths=[16], steps=40, eval_every=2)),
@@ -45,11 +54,19 @@ SIZES: Dict[str, List[Dict[str, Any]]] = {
     ],
     "quick": [
         dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=200, n_test=150),
-             arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=[0, 1],
+             arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=list(range(8)),
              groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=160, eval_every=1),
                      dict(lams=[0.005, 0.002, 0.001], steps=1800, eval_every=6)],
-             eta_sweep=dict(lam=0.01, etas=[0.125, 0.25, 0.5, 1.0], steps=640, eval_every=2),
-             width_check=dict(lam=0.005, widths=[64, 1024], steps=500, eval_every=2)),
+             eta_sweep=dict(lam=0.01, etas=[0.25, 0.5, 1.0], steps=320, eval_every=1)),
+    ],
+    # about 8x the training compute of quick: more data, the width check (t* deviation vs width) at 8 seeds
+    "medium": [
+        dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=300, n_test=56),
+             arch=dict(kind="MLP", depth=3, width=512, out_dim=1), eta=0.5, seeds=list(range(8)),
+             groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=160, eval_every=1),
+                     dict(lams=[0.005, 0.002, 0.001], steps=1800, eval_every=6)],
+             eta_sweep=dict(lam=0.01, etas=[0.25, 0.5, 1.0], steps=320, eval_every=1),
+             width_check=dict(lam=0.002, widths=[128, 256], steps=1000, eval_every=4)),
     ],
     "full": [
         dict(name="mlp_mnist1d", data="mnist1d", data_options=dict(n_train=4000, n_test=1000, seed=0),
@@ -84,22 +101,25 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     """Run the t* study at ``size``; write ``tstar.md``/``.json`` and one PNG per variant into ``out_dir``."""
     size = check_size(size)
     out = check_out_dir(out_dir)
+    check_provenance(out)
     sw = Stopwatch()
     cache = PointCache.for_study(NAME, size, out, resume=resume)
-    sections, data, summaries = [], {}, []
+    sections, data, summaries, claims = [], {}, [], []
     for k, v in enumerate(SIZES[size]):
         png = out / (f"{NAME}.png" if k == 0 else f"{NAME}_{v['name']}.png")
-        sec, dat, summ = _variant(v, cache, png, progress)
+        sec, dat, summ, cl = _variant(v, cache, png, progress, size)
+        claims += cl
         multi = len(SIZES[size]) > 1
         sections += [((f"{v['name']}: " if multi else "") + h, b) for h, b in sec]
         data[v["name"]] = dat
         summaries.append(summ)
     return write_report(NAME, out, title="Study 2: the t* law (t* ≈ c/λ)", summary=" ".join(summaries),
-                        sections=sections, size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
+                        sections=sections, size=size, data=data, elapsed_s=sw.elapsed, cache=cache,
+                        claims=claims)
 
 
-def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: bool):
-    """One dataset/architecture: returns (sections, data, summary sentence)."""
+def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: bool, size: str):
+    """One dataset/architecture: returns (sections, data, summary sentence, claims)."""
     from ..data import load_dataset
     from ..train import RunConfig
 
@@ -108,13 +128,14 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
     eta = float(p["eta"])
     dk, how = study_kernels(spec, ds, cache=cache, key={"data": p["data"], "options": p["data_options"]},
                             **p.get("sampled", {}))
-    theory = ExpectedLoss(dk)
+    theory = TheoryCurves(dk)
     zero = theory.zero_loss()
     base = RunConfig(arch=spec, data=p["data"], data_options=p["data_options"], optimizer="gd",
-                     learning_rate=eta, l2=0.0, probe_size=0, dtype="float32")
+                     learning_rate=eta, weight_decay=0.0, probe_size=0, dtype="float32")
     # -- lam sweep at fixed eta ---------------------------------------------------------------------
     lam_rows = []
     curves = []
+    seed_curves = []                                       # (time, test loss (n_seeds, n_logs)) per λ
     for g in progress_iter(p["groups"], "lambda groups", progress):
         cfg = base.replace(steps=g["steps"], eval_every=g["eval_every"])
         grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=g["lams"], progress=progress)
@@ -125,12 +146,14 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
             td = theory.t_star(lam, eta=eta)
             lam_rows.append(dict(lam=float(lam), th=tt, me=tm, f0zero=t0, gd=td, horizon=float(grid.time[i][-1])))
             curves.append((lam, grid.time[i], grid.metrics["test_loss"][i].mean(0)))
+            seed_curves.append((grid.time[i], grid.metrics["test_loss"][i]))
     lams = np.array([r["lam"] for r in lam_rows])
     use = [i for i, r in enumerate(lam_rows) if r["th"][2] == "interior" and r["me"][2] == "interior"
            and r["th"][1] < 0.97 * zero]
-    sl_th = loglog_slope(lams[use], [lam_rows[i]["th"][0] for i in use])
-    sl_me = loglog_slope(lams[use], [lam_rows[i]["me"][0] for i in use])
-    sl_f0 = loglog_slope(lams, [r["f0zero"][0] if r["f0zero"][2] == "interior" else np.nan for r in lam_rows])
+    sl_th = fit_power_law(lams[use], [lam_rows[i]["th"][0] for i in use], strict=False)
+    sl_me = fit_power_law(lams[use], [lam_rows[i]["me"][0] for i in use], strict=False)
+    sl_f0 = fit_power_law(lams, [r["f0zero"][0] if r["f0zero"][2] == "interior" else np.nan for r in lam_rows],
+                          strict=False)
 
     t1 = Table(["λ", "t* theory", "t* theory (GD at η)", "t* measured", "measured/theory", "c theory", "c measured",
                 "min loss theory", "min loss measured", "t* steps measured", "t* (f0=0 theory)"],
@@ -141,8 +164,8 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
                       "by discrete GD at the run's η (linearised recursion, exact at infinite width).",
                       f"Test MSE of the zero function: {zero:.4g}; rows with a theory minimum within 3% of it (flat "
                       "curves) or at the end of the window are left out of the fit.",
-                      f"Fitted slope of log t* vs log λ over {len(use)} λ: theory {sl_th[0]:.3f} (c ≈ {sl_th[1]:.3g}·"
-                      f"λ^{sl_th[0] + 1:.2f}), measured {sl_me[0]:.3f}; f0 = 0 theory {sl_f0[0]:.3f}. The law: −1."])
+                      f"Fitted slope of log t* vs log λ over {len(use)} λ: theory {sl_th.slope:.3f} (c ≈ {sl_th.prefactor:.3g}·"
+                      f"λ^{sl_th.slope + 1:.2f}), measured {sl_me.slope:.3f}; f0 = 0 theory {sl_f0.slope:.3f}. The law: −1."])
     for r in lam_rows:
         th, me = r["th"], r["me"]
         ok = th[2] == "interior" and me[2] == "interior"
@@ -154,14 +177,15 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
 
     # -- eta sweep at fixed lam ---------------------------------------------------------------------
     es = p.get("eta_sweep")
-    eta_rows, t2, th_e, sl_eta, etas, eta_ok = [], None, None, (float("nan"),) * 3, np.zeros(0), []
+    eta_rows, t2, th_e, sl_eta, etas, eta_ok = [], None, None, PowerLaw(np.nan, np.nan, 0), np.zeros(0), []
     if es:
-        cfg = base.replace(steps=es["steps"], eval_every=es["eval_every"], l2=float(es["lam"]))
+        cfg = base.replace(steps=es["steps"], eval_every=es["eval_every"], weight_decay=float(es["lam"]))
         egrid = train_grid(cache, cfg, seeds=p["seeds"], learning_rates=es["etas"], progress=progress)
         th_e = theory.t_star(es["lam"])
         for i, e in enumerate(es["etas"]):
             tm = seed_mean_tstar(egrid.time[i], egrid.metrics["test_loss"][i])
-            eta_rows.append(dict(eta=float(e), me=tm, gd=theory.t_star(es["lam"], eta=float(e))))
+            eta_rows.append(dict(eta=float(e), me=tm, gd=theory.t_star(es["lam"], eta=float(e)),
+                                 time=egrid.time[i], loss=egrid.metrics["test_loss"][i]))
         t2 = Table(["η", "t* theory (flow)", "t* theory (GD at η)", "t* measured", "measured/theory",
                     "t* steps measured", "c measured", "min loss measured"],
                    title=f"t* against η at fixed λ = {es['lam']:g}",
@@ -176,7 +200,7 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
                         me[0] / r["eta"] if ok else None, es["lam"] * me[0] if ok else None, me[1]])
         etas = np.array([r["eta"] for r in eta_rows])
         eta_ok = [i for i, r in enumerate(eta_rows) if r["me"][2] == "interior"]
-        sl_eta = loglog_slope(etas[eta_ok], [eta_rows[i]["me"][0] for i in eta_ok])
+        sl_eta = fit_power_law(etas[eta_ok], [eta_rows[i]["me"][0] for i in eta_ok], strict=False)
 
     # -- the same lam at other widths: is a deviation a finite-width effect? --------------------------
     wc = p.get("width_check")
@@ -187,10 +211,13 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
             wspec = spec.replace(width=int(w))
             cfg = base.replace(arch=wspec.to_dict(), steps=wc["steps"], eval_every=wc["eval_every"])
             wgrid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[wc["lam"]], progress=progress)
-            wrows.append(dict(width=int(w), me=seed_mean_tstar(wgrid.time[0], wgrid.metrics["test_loss"][0])))
+            wrows.append(dict(width=int(w), me=seed_mean_tstar(wgrid.time[0], wgrid.metrics["test_loss"][0]),
+                              time=wgrid.time[0], loss=wgrid.metrics["test_loss"][0]))
         base_row = next((r for r in lam_rows if abs(r["lam"] - wc["lam"]) < 1e-12 * wc["lam"]), None)
         if base_row is not None:
-            wrows.append(dict(width=int(spec.width), me=base_row["me"]))
+            k0 = next(i for i, r in enumerate(lam_rows) if r is base_row)
+            wrows.append(dict(width=int(spec.width), me=base_row["me"], time=seed_curves[k0][0],
+                              loss=seed_curves[k0][1]))
         wrows.sort(key=lambda r: r["width"])
         t3 = Table(["width", "t* measured", "measured/theory", "min loss measured", "min loss theory"],
                    title=f"Finite-width check at λ = {wc['lam']:g} (η = {eta:g})",
@@ -225,10 +252,10 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
     edev = [eta_rows[i]["me"][0] / th_e[0] - 1 for i in eta_ok] if es else []
     cs = [lam_rows[i]["lam"] * lam_rows[i]["th"][0] for i in use]
     discussion = [
-        f"Slope of log t* vs log λ: theory {sl_th[0]:.3f}, measured {sl_me[0]:.3f} (law −1). c = λ·t* in the "
+        f"Slope of log t* vs log λ: theory {sl_th.slope:.3f}, measured {sl_me.slope:.3f} (law −1). c = λ·t* in the "
         f"theory ranges over {min(cs):.3g}–{max(cs):.3g} across the fitted λ: c is not exactly constant — with "
         "a random initial function the best time is set both by the learning of the kernel modes and by the "
-        f"decay of the initial-function noise (e^(−Lλt)); for the f0 = 0 mean function the slope is {sl_f0[0]:.3f}."
+        f"decay of the initial-function noise (e^(−Lλt)); for the f0 = 0 mean function the slope is {sl_f0.slope:.3f}."
         if cs else "No λ with a clear minimum in both theory and measurement.",
         ("Measured/theory − 1 for t* over λ: " + ", ".join(f"λ={lams[i]:.3g}: {d:+.1%}" for i, d in zip(use, dev))
          + ".") if dev else "",
@@ -263,27 +290,92 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
     discussion.append(f"Theory kernels: {kern}.")
     summary = (f"[{p['name']}] {p['data']} ({ds.n_train} train / {ds.n_test} test, MSE), {spec.__class__.__name__} "
                f"with L = {spec.homogeneity_degree}, NTK parameterisation, width {width}; full-batch GD η = {eta:g}, "
-               f"float32, {len(p['seeds'])} seed(s). Slope of log t* vs log λ: theory {sl_th[0]:.3f}, measured "
-               f"{sl_me[0]:.3f}" + (f"; slope vs η (t* in physical time): measured {sl_eta[0]:.3f}." if es else "."))
+               f"float32, {len(p['seeds'])} seed(s). Slope of log t* vs log λ: theory {sl_th.slope:.3f}, measured "
+               f"{sl_me.slope:.3f}" + (f"; slope vs η (t* in physical time): measured {sl_eta.slope:.3f}." if es else "."))
     data = {"lam_rows": [{"lam": r["lam"], "theory": list(r["th"]), "measured": list(r["me"]),
                           "theory_gd": list(r["gd"]), "f0zero": list(r["f0zero"]), "horizon": r["horizon"]}
                          for r in lam_rows],
             "eta_rows": [{"eta": r["eta"], "measured": list(r["me"]), "theory_gd": list(r["gd"])} for r in eta_rows],
             "eta_theory": None if th_e is None else list(th_e),
-            "slopes": {"theory": sl_th[0], "measured": sl_me[0], "f0zero": sl_f0[0], "eta_measured": sl_eta[0]},
+            "slopes": {"theory": sl_th.slope, "measured": sl_me.slope, "f0zero": sl_f0.slope, "eta_measured": sl_eta.slope},
             "width_rows": [{"width": r["width"], "measured": list(r["me"])} for r in wrows],
             "zero_loss": zero, "kernels": how, "params": p}
     caption = "Left: test loss vs t. Middle: t* vs λ." + (" Right: t* vs η at fixed λ." if es else "")
     sections = [("t* against λ", [t1])] + ([("t* against η", [t2])] if t2 is not None else []) + \
         ([("t* against width", [t3])] if t3 is not None else []) + [
-        ("Plot", [Figure(png.name, caption)]), ("Reading the numbers", [d for d in discussion if d])]
-    return sections, data, summary
+        ("Plot", [Figure(png.name, caption)]), ("Reading the numbers", [d for d in discussion if d]),
+        ("Why this study and the quick study differ", [_reconcile(lams, lam_rows, use, zero, wrows, th_w if wc else None)])]
+    data["per_seed_test_loss"] = [{"lam": float(l), "time": t, "test_loss": x} for l, (t, x) in zip(lams, seed_curves)]
+    claims = _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory)
+    return sections, data, summary, claims
+
+
+def _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory) -> list:
+    """The variant's claims (:data:`TOLERANCES`), judged from bootstrap intervals over seeds."""
+    if len(p["seeds"]) < 2:
+        return []
+    tag = f"[{p['name']}] "
+    pairs = []
+    for i in use:
+        lam = float(lams[i])
+        t, x = seed_curves[i]
+        th = lam_rows[i]["th"]
+        pairs.append((Claim(tag + f"t* at λ = {lam:g}", "t* of the seed-mean test MSE [η·steps]", th[0],
+                            TOLERANCES["t_star"], study=NAME, size=size,
+                            note=f"t*/η = {th[0] / p['eta']:.3g} steps"), tstar_interval(t, x)))
+        pairs.append((Claim(tag + f"min test MSE at λ = {lam:g}", "minimum of the seed-mean test MSE", th[1],
+                            TOLERANCES["min_loss"], study=NAME, size=size), min_loss_interval(t, x)))
+    if len(use) >= 2:
+        iv = slope_interval(lams[use], [seed_curves[i][0] for i in use], [seed_curves[i][1] for i in use])
+        pairs.append((Claim(tag + f"slope of log t* vs log λ ({lams[use].min():g}–{lams[use].max():g})",
+                            "d log t* / d log λ", sl_th.slope, TOLERANCES["slope"], relative=False, study=NAME,
+                            size=size, note="theory slope over the same λ; the law says −1"), iv))
+    for r in eta_rows:
+        if r["gd"][2] == "interior":
+            pairs.append((Claim(tag + f"t* at η = {r['eta']:g}", "t* of the seed-mean test MSE [η·steps]",
+                                r["gd"][0], TOLERANCES["t_star_eta"], study=NAME, size=size,
+                                note="theory: discrete GD at this η"), tstar_interval(r["time"], r["loss"])))
+    if wc:
+        th_w = theory.t_star(wc["lam"])
+        for r in wrows:
+            pairs.append((Claim(tag + f"t* at λ = {wc['lam']:g}, width {r['width']}",
+                                "t* of the seed-mean test MSE [η·steps]", th_w[0], TOLERANCES["t_star"], study=NAME,
+                                size=size, note="theory: infinite width"), tstar_interval(r["time"], r["loss"])))
+    return judge_all(pairs)
+
+
+def _reconcile(lams, lam_rows, use, zero, wrows, th_w) -> str:
+    """Numbers that explain why this study's slope differs from the quick study's (same theory, same kind of
+    network): where along λ the measured/theory ratio departs from 1 and whether it shrinks with width."""
+    if len(use) < 2:
+        return "Too few λ with a clear minimum to compare."
+    ratio = {float(lams[i]): lam_rows[i]["me"][0] / lam_rows[i]["th"][0] for i in use}
+    short = [i for i in use if lam_rows[i]["th"][0] <= 50.0]
+    text = ("Measured/theory t* by λ: " + ", ".join(f"λ={l:g}: {r:.2f}" for l, r in ratio.items()) + ". ")
+    if len(short) >= 2:
+        fs = fit_power_law(lams[short], [lam_rows[i]["me"][0] for i in short], strict=False).slope
+        ft = fit_power_law(lams[short], [lam_rows[i]["th"][0] for i in short], strict=False).slope
+        text += (f"Over the λ with t* ≤ 50 (η·steps) the slopes are theory {ft:.3f}, measured {fs:.3f}: the "
+                 "steeper measured slope over the whole range comes from the longest runs (small λ), where the "
+                 "finite networks reach their best test loss later, and lower, than the fixed-kernel theory. ")
+    if wrows and th_w is not None:
+        text += ("At λ fixed, measured/theory t* by width: " + ", ".join(
+            f"{r['width']}: {r['me'][0] / th_w[0]:.2f}" + ("" if r["me"][2] == "interior" else " (bound)")
+            for r in wrows) + " — a finite-width effect if it approaches 1 as the width grows. ")
+    text += (f"The quick study trains the same kind of network on 10 one-hot outputs, whose zero-function test MSE "
+             f"is about 0.05 against {zero:.3g} for this study's ±1 binary targets: the residual that moves the "
+             "finite network's kernel away from its initial value is correspondingly smaller there, and its t* "
+             "stays within a few per cent of the theory over the same time range. The two studies therefore "
+             "agree on the theory's accuracy at short times and differ in how far finite-width drift accumulates "
+             "over long runs; their slopes are fitted over different λ (and time) ranges and are not the same "
+             "number.")
+    return text
 
 
 def _eta_sentence(etas, eta_ok, edev, sl_eta) -> str:
     """Discussion of the eta sweep: a common offset (finite width) or a trend with eta (discretisation)."""
     text = ("Against η (λ fixed): measured t* / flow t* − 1 = " + ", ".join(
-        f"η={etas[i]:g}: {d:+.1%}" for i, d in zip(eta_ok, edev)) + f"; slope of log t* vs log η {sl_eta[0]:.3f} "
+        f"η={etas[i]:g}: {d:+.1%}" for i, d in zip(eta_ok, edev)) + f"; slope of log t* vs log η {sl_eta.slope:.3f} "
         "(flow theory: 0, i.e. t* in steps ∝ 1/η).")
     spread, mean = max(edev) - min(edev), float(np.mean(edev))
     if spread < 0.25 * abs(mean):

@@ -10,7 +10,7 @@ Quantity: the learned change ``Delta f_t = f_t - f_0`` on every test point at ev
 the network's *own* initial function ``f_0`` (the dynamics are linear in it, so no centring is needed):
 
 1. the infinite-width flow (:class:`~widelimit.dynamics.ntk_l2.L2Flow`, analytic NTK) -- what a user compares with;
-2. the same analytic NTK with *discrete* GD at the run's ``eta`` (:func:`~.ntk_tools.linear_gd`) -- removes
+2. the same analytic NTK with *discrete* GD at the run's ``eta`` (:class:`widelimit.dynamics.L2Flow` with ``learning_rate``) -- removes
    the time-discretisation error, leaving finite-width effects;
 3. discrete GD with the network's own *empirical* NTK at initialisation -- removes the random fluctuation
    of the initial kernel, leaving the kernel's drift during training (and nonlinearity).
@@ -25,18 +25,31 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..evidence import Claim, bootstrap_seeds, fit_power_law, judge
+from ..plots import Panel, Series, plot_panels
 from ..tables import Table
-from .common import (Figure, Panel, PointCache, Series, Stopwatch, check_out_dir, check_size, loglog_slope,
-                     plot_panels, progress_iter, write_report)
-from .ntk_tools import dataset_kernels, initial_state, linear_gd, mlp_empirical_ntk, train_grid
+from .common import (Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, progress_iter,
+                     write_report)
+from ..nets import mlp_empirical_ntk
+from .ntk_tools import dataset_kernels, initial_state, train_grid
 
 NAME = "width"
 
+#: Claims, declared before anything is measured: the slope of log(relative error) vs log(width), seed-mean
+#: error at each width, bootstrap over seeds. NTK theory: the initial kernel fluctuates by O(width^-1/2)
+#: (errors against the analytic kernel, flow or discrete GD, and the kernel deviation itself: slope −1/2);
+#: the kernel's drift during training is O(width^-1) (error against the network's own initial kernel: −1).
+#: Absolute tolerances on the slopes.
+SLOPE_CLAIMS = {"discrete": (-0.5, 0.1), "kernel": (-0.5, 0.1), "empirical": (-1.0, 0.2)}
+
 SIZES: Dict[str, Dict[str, Any]] = {
-    "smoke": dict(widths=[16, 32], seeds=[0], n_train=20, n_test=20, depth=3, eta=0.2, lam=0.05, steps=20,
-                  eval_every=5),
-    "quick": dict(widths=[128, 256, 512, 1024, 2048, 4096], seeds=[0, 1, 2], n_train=64, n_test=64, depth=3,
+    "smoke": dict(widths=[16, 32, 64], seeds=[0, 1, 2], n_train=20, n_test=20, depth=3, eta=0.2, lam=0.05,
+                  steps=20, eval_every=5),
+    "quick": dict(widths=[64, 128, 256, 512, 1024], seeds=list(range(8)), n_train=64, n_test=64, depth=3,
                   eta=0.2, lam=0.05, steps=100, eval_every=5),
+    # about 6x quick: widths up to 2048, 96 examples
+    "medium": dict(widths=[128, 256, 512, 1024, 2048], seeds=list(range(8)), n_train=96, n_test=64, depth=3,
+                   eta=0.2, lam=0.05, steps=100, eval_every=5),
     "full": dict(widths=[256, 512, 1024, 2048, 4096, 8192, 16384], seeds=[0, 1, 2, 3], n_train=256,
                  n_test=101, depth=3, eta=0.1, lam=0.05, steps=200, eval_every=5),
 }
@@ -51,6 +64,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     """Run the width study at ``size``; write ``width.md``/``.json``/``.png`` into ``out_dir``."""
     size = check_size(size)
     out = check_out_dir(out_dir)
+    check_provenance(out)
     sw = Stopwatch()
     p = SIZES[size]
     from ..arch import MLP
@@ -70,7 +84,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     for w in progress_iter(p["widths"], "widths", progress):
         spec = spec0.replace(width=int(w))
         cfg = RunConfig(arch=spec, data="digits", data_options=data_options, optimizer="gd", learning_rate=eta,
-                        l2=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test,
+                        weight_decay=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test,
                         dtype="float32")
         grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[lam], progress=False, matmul_precision="highest")
         steps = grid.step
@@ -92,17 +106,17 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                 raise RuntimeError(f"width {w} seed {seed}: recorded initial outputs differ from the re-created "
                                    f"initial network (rel. {_rel(meas[0], f0_te):.2e})")
             d_meas = meas[keep] - f0_te
-            flow = L2Flow(dk.ntk_tt, y, lam, L, k_test_train=dk.ntk_xt, f0_train=f0_tr, f0_test=f0_te)
+            flow = L2Flow(dk.ntk_train_train, y, lam, L, ntk_test_train=dk.ntk_test_train, f0_train=f0_tr,
+                          f0_test=f0_te)
             d_flow = flow.test(times[keep]) - f0_te
-            d_disc = linear_gd(dk.ntk_tt, dk.ntk_xt, y, lam, L, eta, steps[keep], f0_train=f0_tr,
-                               f0_test=f0_te)[1] - f0_te
-            d_emp = linear_gd(pt["k_tt"], pt["k_xt"], y, lam, L, eta, steps[keep], f0_train=f0_tr,
-                              f0_test=f0_te)[1] - f0_te
+            d_disc = flow.with_weight_decay(lam, learning_rate=eta).test(eta * steps[keep]) - f0_te
+            d_emp = L2Flow(pt["k_tt"], y, lam, L, ntk_test_train=pt["k_xt"], f0_train=f0_tr, f0_test=f0_te,
+                           learning_rate=eta).test(eta * steps[keep]) - f0_te
             errs["flow"].append(_rel(d_meas, d_flow))
             errs["discrete"].append(_rel(d_meas, d_disc))
             errs["empirical"].append(_rel(d_meas, d_emp))
             errs["kernel"].append(_rel(np.concatenate([pt["k_tt"], pt["k_xt"]]),
-                                       np.concatenate([dk.ntk_tt, dk.ntk_xt])))
+                                       np.concatenate([dk.ntk_train_train, dk.ntk_test_train])))
             e_t.append([_rel(a, b) for a, b in zip(d_meas, d_flow)])
         per_time[int(w)] = (times[keep], np.mean(e_t, axis=0))
         raw[int(w)] = errs
@@ -111,7 +125,17 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                      "train_loss_end": float(grid.metrics["train_loss"][0, :, -1].mean())})
 
     widths = np.array([r["width"] for r in rows], float)
-    slopes = {k: loglog_slope(widths, [r[k] for r in rows]) for k in ("flow", "discrete", "empirical", "kernel")}
+    fits = {k: fit_power_law(widths, [r[k] for r in rows], strict=False)
+            for k in ("flow", "discrete", "empirical", "kernel")}
+    slopes = {k: (f.slope, f.prefactor, f.n_points) for k, f in fits.items()}
+    claims = []
+    if len(p["seeds"]) >= 2:
+        for k, (pred, tol) in SLOPE_CLAIMS.items():
+            per_seed = np.array([raw[int(w)][k] for w in widths]).T          # (n_seeds, n_widths)
+            iv = bootstrap_seeds(per_seed, lambda a: fit_power_law(widths, a.mean(axis=0), strict=False).slope)
+            claims.append(judge(Claim(f"error vs {k}: slope in width", "d log(rel. error) / d log(width)", pred,
+                                      tol, relative=False, study=NAME, size=size,
+                                      note=f"widths {int(widths[0])}–{int(widths[-1])}"), iv))
     tab = Table(["width", "vs flow", "vs discrete GD", "vs empirical-NTK GD", "kernel deviation at init",
                  "train loss at end"],
                 title=f"Relative error of f_t − f_0 on {ds.n_test} test points, 0 < t ≤ {eta * p['steps']:g} "
@@ -160,7 +184,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                                   ("Plot", [Figure(png.name, "Left: relative error vs width with power-law fits. "
                                                              "Right: error vs time against the flow.")]),
                                   ("Reading the numbers", discussion)],
-                        size=size, data=data, elapsed_s=sw.elapsed, cache=cache)
+                        size=size, data=data, elapsed_s=sw.elapsed, cache=cache, claims=claims)
 
 
 def _discussion(rows, slopes, eta, p) -> list:

@@ -126,6 +126,6 @@ def run(args) -> int:
                      [f"{', '.join(o for o in NEEDS_GROUP_SIZE if o in names)} rows need --group-size D"]),
                   meta={"grad_norm_sq": args.grad_norm_sq, "group_size": args.group_size, "b2": args.b2})
     write_tables({"norms": table}, args)
-    warn_validity([(f"{r['optimizer']} η = {r['learning_rate']:g}, λ = {r['weight_decay']:g}: relaxation "
-                    f"{r['relaxation_steps']:.3g} steps", r["validity"]) for r in rows], args._parser.prog)
+    warn_validity([(f"{r['optimizer']} at η = {r['learning_rate']:g}, λ = {r['weight_decay']:g} (relaxation "
+                    f"{r['relaxation_steps']:.3g} steps)", r["validity"]) for r in rows], args._parser.prog)
     return EXIT_OK

@@ -15,7 +15,7 @@ from typing import List
 
 from .errors import EXIT_OK, CommandError, UsageError
 from .paths import check_out_dir, move_aside
-from .progress import add_progress_option
+from .progress import add_progress_option, announce
 
 DEFAULT_ROOT = Path("out") / "validate"
 REGENERATE = "widelimit validate all --size quick --out validation/quick --report"
@@ -64,6 +64,9 @@ def register(sub, fmt) -> None:
     pv.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)   # the default; kept for old scripts
     pv.add_argument("--report", action="store_true",
                     help="afterwards assemble REPORT.md in the parent of --out from all study reports there")
+    pv.add_argument("--allow-dirty", action="store_true",
+                    help="write into the committed validation/ from a tree with uncommitted code changes (the "
+                         "reports then say so); by default that is refused")
     pv.add_argument("--quiet", action="store_true", help="print only the reports' paths, not the reports")
     add_progress_option(pv)
     pv.set_defaults(_parser=pv, func=run)
@@ -73,6 +76,30 @@ def store_dir(out: Path, name: str, size: str) -> Path:
     """Where study ``name`` at ``size`` keeps its finished runs under ``out``."""
     from widelimit.studies.common import CACHE_DIRNAME
     return out / CACHE_DIRNAME / f"{name}-{size}"
+
+
+def last_elapsed_s(name: str, size: str) -> float:
+    """Wall time of the committed report of ``name`` at ``size`` (``validation/<size>/<name>.json`` of the
+    source checkout), 0 when there is none: the cost estimate announced before a study starts."""
+    import json
+    import widelimit
+    js = Path(widelimit.__file__).resolve().parent.parent / "validation" / size / f"{name}.json"
+    try:
+        return float(json.loads(js.read_text()).get("elapsed_s") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _check_provenance(out: Path) -> None:
+    """The studies' own refusal to write committed reports from a dirty tree, before any compute."""
+    try:
+        from widelimit.studies.common import check_provenance
+    except ImportError:
+        return
+    try:
+        check_provenance(out)
+    except RuntimeError as e:
+        raise UsageError(f"--out: {e} (or pass --allow-dirty)") from None
 
 
 def run(args) -> int:
@@ -92,6 +119,10 @@ def run(args) -> int:
     check_out_dir(out, "--out")
     if args.report:
         check_out_dir(out.parent, "--out")
+    if args.allow_dirty:
+        import os
+        os.environ["WIDELIMIT_ALLOW_DIRTY"] = "1"
+    _check_provenance(out)
     runs = []
     for n in names:
         try:
@@ -99,13 +130,18 @@ def run(args) -> int:
         except ImportError as e:
             raise CommandError(f"study {n!r} is registered but its module cannot be imported: {e}") from e
     out.mkdir(parents=True, exist_ok=True)
+    announce(args, f"{', '.join(names)} at size {args.size} (from the committed reports' wall times; less "
+                   "when stored runs are reused)", sum(last_elapsed_s(n, args.size) for n in names))
     for n, study in runs:
         if args.fresh:
             old = store_dir(out, n, args.size)
             if old.exists():
                 moved = move_aside(old)
                 print(f"--fresh: moved the stored runs of {n} ({old}) aside to {moved}", file=sys.stderr)
-        report = study(args.size, out, progress=not args.no_progress, resume=True)
+        try:
+            report = study(args.size, out, progress=not args.no_progress, resume=True)
+        except RuntimeError as e:
+            raise CommandError(f"study {n}: {e}") from e
         if not args.quiet:
             print(Path(report).read_text().rstrip() + "\n")
         print(f"report: {report}")

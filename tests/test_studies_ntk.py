@@ -301,5 +301,12 @@ def test_full_size_configurations_are_valid():
         for d in lv["depths"]:
             out_dim = 1 if lv["data_options"].get("targets") == "pm1" else 10
             check(MLP(depth=d, width=lv["width"], out_dim=out_dim), lv.get("data", "digits"), lv["data_options"])
+    # claims need intervals: >= 8 seeds at quick and medium; λ grids whose vertices are quoted finer than 2.15
+    for size in ("quick", "medium"):
+        assert len(quick.SIZES[size]["seeds"]) >= 8 and len(lambda_opt.SIZES[size]["seeds"]) >= 8
+        assert len(width.SIZES[size]["seeds"]) >= 8 and len(linear_vs_deep.SIZES[size]["seeds"]) >= 8
+        assert all(len(v["seeds"]) >= 8 for v in tstar.SIZES[size])
+        for lams in (quick.SIZES[size]["lams"], lambda_opt.SIZES[size]["lams"]):
+            assert np.max(np.diff(np.log(np.sort(lams)))) < np.log(2.0)
     assert max(width.SIZES["full"]["widths"]) >= 16384
     assert {v["arch"]["kind"] for v in tstar.SIZES["full"]} == {"MLP", "CNN"}

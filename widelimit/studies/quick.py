@@ -46,9 +46,9 @@ SIZES: Dict[str, Dict[str, Any]] = {
     "quick": dict(n_train=200, n_test=512, width=128, depth=3, lr=2.0, steps=750, eval_every=5,
                   lams=list(np.geomspace(5e-4, 2e-2, 9)), seeds=list(range(8)), budgets=[100, 250, 750],
                   short_lam=1e-2, short_steps=150, short_eval=2),
-    # about 6x the training compute of quick (width 256, 300 examples, 1000 steps)
-    "medium": dict(n_train=300, n_test=797, width=256, depth=3, lr=2.0, steps=1000, eval_every=5,
-                   lams=list(np.geomspace(4e-4, 2e-2, 11)), seeds=list(range(8)), budgets=[100, 300, 1000],
+    # about 3x the training compute of quick: 300 examples, width 160, grid factor 1.45
+    "medium": dict(n_train=300, n_test=797, width=160, depth=3, lr=2.0, steps=750, eval_every=5,
+                   lams=list(np.geomspace(5e-4, 2e-2, 11)), seeds=list(range(8)), budgets=[100, 250, 750],
                    short_lam=1e-2, short_steps=150, short_eval=2),
     "full": dict(n_train=1000, n_test=797, width=2048, depth=3, lr=2.0, steps=3000, eval_every=10,
                  lams=list(np.geomspace(5e-5, 2e-2, 11)), seeds=[0, 1, 2, 3], budgets=[250, 1000, 3000],

@@ -54,19 +54,20 @@ SIZES: Dict[str, List[Dict[str, Any]]] = {
     ],
     "quick": [
         dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=200, n_test=150),
-             arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=list(range(8)),
+             arch=dict(kind="MLP", depth=3, width=128, out_dim=1), eta=0.5, seeds=list(range(8)),
              groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=160, eval_every=1),
                      dict(lams=[0.005, 0.002, 0.001], steps=1800, eval_every=6)],
              eta_sweep=dict(lam=0.01, etas=[0.25, 0.5, 1.0], steps=320, eval_every=1)),
     ],
-    # about 8x the training compute of quick: more data, the width check (t* deviation vs width) at 8 seeds
+    # about 5x the training compute of quick: width 256 and the width check (does the t* deviation shrink
+    # with width?) at 128 and 512, 8 seeds
     "medium": [
-        dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=300, n_test=56),
-             arch=dict(kind="MLP", depth=3, width=512, out_dim=1), eta=0.5, seeds=list(range(8)),
+        dict(name="mlp", data="digits", data_options=dict(_DIGITS38, n_train=200, n_test=150),
+             arch=dict(kind="MLP", depth=3, width=256, out_dim=1), eta=0.5, seeds=list(range(8)),
              groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=160, eval_every=1),
                      dict(lams=[0.005, 0.002, 0.001], steps=1800, eval_every=6)],
-             eta_sweep=dict(lam=0.01, etas=[0.25, 0.5, 1.0], steps=320, eval_every=1),
-             width_check=dict(lam=0.002, widths=[128, 256], steps=1000, eval_every=4)),
+             eta_sweep=dict(lam=0.01, etas=[0.25, 1.0], steps=320, eval_every=1),
+             width_check=dict(lam=0.005, widths=[128, 512], steps=320, eval_every=1)),
     ],
     "full": [
         dict(name="mlp_mnist1d", data="mnist1d", data_options=dict(n_train=4000, n_test=1000, seed=0),

@@ -47,8 +47,8 @@ SIZES: Dict[str, Dict[str, Any]] = {
                   steps=20, eval_every=5),
     "quick": dict(widths=[64, 128, 256, 512, 1024], seeds=list(range(8)), n_train=64, n_test=64, depth=3,
                   eta=0.2, lam=0.05, steps=100, eval_every=5),
-    # about 6x quick: widths up to 2048, 96 examples
-    "medium": dict(widths=[128, 256, 512, 1024, 2048], seeds=list(range(8)), n_train=96, n_test=64, depth=3,
+    # about 4x quick: widths up to 2048
+    "medium": dict(widths=[128, 256, 512, 1024, 2048], seeds=list(range(8)), n_train=64, n_test=64, depth=3,
                    eta=0.2, lam=0.05, steps=100, eval_every=5),
     "full": dict(widths=[256, 512, 1024, 2048, 4096, 8192, 16384], seeds=[0, 1, 2, 3], n_train=256,
                  n_test=101, depth=3, eta=0.1, lam=0.05, steps=200, eval_every=5),

@@ -475,7 +475,8 @@ def test_validate_all_and_report(tmp_path, monkeypatch, capsys, fake_study):
     assert cli.main(["validate", "all", "--out", str(out), "--report", "--quiet"]) == 0
     assert len(fake_study) == 1 and built == [out.parent]
     assert f"assembled: {out.parent / 'REPORT.md'}" in capsys.readouterr().out
-    assert cli.validate.REGENERATE.startswith("widelimit validate all ")
+    assert cli.validate.REGENERATE == "python -m widelimit.studies.report --regenerate quick"
+    assert cli.validate.REGENERATE.split()[2] == report.__name__
 
 
 def test_cost_estimate_announced_for_slow_work(problem, tmp_path, monkeypatch, capsys, fake_study):

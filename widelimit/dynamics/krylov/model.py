@@ -32,6 +32,11 @@ from .lanczos import KrylovBasis, block_lanczos
 from .operator import KernelMatrix, as_kernel, available_memory_bytes
 
 
+def _rows(k: KernelMatrix, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the (unnormalised) kernel block as float64."""
+    return np.asarray(k.matrix[rows], dtype=np.float64)
+
+
 class KrylovConvergenceWarning(RuntimeWarning):
     """The Krylov basis reached ``max_dim`` before its error estimate fell below ``tol``."""
 
@@ -69,7 +74,8 @@ class KrylovLoss:
                  f0_train=None, f0_test=None, nngp_train_train=None, nngp_test_train=None,
                  nngp_test_test_diag=None, learning_rate: Optional[float] = None,
                  weight_decay_range: Tuple[float, float] = (1e-5, 1e-1), horizon: float = 10.0,
-                 tol: float = 1e-10, max_dim: Optional[int] = None, variance_sketch: int = 48,
+                 tol: float = 1e-10, variance_tol: float = 1e-7, max_dim: Optional[int] = None,
+                 variance_sketch: int = 48,
                  variance_probes=16, seed: int = 0,
                  on_failure: str = "warn", normalization: Optional[float] = None):
         if not isinstance(ntk_train_train, (np.ndarray, KernelMatrix)):
@@ -87,8 +93,9 @@ class KrylovLoss:
             raise ValueError(f"weight_decay_range must be (lo, hi) with 0 < lo <= hi, got {weight_decay_range}")
         if not (np.isfinite(horizon) and horizon > 0):
             raise ValueError(f"horizon must be finite and > 0, got {horizon}")
-        if not (0 < tol < 1):
-            raise ValueError(f"tol must be in (0, 1), got {tol}")
+        for name, v in (("tol", tol), ("variance_tol", variance_tol)):
+            if not (0 < v < 1):
+                raise ValueError(f"{name} must be in (0, 1), got {v}")
         norm = float(y.size) if normalization is None else float(normalization)
         a = as_kernel("ntk_train_train", ntk_train_train, norm, (n, n))
         a.check_square()
@@ -147,67 +154,37 @@ class KrylovLoss:
         max_dim = int(min(n, 3000) if max_dim is None else max_dim)
         if max_dim < 1:
             raise ValueError(f"max_dim must be >= 1, got {max_dim}")
-        need = 8 * max_dim * (n + (m or 0)) + 16 * n * b
+        need = 8 * max_dim * (n + (m or 0)) * (2 if averaged else 1) + 16 * n * b
         avail = available_memory_bytes()
         if need > 0.8 * avail:
             raise MemoryError(f"the Krylov basis (max_dim={max_dim}, N={n}) needs {need / 2**30:.2f} GiB but "
                               f"only {avail / 2**30:.2f} GiB are available: lower max_dim")
-        if averaged:                                   # probes: u = Theta~_Xx z, w = K_Xx z (one pass each)
-            groups.append(("u", test.rmatmat(z)))
-            w_probe = nngp_xt.rmatmat(z)
+        self._n, self._ysize, self._m = n, y.size, m
+        self._sentinels = (np.geomspace(lo, hi, 4) if hi > lo else np.array([lo]),
+                           np.array([0.03, 0.3, 3.0, horizon]))
+        self._test_monitor = None if test is None else np.sort(
+            np.random.default_rng(seed).choice(m, size=min(m, 256), replace=False))
+        # basis 1: targets (and given f0) -> outputs, mean-function and training losses
         start = np.concatenate([g for _, g in groups], axis=1)
         kinds = np.concatenate([np.full(g.shape[1], name == "y") for name, g in groups])
-        self._gq = None if test is None else np.empty((m, max_dim))
-        self._r = 0
-
-        def on_block(block):
-            if test is not None:
-                self._gq[:, self._r:self._r + block.shape[1]] = test.matmat(block)
-            self._r += block.shape[1]
-
-        sent_lam = np.geomspace(lo, hi, 4) if hi > lo else np.array([lo])
-        sent_s = np.array([0.03, 0.3, 3.0, horizon])
-
-        def solution(q, theta, w):
-            s_all = w.T @ (q.T @ start)                 # (r, b)
-            base = (self._gq[:, :q.shape[1]] @ w) if test is not None else q @ w
-            coef = []
-            for lam in sent_lam:
-                c = mode_response(theta, sent_s / lam, lam, self.L, self.learning_rate)
-                phi = np.where(kinds[None, None, :], c.J_over_mu[:, :, None], c.gap_over_mu[:, :, None])
-                coef.append(phi * s_all[None])          # (S, r, b)
-            coef = np.concatenate(coef)                 # (lam * S, r, b)
-            out = base @ coef                           # (lam * S, P, b)
-            return [out[..., kinds], out[..., ~kinds]] if (~kinds).any() else [out]
-
-        self.basis: KrylovBasis = block_lanczos(a.matmat, start, solution=solution, tol=tol, max_dim=max_dim,
-                                                name="ntk_train_train", on_block=on_block)
-        if not self.basis.converged:
-            msg = (f"Krylov basis not converged: error estimate {self.basis.error_estimate:.3g} > tol {tol:g} "
-                   f"at max_dim={max_dim} ({self.basis.n_blocks} blocks); results carry that relative error")
-            if on_failure == "raise":
-                raise RuntimeError(msg)
-            warnings.warn(msg, KrylovConvergenceWarning, stacklevel=2)
-        q, w, r = self.basis.q, self.basis.ritz_vectors, self.basis.dim
+        self.basis, self._g, proj = self._grow(a, test, start, kinds, tol, max_dim, on_failure, "mean")
         self.eigenvalues = np.maximum(self.basis.ritz_values, 0.0)   # Ritz values (the protocol's modes)
-        proj = w.T @ (q.T @ start)
         self._s_y = proj[:, kinds]
-        off = 0
-        self._s_f = None
-        if groups[1:] and groups[1][0] == "f0":
-            self._s_f = proj[:, ~kinds][:, :k_out]
-        self._n, self._ysize = n, y.size
-        self._m = m
-        self._g = None if test is None else self._gq[:, :r] @ w
-        self._gq = None
+        self._s_f = proj[:, ~kinds] if (~kinds).any() else None
         self.averaged = averaged
         if self._g is not None and self._yt is not None:
             gg = self._g.T @ self._g
             self._h_yy = gg * (self._s_y @ self._s_y.T)
             self._r_y = np.einsum("ik,ik->i", self._g.T @ self._yt, self._s_y)
             self._c0 = float(np.sum(self._yt ** 2))
-        if averaged:
-            s_u = proj[:, -z.shape[1]:]
+        self.variance_basis = None
+        if averaged:  # basis 2: probes u = Theta~_Xx z (w = K_Xx z enters only through Q^T w) -> variance
+            u, w_probe = test.rmatmat(z), nngp_xt.rmatmat(z)
+            vb, _, s_u = self._grow(a, test, u, np.zeros(u.shape[1], bool), variance_tol, max_dim, on_failure,
+                                    "variance", need_test=False)
+            self.variance_basis = vb
+            self._var_eigenvalues = np.maximum(vb.ritz_values, 0.0)
+            q, w = vb.q, vb.ritz_vectors
             s_w = w.T @ (q.T @ w_probe)
             kq = w.T @ nngp.sandwich(q) @ w                              # W^T Q^T K_XX Q W
             self._s_u, self._s_w, self._kq = s_u, s_w, kq
@@ -216,6 +193,56 @@ class KrylovLoss:
             self._rv = np.einsum("is,is->i", s_w * weights, s_u) / m
             self._kxx = float(np.mean(kxx))
         self.passes = a.passes + (0 if test is None else test.passes)
+
+    def _grow(self, a: KernelMatrix, test: Optional[KernelMatrix], start: np.ndarray, kinds: np.ndarray,
+              tol: float, max_dim: int, on_failure: str, what: str, need_test: bool = True):
+        """One block Krylov basis from ``start``; returns ``(basis, G = Theta~_xX Q W or None, W^T Q^T start)``.
+
+        The stopping rule monitors, at the sentinel ``(lam, t)``, the test outputs (on <= 256 monitored test
+        points; the training outputs without a test kernel) of every start column: ``J/mu`` for target
+        columns (``kinds``), ``gap/mu`` for the others."""
+        n = start.shape[0]
+        mon = self._test_monitor
+        use_test = test is not None
+        gq = np.empty((test.shape[0] if need_test else mon.size, max_dim)) if use_test else None
+        filled = [0]
+        lams, s_grid = self._sentinels
+        mon_rows = _rows(test, mon) / test.normalization if (use_test and not need_test) else None
+
+        def on_block(block):
+            if use_test:
+                k = block.shape[1]
+                val = test.matmat(block) if need_test else mon_rows @ block
+                gq[:, filled[0]:filled[0] + k] = val
+            filled[0] += block.shape[1]
+
+        def solution(q, theta, w):
+            s_all = w.T @ (q.T @ start)                 # (r, b)
+            r = q.shape[1]
+            if use_test:
+                base = (gq[mon, :r] if need_test else gq[:, :r]) @ w
+            else:
+                base = q @ w
+            coef = []
+            for lam in lams:
+                c = mode_response(theta, s_grid / lam, lam, self.L, self.learning_rate)
+                phi = np.where(kinds[None, None, :], c.J_over_mu[:, :, None], c.gap_over_mu[:, :, None])
+                coef.append(phi * s_all[None])          # (S, r, b)
+            out = base @ np.concatenate(coef)           # (lam * S, P, b)
+            groups = [out[..., kinds], out[..., ~kinds]]
+            return [g for g in groups if g.size]
+
+        basis = block_lanczos(a.matmat, start, solution=solution, tol=tol, max_dim=max_dim,
+                              name="ntk_train_train", on_block=on_block)
+        if not basis.converged:
+            msg = (f"Krylov basis ({what}) not converged: error estimate {basis.error_estimate:.3g} > tol "
+                   f"{tol:g} at max_dim={max_dim} ({basis.n_blocks} blocks); results carry that relative error")
+            if on_failure == "raise":
+                raise RuntimeError(msg)
+            warnings.warn(msg, KrylovConvergenceWarning, stacklevel=3)
+        w = basis.ritz_vectors
+        g = gq[:, :basis.dim] @ w if (use_test and need_test) else None
+        return basis, g, w.T @ (basis.q.T @ start)
 
     @staticmethod
     def _probes(test: KernelMatrix, m: int, sketch: int, n_probes: int, seed: int):
@@ -269,6 +296,10 @@ class KrylovLoss:
         """Per-mode coefficients at the Ritz values, times ``t`` (1-D): arrays (T, r)."""
         return mode_response(self.eigenvalues, _times(t), _check_lam(weight_decay), self.L, self.learning_rate)
 
+    def _var_coefficients(self, weight_decay: float, t):
+        return mode_response(self._var_eigenvalues, _times(t), _check_lam(weight_decay), self.L,
+                             self.learning_rate)
+
     def _need_test(self):
         if self._g is None or self._yt is None:
             raise ValueError("no test points: build the model with ntk_test_train and y_test")
@@ -311,7 +342,7 @@ class KrylovLoss:
         """Probe estimate of ``mean_x Var_{f0} f_x(t)`` (per output) at times ``t`` (1-D)."""
         if not self.averaged:
             raise ValueError("no NNGP kernels: build the model with nngp_* to average over f0")
-        c = self.coefficients(weight_decay, t)
+        c = self._var_coefficients(weight_decay, t)
         gm, d = c.gap_over_mu, c.decay[:, 0]
         quad = np.einsum("ti,ti->t", gm @ self._h, gm)
         return np.maximum(d * d * self._kxx - 2 * d * (gm @ self._rv) + quad, 0.0)
@@ -322,7 +353,7 @@ class KrylovLoss:
             raise ValueError("no NNGP kernels: build the model with nngp_* to average over f0")
         if self.variance_exact:
             return np.zeros(_times(t).size)
-        c = self.coefficients(weight_decay, t)
+        c = self._var_coefficients(weight_decay, t)
         gm, d = c.gap_over_mu, c.decay[:, 0]
         s_u, s_w = self._s_u[:, -self._n_rem:], self._s_w[:, -self._n_rem:]
         x = gm[:, :, None] * s_u[None]                                    # (T, r, s)

@@ -1,0 +1,145 @@
+"""Benchmark of the Krylov L2 solver against the dense eigendecomposition path (issue 11).
+
+Problem: MNIST-1D (widelimit.data_large.load_mnist1d_large), 3-layer bias-free ReLU MLP (L = 3), K = 10
+one-hot outputs, M test points; kernels from widelimit.kernels.blockwise (stored on disk, reused).
+Table: test loss expected over f0 ~ NNGP for 50 weight decays in [1e-5, 1e-1] x 50 budgets
+t = eta T (eta = 1, T log-spaced in [1e2, 1e6]).
+
+    python benchmarks/bench_krylov.py kernels --n 5000          # kernels to $BENCH_DIR/n5000 (disk)
+    python benchmarks/bench_krylov.py solve --n 5000 --solver dense|krylov   # one path, own process
+    python benchmarks/bench_krylov.py accuracy --n 5000         # Krylov vs dense: outputs, loss, t*, lambda_opt
+
+Every sub-command prints one JSON line (times in s, peak RSS of its process in bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(os.environ.get("BENCH_DIR", "/tmp/widelimit_bench_krylov"))
+LAMS = np.geomspace(1e-5, 1e-1, 50)
+BUDGETS = np.geomspace(1e2, 1e6, 50)
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cmd_kernels(n: int, m: int, dtype: str) -> dict:
+    from widelimit.arch import MLP
+    from widelimit.data_large import load_mnist1d_large
+    from widelimit.kernels.blockwise import blockwise_kernels
+    from widelimit.kernels.native import mlp_kernels
+    d = ROOT / f"n{n}"
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ds = load_mnist1d_large(n, m, seed=0)
+    t_data = time.perf_counter() - t0
+    spec = MLP(depth=3, activation="relu")
+    t0 = time.perf_counter()
+    blockwise_kernels(spec, ds.x_train, path=d / "tt", dtype=dtype, block=2048, progress=False)
+    t_tt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    blockwise_kernels(spec, ds.x_test, ds.x_train, path=d / "xt", dtype=dtype, block=2048, progress=False)
+    kxx = np.array([mlp_kernels(spec, ds.x_test[i:i + 1])[1][0, 0] for i in range(ds.n_test)])
+    t_xt = time.perf_counter() - t0
+    np.savez(d / "data.npz", y=ds.y_train, yt=ds.y_test, kxx=kxx)
+    return dict(cmd="kernels", n=n, m=m, dtype=dtype, data_s=t_data, train_train_s=t_tt, test_train_s=t_xt,
+                kernel_bytes=int(2 * n * n * np.dtype(dtype).itemsize), peak_rss=_peak())
+
+
+def _load(n: int):
+    d = ROOT / f"n{n}"
+    z = np.load(d / "data.npz")
+    k = {f"{a}_{b}": np.load(d / a / f"{b}.npy", mmap_mode="r") for a in ("tt", "xt") for b in ("ntk", "nngp")}
+    return k, z["y"], z["yt"], z["kxx"]
+
+
+def build(solver: str, n: int, **kw):
+    k, y, yt, kxx = _load(n)
+    if solver == "dense":
+        from widelimit.dynamics import ExpectedLoss
+        return ExpectedLoss(np.asarray(k["tt_ntk"], np.float64), np.asarray(k["xt_ntk"], np.float64),
+                            np.asarray(k["tt_nngp"], np.float64), np.asarray(k["xt_nngp"], np.float64), kxx,
+                            y, yt, 3)
+    from widelimit.dynamics.krylov import KrylovLoss
+    return KrylovLoss(k["tt_ntk"], y, 3, ntk_test_train=k["xt_ntk"], y_test=yt, nngp_train_train=k["tt_nngp"],
+                      nngp_test_train=k["xt_nngp"], nngp_test_test_diag=kxx, **kw)
+
+
+def cmd_solve(n: int, solver: str, tol: float) -> dict:
+    kw = {} if solver == "dense" else {"tol": tol}
+    t0 = time.perf_counter()
+    model = build(solver, n, **kw)
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table = np.stack([model.test_loss(lam, BUDGETS) for lam in LAMS])
+    t_table = time.perf_counter() - t0
+    np.save(ROOT / f"n{n}" / f"table_{solver}.npy", table)
+    out = dict(cmd="solve", n=n, solver=solver, build_s=t_build, table_s=t_table, total_s=t_build + t_table,
+               peak_rss=_peak(), kernel_bytes=int(sum(np.load(ROOT / f"n{n}" / "tt" / f"{g}.npy",
+                                                              mmap_mode="r").nbytes for g in ("ntk", "nngp"))))
+    if solver == "krylov":
+        b = model.basis
+        out.update(dim=b.dim, blocks=b.n_blocks, error_estimate=b.error_estimate, converged=b.converged,
+                   lanczos_s=b.seconds)
+    return out
+
+
+def cmd_accuracy(n: int, tol: float) -> dict:
+    from widelimit.predict import lambda_opt, t_star
+    dense = build("dense", n)
+    kry = build("krylov", n, tol=tol)
+    lams = np.geomspace(1e-5, 1e-1, 9)
+    s = np.array([0.01, 0.1, 0.3, 1.0, 3.0, 10.0])
+    out_err, loss_err, z_err, mean_err = 0.0, 0.0, 0.0, 0.0
+    for lam in lams:
+        t = s / lam
+        fd = dense.flow.with_weight_decay(lam).test(t)
+        fk = kry.test_outputs(lam, t)
+        out_err = max(out_err, float(np.max(np.linalg.norm((fd - fk).reshape(len(t), -1), axis=1)
+                                            / np.linalg.norm(fd.reshape(len(t), -1), axis=1))))
+        ld, lk, se = dense.test_loss(lam, t), kry.test_loss(lam, t), kry.test_loss_error(lam, t)
+        loss_err = max(loss_err, float(np.max(np.abs(lk - ld) / ld)))
+        z_err = max(z_err, float(np.max(np.abs(lk - ld) / se)))
+        mean_err = max(mean_err, float(np.max(np.abs(kry.loss_of_mean(lam, t) / dense.loss_of_mean(lam, t) - 1))))
+    ts_d, ts_k = t_star(dense, weight_decays=lams), t_star(kry, weight_decays=lams)
+    lo_d = lambda_opt(dense, steps=BUDGETS[::7], learning_rate=1.0)
+    lo_k = lambda_opt(kry, steps=BUDGETS[::7], learning_rate=1.0)
+    return dict(cmd="accuracy", n=n, test_outputs_rel=out_err, mean_loss_rel=mean_err, expected_loss_rel=loss_err,
+                expected_loss_in_stated_errors=z_err, t_star_dense=ts_d.t_star.tolist(),
+                t_star_krylov=ts_k.t_star.tolist(),
+                t_star_rel=float(np.nanmax(np.abs(ts_k.t_star / ts_d.t_star - 1))),
+                lambda_opt_dense=np.asarray(lo_d.weight_decay_opt).tolist(),
+                lambda_opt_krylov=np.asarray(lo_k.weight_decay_opt).tolist(),
+                lambda_opt_rel=float(np.nanmax(np.abs(np.asarray(lo_k.weight_decay_opt) / np.asarray(lo_d.weight_decay_opt) - 1))),
+                dim=kry.basis.dim, error_estimate=kry.basis.error_estimate)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cmd", choices=("kernels", "solve", "accuracy"))
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--m", type=int, default=1000)
+    p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    p.add_argument("--solver", default="krylov", choices=("dense", "krylov"))
+    p.add_argument("--tol", type=float, default=1e-10)
+    a = p.parse_args(argv)
+    if a.cmd == "kernels":
+        res = cmd_kernels(a.n, a.m, a.dtype)
+    elif a.cmd == "solve":
+        res = cmd_solve(a.n, a.solver, a.tol)
+    else:
+        res = cmd_accuracy(a.n, a.tol)
+    print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from widelimit.arch import CNN, MLP, from_dict
-from widelimit.kernels import analytic_kernels, empirical_ntk_of_spec, measure_homogeneity
+from widelimit.kernels import analytic_kernels
+from widelimit.nets import empirical_ntk_of_spec, measure_homogeneity
 from widelimit.nets import init_params
 
 

@@ -10,7 +10,8 @@ from jax.flatten_util import ravel_pytree
 
 from widelimit._x64 import x64
 from widelimit.arch import CNN, MLP
-from widelimit.kernels import analytic_kernels, empirical_ntk, empirical_ntk_of_spec
+from widelimit.kernels import analytic_kernels
+from widelimit.nets import empirical_ntk, empirical_ntk_of_spec
 from widelimit.nets import apply, init_params
 
 RNG = np.random.default_rng(0)
@@ -132,3 +133,24 @@ def test_wide_deep_cnn_matches_neural_tangents_ntk():
     err, errs = _mean_rel_error(spec, x, analytic_kernels(spec, x, backend="nt").ntk, dtype=jnp.float32,
                                 max_bytes=2 ** 30)
     assert err <= 0.05, errs
+
+
+@pytest.mark.parametrize("spec", [MLP(depth=3, width=24, out_dim=3),
+                                  MLP(depth=2, width=16, out_dim=2, activation="leaky_relu", slope=0.1),
+                                  MLP(depth=1, out_dim=2)])
+def test_layerwise_empirical_ntk_matches_jacobian(spec):
+    import jax
+
+    from widelimit._x64 import x64
+    from widelimit.data import load_dataset
+    from widelimit.nets import apply, init_params, mlp_empirical_ntk
+
+    ds = load_dataset("digits", n_train=12, n_test=7, seed=0)
+    x1, x2 = ds.x_train, ds.x_test
+    with x64():
+        p = init_params(spec, jax.random.PRNGKey(3), (64,), dtype=jax.numpy.float64)
+        ref = empirical_ntk(lambda q, x: apply(spec, q, x), p, x1, x2)
+    mine = mlp_empirical_ntk(spec, jax.tree_util.tree_map(np.asarray, p), x1, x2)
+    np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="bias-free"):
+        mlp_empirical_ntk(spec.replace(b_std=0.1), p, x1)

@@ -29,7 +29,8 @@ def _errors(width, lam, eta, *, n_check=10, seed=1, empirical=True):
     from widelimit._x64 import x64
     from widelimit.arch import MLP
     from widelimit.dynamics.ntk_l2 import L2Flow
-    from widelimit.kernels import analytic_kernels, empirical_ntk
+    from widelimit.kernels import analytic_kernels
+    from widelimit.nets import empirical_ntk
     from widelimit.nets import apply, init_params
 
     x, y = _data()

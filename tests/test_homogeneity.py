@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from widelimit.arch import CNN, MLP
-from widelimit.kernels import homogeneity_degree, measure_homogeneity
+from widelimit.nets import homogeneity_degree, measure_homogeneity
 
 KEY = jax.random.PRNGKey(7)
 X = np.random.default_rng(0).normal(size=(6, 5))

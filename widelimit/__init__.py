@@ -6,7 +6,7 @@ does, when an NT kernel is requested) and never changes JAX's global float64 fla
 
 Theory::
 
-    from widelimit import MLP, analytic_kernels, L2Flow, t_star
+    from widelimit import MLP, DataKernels, predict_model, t_star, lambda_opt
 Finite nets::
 
     from widelimit import RunConfig, train_ensemble
@@ -20,13 +20,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "widelimit.arch": ["MLP", "CNN", "Spec"],
-    "widelimit.kernels": ["Kernels", "analytic_kernels", "kernel_fn", "empirical_ntk", "empirical_ntk_of_spec",
-                          "homogeneity_degree", "measure_homogeneity"],
-    "widelimit.nets": ["init_params", "apply", "scale_invariant_mask"],
-    "widelimit.dynamics": ["L2Flow", "L2FlowEnsemble", "integrate_flow", "mode_coefficients",
+    "widelimit.kernels": ["Kernels", "analytic_kernels", "kernel_fn", "DataKernels"],
+    "widelimit.nets": ["init_params", "apply", "scale_invariant_mask", "empirical_ntk", "empirical_ntk_of_spec",
+                       "homogeneity_degree", "measure_homogeneity"],
+    "widelimit.dynamics": ["L2Flow", "L2FlowEnsemble", "ExpectedLoss", "FlowLoss", "LossModel",
+                           "integrate_flow", "mode_coefficients",
                            "solve_norm_map", "solve_norm_ode", "equilibrium", "norm_sq_trajectory",
                            "NormDynamics"],
-    "widelimit.predict": ["loss_curves", "t_star", "lambda_opt", "to_rows", "FlowMetrics"],
+    "widelimit.predict": ["predict_model", "loss_curves", "t_star", "lambda_opt", "lambda_rule", "to_rows",
+                          "table_rows"],
     "widelimit.predict_norms": ["norm_predictions", "norm_prediction_table"],
     "widelimit.data": ["load_dataset", "Dataset"],
     "widelimit.results": ["ResultStore"],

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from .modes import check_learning_rate, mode_response
+from .modes import check_learning_rate, gd_mode_coefficients, mode_response, steps_of
 from .ntk_l2 import L2Flow, _as_float_array, _check_degree, _check_lam, _check_square_symmetric
 
 _GRAM_BYTES = 2 ** 29          # use the Gram quadratic form while its matrices fit in 512 MiB
@@ -103,6 +103,21 @@ class _QuadraticLoss:
         """:func:`~widelimit.dynamics.modes.mode_response` of this model at times ``t`` (1-D)."""
         return mode_response(self.flow.eigenvalues, _times(t), _check_lam(weight_decay), self.L,
                              self.learning_rate)
+
+    def test_loss_grid(self, weight_decays, t) -> np.ndarray:
+        """:meth:`test_loss` for every weight decay (P,) at times ``t`` (T,): shape (P, T). For GD all
+        weight decays share one pass of the recursion (optional extension of the LossModel protocol)."""
+        lams = np.asarray(weight_decays, dtype=np.float64).reshape(-1)
+        for lam in lams:
+            _check_lam(float(lam))
+        t = _times(t)
+        if self.learning_rate is None or not self._gram:
+            return np.stack([self.test_loss(lam, t) for lam in lams]) if lams.size else np.empty((0, t.size))
+        c = gd_mode_coefficients(self.flow.eigenvalues, steps_of(t, self.learning_rate), lams, self.L,
+                                 self.learning_rate)                     # (T, P, N)
+        n = self.n_train
+        flat = type(c)(*(x.reshape(-1, n) for x in c))
+        return self._loss(flat).reshape(t.size, lams.size).T
 
     def _mean_sq(self, c):
         """``||G diag(j) V^T y - y_test||^2`` per time and the size of its terms."""
@@ -191,8 +206,10 @@ class FlowLoss(_QuadraticLoss):
         if not self._gram:
             return np.array([np.sum((f - self._yt.reshape(f.shape)) ** 2)
                              for f in self._outputs(weight_decay, _times(t))]) / (2 * self._yt.size)
+        return self._loss(self.coefficients(weight_decay, t))
+
+    def _loss(self, c) -> np.ndarray:
         fl = self.flow
-        c = self.coefficients(weight_decay, t)
         sq, scale = self._mean_sq(c)
         jm, gm, d = c.J_over_mu, c.gap_over_mu, c.decay[:, 0]
         if fl._f0_eig is not None:       # the initial outputs on the training points
@@ -316,7 +333,9 @@ class ExpectedLoss(_QuadraticLoss):
 
     def test_loss(self, weight_decay: float, t) -> np.ndarray:
         """Expected test MSE ``E_{f0} 1/(2 M K) sum (f_x(t) - y)^2`` at times ``t`` (1-D), shape (T,)."""
-        c = self.coefficients(weight_decay, t)
+        return self._loss(self.coefficients(weight_decay, t))
+
+    def _loss(self, c) -> np.ndarray:
         sq, scale = self._mean_sq(c)
         return _clip(sq, scale, "test MSE of the mean function") / (2 * self._yt.size) + 0.5 * self._variance(c)
 

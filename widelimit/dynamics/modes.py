@@ -57,29 +57,34 @@ def gd_mode_coefficients(mu, steps, weight_decay: float, L: int, learning_rate: 
     Args:
       mu: eigenvalues (N,) of the normalised NTK (negative round-off treated as 0).
       steps: step counts ``>= 0``, any shape S.
-      weight_decay: ``lam >= 0`` with ``eta lam < 1`` (else the factor ``c`` is ``<= 0``).
+      weight_decay: ``lam >= 0`` with ``eta lam < 1`` (else the factor ``c`` is ``<= 0``); a scalar, or a
+        1-D array (P,) of them evaluated in the same pass.
       L: homogeneity degree ``>= 1``.
       learning_rate: ``eta > 0``.
 
-    Returns: :class:`ModeCoefficients` with arrays of shape ``S + (N,)``. Cost O(max(steps) N).
+    Returns: :class:`ModeCoefficients` with arrays of shape ``S + (N,)`` (``S + (P, N)`` for an array of
+    weight decays). Cost O(max(steps) P N).
     """
     mu = np.maximum(np.asarray(mu, dtype=np.float64).reshape(-1), 0.0)
     steps = np.asarray(steps)
     if steps.size and (not np.issubdtype(steps.dtype, np.integer) or np.any(steps < 0)):
         raise ValueError("steps must be integer step counts >= 0")
-    eta, lam = float(learning_rate), float(weight_decay)
-    if not (eta > 0 and lam >= 0 and eta * lam < 1):
+    eta, lam = float(learning_rate), np.asarray(weight_decay, dtype=np.float64)
+    if lam.ndim > 1:
+        raise ValueError(f"weight_decay must be a number or a 1-D array, got shape {lam.shape}")
+    if not (eta > 0 and np.all(lam >= 0) and np.all(eta * lam < 1)):
         raise ValueError(f"discrete GD needs learning_rate > 0, weight_decay >= 0 and "
-                         f"learning_rate*weight_decay < 1, got {eta} and {lam}")
+                         f"learning_rate*weight_decay < 1, got {eta} and {weight_decay}")
     flat = steps.reshape(-1).astype(np.int64)
-    c = 1.0 - eta * lam
+    c = (1.0 - eta * lam)[..., None]                                  # () + (1,) or (P, 1)
     cL, cL1, ck = c ** L, c ** (L - 1), c ** (2 * (L - 1))
     n = mu.size
-    out = [np.empty((flat.size, n)) for _ in range(5)]
-    P, J = np.ones(n), np.zeros(n)
-    A, B = np.zeros(n), np.zeros(n)
+    state = lam.shape + (n,)
+    out = [np.empty((flat.size,) + state) for _ in range(5)]
+    P, J = np.ones(state), np.zeros(state)
+    A, B = np.zeros(state), np.zeros(state)
     order = np.argsort(flat, kind="stable")
-    kern, dec, j = 1.0, 1.0, 0
+    kern, dec, j = np.ones_like(c), np.ones_like(c), 0
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(int(flat.max()) + 1 if flat.size else 0):
             while j < order.size and flat[order[j]] == k:
@@ -91,7 +96,7 @@ def gd_mode_coefficients(mu, steps, weight_decay: float, L: int, learning_rate: 
             P, J = (cL - s * mu) * P, (cL - s * mu) * J + s * mu
             kern *= ck
             dec *= cL
-    return ModeCoefficients(*(o.reshape(steps.shape + (n,)) for o in out))
+    return ModeCoefficients(*(o.reshape(steps.shape + state) for o in out))
 
 
 def mode_response(mu, t, weight_decay: float, L: int, learning_rate: Optional[float] = None

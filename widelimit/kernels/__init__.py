@@ -1,4 +1,7 @@
-"""Infinite-width kernels (NNGP and NTK), empirical NTKs of finite networks, homogeneity degrees.
+"""Infinite-width kernels (NNGP and NTK) and the kernel container :class:`DataKernels`.
+
+Empirical NTKs of finite networks, kernels sampled from finite instances and the homogeneity measurement
+live with the finite networks (:mod:`widelimit.nets.empirical`, :mod:`widelimit.nets.homogeneity`).
 
 Conventions: the NTK is unnormalised, ``Theta(x, x') = sum_p df(x)/dtheta_p df(x')/dtheta_p``, and both
 kernels are per output (the infinite-width kernels are ``K * I_K`` across the ``K`` outputs). With the
@@ -16,8 +19,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from ..arch import CNN, MLP
-from .empirical import empirical_ntk, empirical_ntk_of_spec
-from .homogeneity import homogeneity_degree, measure_homogeneity
+from .container import FORMAT_VERSION, DataKernels
 
 BACKENDS = ("auto", "native", "nt")
 
@@ -109,5 +111,4 @@ def kernel_fn(model, backend: str = "auto") -> Callable[..., Kernels]:
     return k
 
 
-__all__ = ["Kernels", "BACKENDS", "analytic_kernels", "kernel_fn", "empirical_ntk", "empirical_ntk_of_spec",
-           "homogeneity_degree", "measure_homogeneity"]
+__all__ = ["Kernels", "BACKENDS", "analytic_kernels", "kernel_fn", "DataKernels", "FORMAT_VERSION"]

@@ -99,9 +99,8 @@ def stax_of_spec(spec) -> Tuple[Callable, Callable, Callable]:
 def to_nt_params(spec, params: Dict[str, Dict[str, Any]]) -> list:
     """Convert :func:`widelimit.nets.init_params` parameters to the pytree of :func:`stax_of_spec`'s apply_fn."""
     _check_supported(spec)
-    from ..nets import layer_names
-
-    names = layer_names(spec)
+    hidden = sorted((k for k in params if k.startswith("hidden")), key=lambda k: int(k[len("hidden"):]))
+    names = hidden + ["readout"]
     n_spatial = 0 if isinstance(spec, MLP) else spec.ndim
     out: list = []
     for name in names:

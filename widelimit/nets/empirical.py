@@ -1,4 +1,5 @@
-"""Empirical NTK of a finite network by Jacobian contraction in plain JAX.
+"""Kernels measured on finite networks: the empirical NTK (Jacobian contraction in plain JAX, or layer by
+layer for bias-free MLPs) and NTK/NNGP estimates sampled from finite instances (:func:`sampled_kernels`).
 
 ``Theta_kl(x, x') = sum_p d f_k(x)/d theta_p * d f_l(x')/d theta_p`` (unnormalised), computed block by
 block: the Jacobian of a block of at most ``batch_size`` examples is formed with ``jax.jacrev``, so the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -62,7 +63,7 @@ _cached_jit_contract = functools.lru_cache(maxsize=32)(_jit_contract)
 
 @functools.lru_cache(maxsize=32)
 def _spec_apply(spec) -> Callable:
-    from ..nets import apply
+    from .network import apply
     return functools.partial(apply, spec)
 
 
@@ -147,7 +148,7 @@ def empirical_ntk_of_spec(spec, key, x1, x2: Optional[np.ndarray] = None, *, dty
     import jax.numpy as jnp
 
     from .._x64 import x64
-    from ..nets import init_params
+    from .network import init_params
 
     x1 = np.asarray(x1)
     spec.check_input(x1, "x1")
@@ -166,4 +167,122 @@ def empirical_ntk_of_spec(spec, key, x1, x2: Optional[np.ndarray] = None, *, dty
                          output=output, max_bytes=max_bytes)
 
 
-__all__ = ["empirical_ntk", "empirical_ntk_of_spec"]
+def mlp_empirical_ntk(spec, params, x1, x2=None) -> np.ndarray:
+    """Empirical NTK of a finite bias-free MLP (NTK parameterisation, no normalisation), float64 NumPy,
+    averaged over the outputs' diagonal blocks: ``mean_k Theta_kk(x1, x2)``, shape (N1, N2).
+
+    Uses the layer structure instead of Jacobians: with ``z_l = (W_std/sqrt(n_{l-1})) h_{l-1} W_l`` and
+    ``delta_l = df_k/dz_l``, ``Theta_kk(x, x') = sum_l (W_std^2/n_{l-1}) <h_{l-1}(x), h_{l-1}(x')>
+    <delta_l(x), delta_l(x')>``: memory O(N width), so it works at widths where a Jacobian would not fit.
+    """
+    from ..arch import MLP
+    from .network import layer_names
+    if not isinstance(spec, MLP) or spec.has_bias or spec.norm is not None or \
+            spec.parameterization != "ntk" or spec.activation not in ("relu", "leaky_relu", "abrelu", "identity"):
+        raise ValueError(f"mlp_empirical_ntk needs a bias-free, unnormalised MLP in the NTK parameterisation "
+                         f"with a piecewise-linear activation, got {spec!r}")
+    names = layer_names(spec)
+    ws = [np.asarray(params[nm]["W"], np.float64) for nm in names]
+    if spec.activation == "relu":
+        lo, hi = 0.0, 1.0
+    elif spec.activation == "leaky_relu":
+        lo, hi = float(spec.slope), 1.0
+    elif spec.activation == "abrelu":
+        lo, hi = float(spec.abrelu_a), float(spec.abrelu_b)
+    else:
+        lo, hi = 1.0, 1.0
+    s = float(spec.W_std)
+
+    def forward(x):
+        hs, ds = [np.asarray(x, np.float64)], []
+        for w in ws[:-1]:
+            z = (s / np.sqrt(w.shape[0])) * (hs[-1] @ w)
+            ds.append(np.where(z > 0, hi, lo))
+            hs.append(z * ds[-1])
+        return hs, ds
+
+    h1, d1 = forward(x1)
+    same = x2 is None
+    h2, d2 = (h1, d1) if same else forward(x2)
+    n_out = ws[-1].shape[1]
+    gram_h = [(s * s / w.shape[0]) * (a @ b.T) for w, a, b in zip(ws, h1, h2)]
+    total = np.zeros((h1[0].shape[0], h2[0].shape[0]))
+    for k in range(n_out):
+        total += gram_h[-1]                                  # readout: delta = 1
+        if len(ws) == 1:
+            continue
+        e1 = np.broadcast_to((s / np.sqrt(ws[-1].shape[0])) * ws[-1][:, k], h1[-1].shape) * d1[-1]
+        e2 = e1 if same else np.broadcast_to((s / np.sqrt(ws[-1].shape[0])) * ws[-1][:, k],
+                                             h2[-1].shape) * d2[-1]
+        for li in range(len(ws) - 2, -1, -1):              # hidden layer li: input h[li], delta e (wrt z_li)
+            total += gram_h[li] * (e1 @ e2.T)
+            if li == 0:
+                break
+            back = s / np.sqrt(ws[li].shape[0])
+            e1 = back * (e1 @ ws[li].T) * d1[li - 1]
+            e2 = e1 if same else back * (e2 @ ws[li].T) * d2[li - 1]
+    return total / n_out
+
+
+def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_samples: int = 256,
+                    seed0: int = 100_000, batch_size: int = 32, chunk: int = 32,
+                    max_bytes: int = 2 ** 28) -> dict:
+    """Kernels of ``spec`` on ``ds`` estimated from finite instances, without neural-tangents (any spec,
+    CNNs included; for machines where the analytic CNN kernels are unavailable).
+
+    * NTK: mean over ``ntk_seeds`` of the empirical NTK (:func:`empirical_ntk`, mean of
+      the outputs' diagonal blocks) of networks initialised with ``PRNGKey(seed)``, float32;
+    * NNGP: the covariance over ``nngp_samples`` random initialisations (keys ``seed0 + i``) of the initial
+      outputs, pooled over the K outputs: ``K(x, x') = mean_{i,k} f0_ik(x) f0_ik(x')``.
+
+    Returns a dict of float64 arrays named as :class:`widelimit.kernels.DataKernels`' fields:
+    ``ntk_train_train`` (N, N), ``ntk_test_train`` (M, N), ``nngp_train_train`` (N, N),
+    ``nngp_test_train`` (M, N), ``nngp_test_test`` (M,) (the diagonal).
+
+    At the spec's finite width these differ from the infinite-width kernels by ``O(width^{-1/2})`` random
+    and ``O(1/width)`` systematic terms; the Monte-Carlo error of the NNGP is ``~ (nngp_samples K)^{-1/2}``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from .network import apply, init_params
+
+    if spec.homogeneity_degree is None:
+        raise ValueError(f"spec must be homogeneous in its parameters for the L2 theory, got {spec!r}")
+    in_shape = tuple(ds.x_train.shape[1:])
+    xtr = jnp.asarray(ds.x_train, jnp.float32)
+    xte = jnp.asarray(ds.x_test, jnp.float32)
+    fn = lambda p, x: apply(spec, p, x)  # noqa: E731
+    ntk_tt = np.zeros((ds.n_train, ds.n_train))
+    ntk_xt = np.zeros((ds.n_test, ds.n_train))
+    for s in ntk_seeds:
+        params = init_params(spec, jax.random.PRNGKey(int(s)), in_shape, jnp.float32)
+        ntk_tt += np.asarray(empirical_ntk(fn, params, xtr, batch_size=batch_size, max_bytes=max_bytes), np.float64)
+        ntk_xt += np.asarray(empirical_ntk(fn, params, xte, xtr, batch_size=batch_size, max_bytes=max_bytes),
+                             np.float64)
+    ntk_tt /= len(ntk_seeds)
+    ntk_xt /= len(ntk_seeds)
+
+    @jax.jit
+    def f0(keys):
+        return jax.vmap(lambda k: jnp.concatenate([fn(init_params(spec, k, in_shape, jnp.float32), xtr),
+                                                   fn(init_params(spec, k, in_shape, jnp.float32), xte)]))(keys)
+
+    n = ds.n_train
+    nngp_tt = np.zeros((n, n))
+    nngp_xt = np.zeros((ds.n_test, n))
+    diag = np.zeros(ds.n_test)
+    count = 0
+    for start in range(0, int(nngp_samples), chunk):
+        keys = jnp.stack([jax.random.PRNGKey(seed0 + i) for i in range(start, min(start + chunk, nngp_samples))])
+        f = np.asarray(f0(keys), np.float64)                   # (S, N + M, K)
+        ft, fx = f[:, :n], f[:, n:]
+        nngp_tt += np.einsum("snk,smk->nm", ft, ft)
+        nngp_xt += np.einsum("snk,smk->nm", fx, ft)
+        diag += np.einsum("snk,snk->n", fx, fx)
+        count += f.shape[0] * f.shape[2]
+    return {"ntk_train_train": 0.5 * (ntk_tt + ntk_tt.T), "ntk_test_train": ntk_xt,
+            "nngp_train_train": nngp_tt / count, "nngp_test_train": nngp_xt / count, "nngp_test_test": diag / count}
+
+
+__all__ = ["empirical_ntk", "empirical_ntk_of_spec", "mlp_empirical_ntk", "sampled_kernels"]

@@ -40,7 +40,7 @@ def measure_homogeneity(spec, x, key, alphas: Sequence[float] = (0.5, 2.0, 3.0),
     import jax.numpy as jnp
 
     from .._x64 import x64
-    from ..nets import apply, init_params
+    from .network import apply, init_params
 
     alphas = tuple(float(a) for a in alphas)
     if not alphas or any(not math.isfinite(a) or a <= 0 or a == 1.0 for a in alphas):

@@ -5,7 +5,7 @@ from scipy.integrate import solve_ivp
 from scipy.special import log_softmax, softmax
 
 from widelimit.dynamics.ntk_l2 import L2Flow
-from widelimit.dynamics.ode import integrate_flow, mse_grad, xent_grad
+from widelimit.dynamics.ode import integrate_flow, xent_grad
 
 
 def _problem(seed=0, N=24, M=8, K=3, D=40, scale=20.0):
@@ -40,8 +40,12 @@ def test_unsorted_times_and_custom_gradient():
     ktt, kxt, y, f0, f0x = _problem()
     ts = np.array([3.0, 0.0, 1.0, 3.0])
     a = integrate_flow(ktt, y, 0.1, 2, ts, f0_train=f0)
-    b = integrate_flow(ktt, y, 0.1, 2, ts, f0_train=f0, loss=mse_grad)
-    np.testing.assert_array_equal(a.train, b.train)
+    # a custom gradient, written here: twice the MSE gradient is the MSE flow with the kernel doubled
+    b = integrate_flow(ktt, y, 0.1, 2, ts, f0_train=f0, loss=lambda f, yy: 2.0 * (f - yy) / yy.size)
+    ref = L2Flow(2.0 * ktt, y, 0.1, 2, f0_train=f0).train(ts)
+    np.testing.assert_allclose(b.train, ref, rtol=0, atol=1e-8)
+    assert np.abs(b.train[0] - a.train[0]).max() > 1e-3         # and it really is a different flow
+    np.testing.assert_allclose(a.train, L2Flow(ktt, y, 0.1, 2, f0_train=f0).train(ts), rtol=0, atol=1e-8)
     np.testing.assert_allclose(a.train[1], f0, rtol=0, atol=0)
     np.testing.assert_allclose(a.train[0], a.train[3], rtol=0, atol=0)
     assert a.test is None

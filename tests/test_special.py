@@ -193,7 +193,9 @@ def test_scaled_upper_gamma(a):
     z = np.concatenate([[0.0], np.logspace(-300, 300, 61), np.logspace(-1, 1.5, 40), [1.4999, 1.5]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         u = scaled_upper_gamma(a, z)
-    assert u[0] == 0.0 and np.all((u[1:] > 0) & (u[1:] <= 1)) and np.all(np.diff(np.sort(z)) >= 0)
+    assert u[0] == 0.0 and np.all((u[1:] > 0) & (u[1:] <= 1))
+    order = np.argsort(z, kind="stable")          # U(a, z) increases from 0 to 1 with z (z unsorted here)
+    assert np.all(np.diff(u[order]) >= -1e-15 * u[order][1:])
     for zi, ui in zip(z[1:], u[1:]):
         with mp.workdps(40):
             zz = mp.mpf(zi)

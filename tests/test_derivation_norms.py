@@ -36,15 +36,15 @@ def test_all_symbolic_checks_pass_and_report_is_written(report):
 
 
 @pytest.mark.parametrize("name,kw", [("sgd", {}), ("momentum", {"momentum": 0.8}),
-                                     ("nesterov", {"momentum": 0.8}), ("adamw", {"beta1": 0.9})])
+                                     ("nesterov", {"momentum": 0.8}), ("adamw", {"b1": 0.9})])
 def test_moment_map_fixed_point_equals_exact_lyapunov_solution(deriv, name, kw):
     # eta*lam = 2e-3 is large enough that the exact and leading-order equilibria differ visibly
     eta, lam, G, d = 0.05, 0.04, 3.0, 100
     subs = {deriv.eta: eta, deriv.lam: lam, deriv.G: G, deriv.d: d, deriv.mu: kw.get("momentum", 0.0),
-            deriv.b1: kw.get("beta1", 0.9)}
+            deriv.b1: kw.get("b1", 0.9)}
     exact = float(deriv.exact_equilibrium(name).subs(subs))
-    r = N.solve_norm_map(name, lr=eta, weight_decay=lam, n_steps=15000, grad_norm_sq=G, norm_sq0=1.0, d=d,
-                         beta2=0.9, eps=0.0, **kw)
+    r = N.solve_norm_map(name, learning_rate=eta, weight_decay=lam, n_steps=15000, grad_norm_sq=G, norm_sq0=1.0, d=d,
+                         b2=0.9, eps=0.0, **kw)
     got = r.norm_sq[-1, 0] ** (1 if name == "adamw" else 2)
     assert got == pytest.approx(exact, rel=1e-9)
     lead = N.equilibrium(name, eta, lam, grad_norm_sq=G, d=d, **kw).norm_sq

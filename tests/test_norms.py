@@ -1,7 +1,7 @@
 """Scale-invariant norm dynamics: solvers, closed forms, schedules, predictions and input checks.
 
 Closed forms are checked by differentiating them against the ODE written out here independently, the
-solvers against each other and against literature values (THEORY.md section 4), and the SGD map against
+solvers against each other and against literature values (docs/theory.md §6), and the SGD map against
 a direct scalar recursion.
 """
 import math
@@ -14,7 +14,7 @@ from widelimit.dynamics.norms_schedules import as_series
 from widelimit.predict_norms import norm_prediction_table, norm_predictions
 
 SGD_FAMILY = [("sgd", {}), ("momentum", {"momentum": 0.9}), ("nesterov", {"momentum": 0.9})]
-ALL = SGD_FAMILY + [("adamw", {}), ("adam_l2", {})]
+ALL = SGD_FAMILY + [("adamw", {}), ("adam", {})]
 
 
 def ode_rhs(name, x, eta, lam, G, d, mu=0.0, b1=0.9):
@@ -37,11 +37,11 @@ def test_trajectory_solves_the_ode(name, kw, ratio):
     eq = N.equilibrium(name, eta, lam, grad_norm_sq=G, d=d, **kw)
     x0 = ratio * float(eq.norm_sq)
     k = np.linspace(0, 4 * float(eq.relaxation_steps), 201)
-    x = N.norm_sq_trajectory(name, k, lr=eta, weight_decay=lam, norm_sq0=x0, grad_norm_sq=G, d=d, **kw)
+    x = N.norm_sq_trajectory(name, k, learning_rate=eta, weight_decay=lam, norm_sq0=x0, grad_norm_sq=G, d=d, **kw)
     assert x[0] == pytest.approx(x0, rel=1e-12)
     h = 1e-4 * float(eq.relaxation_steps)
-    xp = N.norm_sq_trajectory(name, k + h, lr=eta, weight_decay=lam, norm_sq0=x0, grad_norm_sq=G, d=d, **kw)
-    xm = N.norm_sq_trajectory(name, np.maximum(k - h, 0), lr=eta, weight_decay=lam, norm_sq0=x0,
+    xp = N.norm_sq_trajectory(name, k + h, learning_rate=eta, weight_decay=lam, norm_sq0=x0, grad_norm_sq=G, d=d, **kw)
+    xm = N.norm_sq_trajectory(name, np.maximum(k - h, 0), learning_rate=eta, weight_decay=lam, norm_sq0=x0,
                               grad_norm_sq=G, d=d, **kw)
     deriv = (xp - xm) / (k + h - np.maximum(k - h, 0))
     rhs = ode_rhs(name, x, eta, lam, G, d, kw.get("momentum", 0.0))
@@ -64,7 +64,7 @@ def test_equilibrium_is_fixed_point_with_stated_rate_and_angle(name, kw):
     assert float(eq.relaxation_steps) == pytest.approx(-1.0 / slope, rel=1e-6)
     # angle = lr kappa sqrt(S2 G)/x with kappa = sqrt(d x/G) for Adam (noise-dominated model)
     S2 = {"sgd": 1.0, "momentum": 1 / (1 - mu ** 2), "nesterov": (1 + mu) ** 2 + mu ** 4 / (1 - mu ** 2),
-          "adamw": (1 - b1) / (1 + b1), "adam_l2": (1 - b1) / (1 + b1)}[name]
+          "adamw": (1 - b1) / (1 + b1), "adam": (1 - b1) / (1 + b1)}[name]
     kappa = 1.0 if name in ("sgd", "momentum", "nesterov") else math.sqrt(d * x / G)
     assert float(eq.angular_update) == pytest.approx(eta * kappa * math.sqrt(S2 * G) / x, rel=1e-12)
     assert float(eq.effective_lr) == pytest.approx(eta * kappa / x, rel=1e-12)
@@ -84,16 +84,16 @@ def test_equilibrium_angles_match_literature():
             assert np.all(nag.angular_update > hb.angular_update)
             np.testing.assert_allclose(nag.norm_sq, hb.norm_sq, rtol=1e-12)
         for b1 in (0.0, 0.9):
-            aw = N.equilibrium("adamw", eta, lam, grad_norm_sq=G, d=100, beta1=b1)
+            aw = N.equilibrium("adamw", eta, lam, grad_norm_sq=G, d=100, b1=b1)
             np.testing.assert_allclose(aw.angular_update, np.sqrt(2 * eta * lam * (1 - b1) / (1 + b1)),
                                        rtol=1e-12)
             np.testing.assert_allclose(aw.norm_sq, eta * 100 / (2 * lam), rtol=1e-12)
     # Adam + L2: the angle depends on G and d -- eta^(2/3) lam^(1/3) d^(1/3) G^(-1/6)
-    a = N.equilibrium("adam_l2", 1e-3, 1e-2, grad_norm_sq=1.0, d=1000)
-    b = N.equilibrium("adam_l2", 8e-3, 1e-2, grad_norm_sq=1.0, d=1000)
-    c = N.equilibrium("adam_l2", 1e-3, 8e-2, grad_norm_sq=1.0, d=1000)
-    e = N.equilibrium("adam_l2", 1e-3, 1e-2, grad_norm_sq=64.0, d=1000)
-    g = N.equilibrium("adam_l2", 1e-3, 1e-2, grad_norm_sq=1.0, d=8000)
+    a = N.equilibrium("adam", 1e-3, 1e-2, grad_norm_sq=1.0, d=1000)
+    b = N.equilibrium("adam", 8e-3, 1e-2, grad_norm_sq=1.0, d=1000)
+    c = N.equilibrium("adam", 1e-3, 8e-2, grad_norm_sq=1.0, d=1000)
+    e = N.equilibrium("adam", 1e-3, 1e-2, grad_norm_sq=64.0, d=1000)
+    g = N.equilibrium("adam", 1e-3, 1e-2, grad_norm_sq=1.0, d=8000)
     assert float(b.angular_update / a.angular_update) == pytest.approx(4.0, rel=1e-12)   # 8^(2/3)
     assert float(c.angular_update / a.angular_update) == pytest.approx(2.0, rel=1e-12)   # 8^(1/3)
     assert float(e.angular_update / a.angular_update) == pytest.approx(0.5, rel=1e-12)   # 64^(-1/6)
@@ -102,10 +102,10 @@ def test_equilibrium_angles_match_literature():
 
 def test_no_weight_decay_growth_laws_closed_form():
     k = np.array([0.0, 100.0, 1000.0])
-    u = N.norm_sq_trajectory("sgd", k, lr=0.1, weight_decay=0.0, norm_sq0=2.0, grad_norm_sq=3.0) ** 2
+    u = N.norm_sq_trajectory("sgd", k, learning_rate=0.1, weight_decay=0.0, norm_sq0=2.0, grad_norm_sq=3.0) ** 2
     np.testing.assert_allclose(u, 4.0 + 2 * 0.01 * 3.0 * k, rtol=1e-12)
-    for name in ("adamw", "adam_l2"):
-        x = N.norm_sq_trajectory(name, k, lr=0.01, weight_decay=0.0, norm_sq0=2.0, grad_norm_sq=3.0, d=50)
+    for name in ("adamw", "adam"):
+        x = N.norm_sq_trajectory(name, k, learning_rate=0.01, weight_decay=0.0, norm_sq0=2.0, grad_norm_sq=3.0, d=50)
         np.testing.assert_allclose(x, 2.0 + 1e-4 * 50 * k, rtol=1e-12)
     eq = N.equilibrium("sgd", 0.1, 0.0, grad_norm_sq=1.0)
     assert np.isinf(eq.norm_sq) and eq.effective_lr == 0 and eq.angular_update == 0
@@ -114,7 +114,7 @@ def test_no_weight_decay_growth_laws_closed_form():
 def test_exact_sgd_equilibrium_is_the_maps_fixed_point():
     eta, lam, G = 0.2, 0.05, 4.0   # eta*lam = 0.01: visibly different from the leading order
     eq = N.equilibrium("sgd", eta, lam, grad_norm_sq=G, exact=True)
-    r = N.solve_norm_map("sgd", lr=eta, weight_decay=lam, n_steps=3000, grad_norm_sq=G, norm_sq0=0.1)
+    r = N.solve_norm_map("sgd", learning_rate=eta, weight_decay=lam, n_steps=3000, grad_norm_sq=G, norm_sq0=0.1)
     assert r.norm_sq[-1, 0] == pytest.approx(float(eq.norm_sq), rel=1e-10)
     assert math.cos(r.angular_update[-1, 0]) == pytest.approx(1 - eta * lam, rel=1e-10)
     lead = N.equilibrium("sgd", eta, lam, grad_norm_sq=G)
@@ -134,7 +134,7 @@ def test_sgd_map_is_the_exact_scalar_recursion_with_schedules():
     G = rng.uniform(0.5, 2.0, size=(n, 2))
     lr = N.warmup(0.3, 50, after=N.cosine_decay(0.3, 450, alpha=0.1), init_value=0.01)
     lam = N.lambda_drops(0.01, [200, 350], factor=10)
-    r = N.solve_norm_map("sgd", lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=G, norm_sq0=[0.5, 4.0])
+    r = N.solve_norm_map("sgd", learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=G, norm_sq0=[0.5, 4.0])
     x = np.array([0.5, 4.0])
     for k in range(n):
         eta, l = float(lr(k)), float(lam(k))
@@ -147,22 +147,22 @@ def test_sgd_map_is_the_exact_scalar_recursion_with_schedules():
 
 
 def test_sgd_ode_is_exact_for_constant_inputs():
-    r = N.solve_norm_ode("momentum", lr=0.05, weight_decay=1e-3, n_steps=4000, grad_norm_sq=2.0,
+    r = N.solve_norm_ode("momentum", learning_rate=0.05, weight_decay=1e-3, n_steps=4000, grad_norm_sq=2.0,
                          norm_sq0=[0.3, 30.0], momentum=0.8)
     k = np.arange(4001)[:, None]
-    ref = N.norm_sq_trajectory("momentum", k, lr=0.05, weight_decay=1e-3, norm_sq0=np.array([0.3, 30.0]),
+    ref = N.norm_sq_trajectory("momentum", k, learning_rate=0.05, weight_decay=1e-3, norm_sq0=np.array([0.3, 30.0]),
                                grad_norm_sq=2.0, momentum=0.8)
     np.testing.assert_allclose(r.norm_sq, ref, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["adamw", "adam_l2"])
+@pytest.mark.parametrize("name", ["adamw", "adam"])
 def test_adam_ode_rk4_matches_closed_form(name):
-    eta, lam, G, d = 1e-3, 1e-3 if name == "adam_l2" else 0.05, 1.0, 400
+    eta, lam, G, d = 1e-3, 1e-3 if name == "adam" else 0.05, 1.0, 400
     eq = N.equilibrium(name, eta, lam, grad_norm_sq=G, d=d)
     n = int(4 * float(eq.relaxation_steps))
     x0 = np.array([0.2, 3.0]) * float(eq.norm_sq)
-    r = N.solve_norm_ode(name, lr=eta, weight_decay=lam, n_steps=n, grad_norm_sq=G, norm_sq0=x0, d=d, eps=0.0)
-    ref = N.norm_sq_trajectory(name, np.arange(n + 1)[:, None], lr=eta, weight_decay=lam, norm_sq0=x0,
+    r = N.solve_norm_ode(name, learning_rate=eta, weight_decay=lam, n_steps=n, grad_norm_sq=G, norm_sq0=x0, d=d, eps=0.0)
+    ref = N.norm_sq_trajectory(name, np.arange(n + 1)[:, None], learning_rate=eta, weight_decay=lam, norm_sq0=x0,
                                grad_norm_sq=G, d=d)
     # the solver keeps lam^2 x in Adam's second moment, the closed form drops it: relative size lam^2 x^2/G
     tol = 1e-7 + 2 * (lam ** 2 * np.max(ref) ** 2 / G)
@@ -175,23 +175,23 @@ def test_map_equilibrium_and_relaxation_match_closed_form_for_small_lr_lam(name,
     # the map's relaxation is 8% faster than the ODE's at eta*lam = 1e-4, mu = 0.9); Adam's beta2 fast so
     # its second moment is quasi-static.
     eta, lam, G, d = (1e-3, 0.1, 1.0, 200) if name == "adamw" else \
-        (2e-3, 4e-3, 1.0, 200) if name == "adam_l2" else (0.1, 1e-3 if name == "sgd" else 1e-4, 1.0, None)
+        (2e-3, 4e-3, 1.0, 200) if name == "adam" else (0.1, 1e-3 if name == "sgd" else 1e-4, 1.0, None)
     eq = N.equilibrium(name, eta, lam, grad_norm_sq=G, d=d, **kw)
     tau = float(eq.relaxation_steps)
     n = int(8 * tau)
     x0 = float(eq.norm_sq) * 0.25
-    r = N.solve_norm_map(name, lr=eta, weight_decay=lam, n_steps=n, grad_norm_sq=G, norm_sq0=x0, d=d,
-                         beta2=0.9, eps=0.0, **kw)
+    r = N.solve_norm_map(name, learning_rate=eta, weight_decay=lam, n_steps=n, grad_norm_sq=G, norm_sq0=x0, d=d,
+                         b2=0.9, eps=0.0, **kw)
     assert r.norm_sq[-1, 0] == pytest.approx(float(eq.norm_sq), rel=3e-3)
     assert r.angular_update[-1, 0] == pytest.approx(float(eq.angular_update), rel=3e-3)
     assert r.effective_lr[-1, 0] == pytest.approx(float(eq.effective_lr), rel=3e-3)
     # relaxation: fit the map and the closed-form ODE trajectory the same way (natural variable)
     power = 2 if name in ("sgd", "momentum", "nesterov") else 1
     k = np.arange(n + 1)
-    ode = N.norm_sq_trajectory(name, k, lr=eta, weight_decay=lam, norm_sq0=x0, grad_norm_sq=G, d=d, **kw)
+    ode = N.norm_sq_trajectory(name, k, learning_rate=eta, weight_decay=lam, norm_sq0=x0, grad_norm_sq=G, d=d, **kw)
     tau_map = N.fit_relaxation_time(k, r.norm_sq[:, 0] ** power)[0]
     tau_ode = N.fit_relaxation_time(k, ode ** power)[0]
-    if name != "adam_l2":  # linear ODE in x^power: the fit returns tau itself
+    if name != "adam":  # linear ODE in x^power: the fit returns tau itself
         assert tau_ode == pytest.approx(tau, rel=1e-3)
     assert tau_map == pytest.approx(tau_ode, rel=0.03)
 
@@ -203,15 +203,15 @@ def test_map_and_ode_agree_under_schedules():
         # the ODE needs eta*lam << (1-mu)^2 with momentum
         lam = N.lambda_drops(2e-3 if name == "sgd" else 2e-4, [1500, 4500], factor=4)
         x0 = 10.0 if name == "sgd" else 40.0   # start where the angular step is small (< 0.03 rad)
-        m = N.solve_norm_map(name, lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=1.0, norm_sq0=x0, **kw)
-        o = N.solve_norm_ode(name, lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=1.0, norm_sq0=x0, **kw)
+        m = N.solve_norm_map(name, learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=1.0, norm_sq0=x0, **kw)
+        o = N.solve_norm_ode(name, learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=1.0, norm_sq0=x0, **kw)
         np.testing.assert_allclose(m.norm_sq[100:], o.norm_sq[100:], rtol=0.02)
         np.testing.assert_allclose(m.angular_update[2000:], o.angular_update[2000:], rtol=0.02)
-    for name in ("adamw", "adam_l2"):
+    for name in ("adamw", "adam"):
         l2 = N.lambda_drops(0.05 if name == "adamw" else 5e-3, [1500, 4500], factor=4)
-        m = N.solve_norm_map(name, lr=1e-3, weight_decay=l2, n_steps=n, grad_norm_sq=1.0, norm_sq0=1.0,
-                             d=200, beta2=0.9)
-        o = N.solve_norm_ode(name, lr=1e-3, weight_decay=l2, n_steps=n, grad_norm_sq=1.0, norm_sq0=1.0,
+        m = N.solve_norm_map(name, learning_rate=1e-3, weight_decay=l2, n_steps=n, grad_norm_sq=1.0, norm_sq0=1.0,
+                             d=200, b2=0.9)
+        o = N.solve_norm_ode(name, learning_rate=1e-3, weight_decay=l2, n_steps=n, grad_norm_sq=1.0, norm_sq0=1.0,
                              d=200)
         np.testing.assert_allclose(m.norm_sq[100:], o.norm_sq[100:], rtol=0.02)
         np.testing.assert_allclose(m.angular_update[2000:], o.angular_update[2000:], rtol=0.02)
@@ -219,10 +219,10 @@ def test_map_and_ode_agree_under_schedules():
 
 def test_lambda_drop_sgd_equals_concatenated_constant_runs():
     n1, n2 = 1500, 900
-    full = N.solve_norm_map("sgd", lr=0.2, weight_decay=N.lambda_drops(0.01, [n1]), n_steps=n1 + n2,
+    full = N.solve_norm_map("sgd", learning_rate=0.2, weight_decay=N.lambda_drops(0.01, [n1]), n_steps=n1 + n2,
                             grad_norm_sq=1.5, norm_sq0=2.0)
-    a = N.solve_norm_map("sgd", lr=0.2, weight_decay=0.01, n_steps=n1, grad_norm_sq=1.5, norm_sq0=2.0)
-    b = N.solve_norm_map("sgd", lr=0.2, weight_decay=0.001, n_steps=n2, grad_norm_sq=1.5,
+    a = N.solve_norm_map("sgd", learning_rate=0.2, weight_decay=0.01, n_steps=n1, grad_norm_sq=1.5, norm_sq0=2.0)
+    b = N.solve_norm_map("sgd", learning_rate=0.2, weight_decay=0.001, n_steps=n2, grad_norm_sq=1.5,
                          norm_sq0=a.norm_sq[-1])
     np.testing.assert_allclose(full.norm_sq, np.vstack([a.norm_sq, b.norm_sq[1:]]), rtol=1e-13)
     # after the drop the angle heads to the new equilibrium sqrt(2 eta lam / 10) (from above)
@@ -232,23 +232,23 @@ def test_lambda_drop_sgd_equals_concatenated_constant_runs():
 
 def test_without_weight_decay_norm_grows_and_effective_lr_decays():
     n = 10000
-    r = N.solve_norm_map("sgd", lr=0.1, weight_decay=0.0, n_steps=n, grad_norm_sq=2.0, norm_sq0=1.0)
+    r = N.solve_norm_map("sgd", learning_rate=0.1, weight_decay=0.0, n_steps=n, grad_norm_sq=2.0, norm_sq0=1.0)
     u = r.norm_sq[:, 0] ** 2
     k = np.arange(n + 1)
     # exact map: u' = u + 2 eta^2 G + eta^4 G^2/u, so u - u0 = 2 eta^2 G k (1 + O(log k / k))
     np.testing.assert_allclose((u[1000:] - 1.0) / (2 * 0.01 * 2.0 * k[1000:]), 1.0, rtol=2e-3)
     slope = np.polyfit(np.log(k[2000:n]), np.log(r.effective_lr[2000:, 0]), 1)[0]
     assert slope == pytest.approx(-0.5, abs=0.02)
-    for name in ("adamw", "adam_l2"):
-        a = N.solve_norm_map(name, lr=1e-3, weight_decay=0.0, n_steps=n, grad_norm_sq=2.0, norm_sq0=1.0,
-                             d=100, beta2=0.99)
+    for name in ("adamw", "adam"):
+        a = N.solve_norm_map(name, learning_rate=1e-3, weight_decay=0.0, n_steps=n, grad_norm_sq=2.0, norm_sq0=1.0,
+                             d=100, b2=0.99)
         growth = np.polyfit(k[5000:], a.norm_sq[5000:, 0], 1)[0]
         assert growth == pytest.approx(1e-6 * 100, rel=0.01)  # ||w||^2 grows by eta^2 d per step
         assert np.all(np.diff(a.effective_lr[100:, 0]) < 0)
 
 
 def test_result_object_shapes_time_and_interpolation():
-    r = N.solve_norm_map("nesterov", lr=np.linspace(0.1, 0.05, 50), weight_decay=1e-3, n_steps=50,
+    r = N.solve_norm_map("nesterov", learning_rate=np.linspace(0.1, 0.05, 50), weight_decay=1e-3, n_steps=50,
                          grad_norm_sq=np.ones((1, 3)), norm_sq0=[1.0, 2.0, 3.0], momentum=0.5)
     assert r.norm_sq.shape == (51, 3) and r.angular_update.shape == (50, 3)
     assert r.effective_lr.shape == (50, 3) and r.update_norm_sq.shape == (50, 3)
@@ -271,8 +271,8 @@ def test_schedules_values_and_optax_compatibility():
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
     # an optax schedule drives the solver directly
     sched = optax.exponential_decay(0.1, transition_steps=100, decay_rate=0.5)
-    r = N.solve_norm_map("sgd", lr=sched, weight_decay=1e-3, n_steps=300, grad_norm_sq=1.0, norm_sq0=1.0)
-    np.testing.assert_allclose(r.lr[:, 0], 0.1 * 0.5 ** (k[:300] / 100), rtol=1e-6)
+    r = N.solve_norm_map("sgd", learning_rate=sched, weight_decay=1e-3, n_steps=300, grad_norm_sq=1.0, norm_sq0=1.0)
+    np.testing.assert_allclose(r.learning_rate[:, 0], 0.1 * 0.5 ** (k[:300] / 100), rtol=1e-6)
     sd = N.step_decay(1.0, [10, 20], factor=0.1)(np.array([0, 9, 10, 19, 20, 100]))
     np.testing.assert_allclose(sd, [1, 1, 0.1, 0.1, 0.01, 0.01])
     wu = N.warmup(2.0, 4)(np.arange(7))
@@ -328,42 +328,42 @@ def test_norm_predictions_grid_rows():
     rows = norm_predictions("momentum", lrs, lams, grad_norm_sq=2.0, momentum=0.9, steps_per_epoch=50)
     assert len(rows) == 6
     for row in rows:
-        eq = N.equilibrium("momentum", row["lr"], row["weight_decay"], grad_norm_sq=2.0, momentum=0.9)
-        assert row["angular_update"] == pytest.approx(math.sqrt(2 * row["lr"] * row["weight_decay"] / 1.9))
+        eq = N.equilibrium("momentum", row["learning_rate"], row["weight_decay"], grad_norm_sq=2.0, momentum=0.9)
+        assert row["angular_update"] == pytest.approx(math.sqrt(2 * row["learning_rate"] * row["weight_decay"] / 1.9))
         assert row["norm_sq"] == pytest.approx(float(eq.norm_sq))
-        assert row["relaxation_steps"] == pytest.approx(0.1 / (4 * row["lr"] * row["weight_decay"]))
+        assert row["relaxation_steps"] == pytest.approx(0.1 / (4 * row["learning_rate"] * row["weight_decay"]))
         assert row["relaxation_epochs"] == pytest.approx(row["relaxation_steps"] / 50)
-        assert row["relaxation_time"] == pytest.approx(row["lr"] * row["relaxation_steps"])
-        assert row["momentum"] == 0.9 and row["beta1"] is None
-    assert [r["lr"] for r in rows[:3]] == list(lrs)  # C order over the broadcast grid
+        assert row["relaxation_time"] == pytest.approx(row["learning_rate"] * row["relaxation_steps"])
+        assert row["momentum"] == 0.9 and row["b1"] is None
+    assert [r["learning_rate"] for r in rows[:3]] == list(lrs)  # C order over the broadcast grid
     # momentum itself can be a grid
     rows = norm_predictions("nesterov", 0.1, 1e-3, momentum=[0.0, 0.5, 0.9])
     assert [r["momentum"] for r in rows] == [0.0, 0.5, 0.9]
     assert math.isnan(rows[0]["norm_sq"]) and math.isnan(rows[0]["relaxation_epochs"])
-    table = norm_prediction_table(["sgd", "momentum", "adamw", "adam_l2"], 0.01, 1e-3, momentum=0.9, d=128,
+    table = norm_prediction_table(["sgd", "momentum", "adamw", "adam"], 0.01, 1e-3, momentum=0.9, d=128,
                                   grad_norm_sq=1.0, steps_per_epoch=10)
-    assert [r["optimizer"] for r in table] == ["sgd", "momentum", "adamw", "adam_l2"]
+    assert [r["optimizer"] for r in table] == ["sgd", "momentum", "adamw", "adam"]
     assert all(np.isfinite(r["angular_update"]) and np.isfinite(r["relaxation_epochs"]) for r in table)
 
 
 # ------------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------------
-BASE = dict(lr=0.1, weight_decay=1e-3, n_steps=10, grad_norm_sq=1.0, norm_sq0=1.0)
+BASE = dict(learning_rate=0.1, weight_decay=1e-3, n_steps=10, grad_norm_sq=1.0, norm_sq0=1.0)
 
 
 @pytest.mark.parametrize("solver", [N.solve_norm_map, N.solve_norm_ode])
 @pytest.mark.parametrize("opt,changes,match", [
     ("sgd", dict(weight_decay=-1e-3), "weight_decay"),
-    ("sgd", dict(lr=0.0), "lr"),
-    ("sgd", dict(lr=-0.1), "lr"),
-    ("sgd", dict(lr=np.array([0.1] * 9 + [-0.1])), "lr"),
+    ("sgd", dict(learning_rate=0.0), "learning_rate"),
+    ("sgd", dict(learning_rate=-0.1), "learning_rate"),
+    ("sgd", dict(learning_rate=np.array([0.1] * 9 + [-0.1])), "learning_rate"),
     ("momentum", dict(momentum=1.0), "momentum"),
     ("nesterov", dict(momentum=-0.1), "momentum"),
     ("sgd", dict(momentum=0.9), "momentum"),
-    ("adamw", dict(beta1=1.0, d=10), "beta1"),
-    ("adam_l2", dict(beta2=1.5, d=10), "beta2"),
-    ("adam_l2", dict(beta2=0.99), "d"),
+    ("adamw", dict(b1=1.0, d=10), "b1"),
+    ("adam", dict(b2=1.5, d=10), "b2"),
+    ("adam", dict(b2=0.99), "d"),
     ("adamw", dict(eps=-1.0, d=10), "eps"),
     ("sgd", dict(norm_sq0=[1.0, 2.0], grad_norm_sq=np.ones((10, 3))), "mismatched group arrays"),
     ("adamw", dict(norm_sq0=[1.0, 2.0], d=[10, 10, 10]), "mismatched group arrays"),
@@ -372,7 +372,7 @@ BASE = dict(lr=0.1, weight_decay=1e-3, n_steps=10, grad_norm_sq=1.0, norm_sq0=1.
     ("sgd", dict(norm_sq0=0.0), "norm_sq0"),
     ("sgd", dict(norm0=1.0), "norm_sq0"),
     ("sgd", dict(n_steps=0), "n_steps"),
-    ("sgd", dict(lr=2.0, weight_decay=0.6), "lr \\* weight_decay"),
+    ("sgd", dict(learning_rate=2.0, weight_decay=0.6), "learning_rate \\* weight_decay"),
     ("adam", {}, "optimizer"),
     ("adamw", dict(d=0), "d"),
 ])
@@ -384,15 +384,15 @@ def test_bad_input_names_the_argument(solver, opt, changes, match):
 
 
 @pytest.mark.parametrize("changes,match", [
-    (dict(weight_decay=-1.0), "weight_decay"), (dict(lr=0.0), "lr"), (dict(momentum=1.2), "momentum"),
-    (dict(beta1=-0.1), "beta1"), (dict(grad_norm_sq=-2.0), "grad_norm_sq"),
-    (dict(lr=np.ones(3), weight_decay=np.ones(2) * 1e-3), "mismatched"),
+    (dict(weight_decay=-1.0), "weight_decay"), (dict(learning_rate=0.0), "learning_rate"), (dict(momentum=1.2), "momentum"),
+    (dict(b1=-0.1), "b1"), (dict(grad_norm_sq=-2.0), "grad_norm_sq"),
+    (dict(learning_rate=np.ones(3), weight_decay=np.ones(2) * 1e-3), "mismatched"),
 ])
 def test_bad_input_closed_forms(changes, match):
-    kw = dict(lr=0.1, weight_decay=1e-3, grad_norm_sq=1.0, momentum=0.5, beta1=0.9)
+    kw = dict(learning_rate=0.1, weight_decay=1e-3, grad_norm_sq=1.0, momentum=0.5, b1=0.9)
     kw.update(changes)
     with pytest.raises((ValueError, TypeError), match=match):
-        N.equilibrium("momentum", kw.pop("lr"), kw.pop("weight_decay"), **kw)
+        N.equilibrium("momentum", kw.pop("learning_rate"), kw.pop("weight_decay"), **kw)
     with pytest.raises(ValueError, match="d"):
         N.equilibrium("adamw", 0.1, 1e-3)
     with pytest.raises(ValueError, match="exact"):
@@ -404,7 +404,7 @@ def test_bad_input_closed_forms(changes, match):
 
 
 def test_grad_buffer_dot_input():
-    kw = dict(lr=0.1, weight_decay=1e-3, n_steps=50, grad_norm_sq=1.0, norm_sq0=1.0, momentum=0.9)
+    kw = dict(learning_rate=0.1, weight_decay=1e-3, n_steps=50, grad_norm_sq=1.0, norm_sq0=1.0, momentum=0.9)
     with pytest.raises(ValueError, match="grad_buffer_dot"):
         N.solve_norm_map("momentum", grad_buffer_dot=np.ones(3), **kw)
     base = N.solve_norm_map("momentum", **kw)

@@ -36,7 +36,7 @@ def _optimizer(name, lr, lam, momentum, beta2):
     base = {"sgd": lambda: optax.sgd(lr),
             "momentum": lambda: optax.sgd(lr, momentum=momentum),
             "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-            "adam_l2": lambda: optax.adam(lr, b2=beta2)}[name]()
+            "adam": lambda: optax.adam(lr, b2=beta2)}[name]()
     return optax.chain(optax.add_decayed_weights(lam), base)
 
 
@@ -114,7 +114,7 @@ def test_layernorm_groups_are_scale_invariant(sgd_run):
 
 def test_sgd_map_driven_by_measured_G_reproduces_the_run(sgd_run):
     r, (lr, lam, n) = sgd_run, SGD.values()
-    th = N.solve_norm_map("sgd", lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
+    th = N.solve_norm_map("sgd", learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
                           norm_sq0=r["norm_sq"][0])
     np.testing.assert_allclose(th.norm_sq, r["norm_sq"], rtol=1e-4)
     np.testing.assert_allclose(th.angular_update, r["angle"], rtol=1e-3)
@@ -147,12 +147,12 @@ def test_heavy_ball_angle_and_moment_map(hb_run):
     late = slice(500, n)
     np.testing.assert_allclose(rms(r["angle"][late]), math.sqrt(2 * lr * lam / (1 + mu)), rtol=0.05)
     # with the measured g . M the moment map is an exact identity of the run
-    exact = N.solve_norm_map("momentum", lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
+    exact = N.solve_norm_map("momentum", learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
                              norm_sq0=r["norm_sq"][0], momentum=mu, grad_buffer_dot=r["gM"])
     np.testing.assert_allclose(exact.norm_sq, r["norm_sq"], rtol=1e-4)
     # under A1 (E[g . M] = 0) it overestimates the norm, because here the fresh gradient is
     # anti-correlated with the buffer (curvature); the sign and size are measured, not assumed
-    a1 = N.solve_norm_map("momentum", lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
+    a1 = N.solve_norm_map("momentum", learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
                           norm_sq0=r["norm_sq"][0], momentum=mu)
     gg = r["G"] / r["norm_sq"][:-1]
     corr = r["gM"][late].mean(0) / gg[late].mean(0)
@@ -173,7 +173,7 @@ def test_batchnorm_sgd():
     lr, lam, n = SGD.values()
     r = train("sgd", lr, lam, n, norm="batch")
     assert np.max(np.abs(r["cos_gw"])) < 1e-4
-    th = N.solve_norm_map("sgd", lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
+    th = N.solve_norm_map("sgd", learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
                           norm_sq0=r["norm_sq"][0])
     np.testing.assert_allclose(th.norm_sq, r["norm_sq"], rtol=1e-4)
     late = slice(500, n)
@@ -188,7 +188,7 @@ def test_nesterov_moment_map_is_exact_with_measured_correlation():
     with the measured g . M the moment map reproduces the run exactly."""
     lr, lam, n = HB.values()
     r = train("nesterov", lr, lam, n)
-    th = N.solve_norm_map("nesterov", lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
+    th = N.solve_norm_map("nesterov", learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=r["G"],
                           norm_sq0=r["norm_sq"][0], momentum=0.9, grad_buffer_dot=r["gM"])
     np.testing.assert_allclose(th.norm_sq, r["norm_sq"], rtol=1e-4)
     np.testing.assert_allclose(th.angular_update[1:], r["angle"][1:], rtol=1e-3)
@@ -198,7 +198,7 @@ def test_nesterov_moment_map_is_exact_with_measured_correlation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,lr,lam,init_scale", [("adamw", 2e-3, 1.0, 0.1), ("adam_l2", 1e-3, 1e-2, 0.3)])
+@pytest.mark.parametrize("name,lr,lam,init_scale", [("adamw", 2e-3, 1.0, 0.1), ("adam", 1e-3, 1e-2, 0.3)])
 def test_adam_equilibrium_angle(name, lr, lam, init_scale):
     """Adam's equilibrium angle is within 5% of the closed form (default betas). The norm is not: the
     per-step update is ~20-35% smaller than the isotropic model's ``d (1-b1)/(1+b1) lr^2`` on this

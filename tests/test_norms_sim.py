@@ -36,7 +36,7 @@ def make_optimizer(name, lr, lam, momentum=0.9, beta2=0.999):
     base = {"sgd": lambda: optax.sgd(lr),
             "momentum": lambda: optax.sgd(lr, momentum=momentum),
             "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-            "adam_l2": lambda: optax.adam(lr, b2=beta2)}[name]()
+            "adam": lambda: optax.adam(lr, b2=beta2)}[name]()
     return optax.chain(optax.add_decayed_weights(lam), base)
 
 
@@ -48,7 +48,7 @@ def _runner(name, n_steps, d, n_groups, momentum, beta2):
     cache_key = (name, n_steps, d, n_groups, momentum, beta2)
     if cache_key in _RUNNERS:
         return _RUNNERS[cache_key]
-    is_adam = name in ("adam_l2", "adamw")
+    is_adam = name in ("adam", "adamw")
     sigma = 1.0 / math.sqrt(d)    # G ~ sigma^2 d = 1 from the noise
 
     def run(key, lr, lam, x0, signal):
@@ -107,13 +107,13 @@ CASES = {
     "sgd": (0.1, 0.01, {}, 256),
     "momentum": (0.1, 1e-3, {"momentum": 0.9}, 256),
     "nesterov": (0.1, 1e-3, {"momentum": 0.9}, 256),
-    "adamw": (1e-3, 0.5, {"beta2": 0.99}, 256),
-    "adam_l2": (2e-3, 8e-3, {"beta2": 0.99}, 256),
+    "adamw": (1e-3, 0.5, {"b2": 0.99}, 256),
+    "adam": (2e-3, 8e-3, {"b2": 0.99}, 256),
 }
 
 
 def _theory_kw(kw):
-    return {k: v for k, v in kw.items() if k != "beta2"}
+    return {k: v for k, v in kw.items() if k != "b2"}
 
 
 def _n_steps(name, n_tau=6):
@@ -126,8 +126,8 @@ def _run_case(name, lr, lam, kw, d, n_tau=6, seed=0):
     tau = float(eq0.relaxation_steps)
     n = int(n_tau * tau)
     sim = simulate(name, lr, lam, n, x0=0.25 * float(eq0.norm_sq), d=d, seed=seed,
-                   momentum=kw.get("momentum", 0.9), beta2=kw.get("beta2", 0.999))
-    theory = N.solve_norm_map(name, lr=lr, weight_decay=lam, n_steps=n, grad_norm_sq=sim["G"],
+                   momentum=kw.get("momentum", 0.9), beta2=kw.get("b2", 0.999))
+    theory = N.solve_norm_map(name, learning_rate=lr, weight_decay=lam, n_steps=n, grad_norm_sq=sim["G"],
                               norm_sq0=sim["norm_sq"][0], d=d, **kw)
     return sim, theory, tau, n
 
@@ -187,13 +187,13 @@ def test_relaxation_time_within_10_percent(case):
         assert tau_sim == pytest.approx(tau, rel=0.10)
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adamw", "adam_l2"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adamw", "adam"])
 def test_without_l2_norm_grows_as_predicted(name):
     lr, _, kw, d = CASES[name]
     n = _n_steps(name)   # same shapes as the L2 case: the compiled simulation is reused
     sim = simulate(name, lr, 0.0, n, x0=1.0, d=d, momentum=kw.get("momentum", 0.9),
-                   beta2=kw.get("beta2", 0.999))
-    theory = N.solve_norm_map(name, lr=lr, weight_decay=0.0, n_steps=n, grad_norm_sq=sim["G"],
+                   beta2=kw.get("b2", 0.999))
+    theory = N.solve_norm_map(name, learning_rate=lr, weight_decay=0.0, n_steps=n, grad_norm_sq=sim["G"],
                               norm_sq0=sim["norm_sq"][0], d=d, **kw)
     xs = sim["norm_sq"].mean(1)
     np.testing.assert_allclose(theory.norm_sq.mean(1), xs, rtol=0.03)
@@ -215,11 +215,11 @@ def test_without_l2_norm_grows_as_predicted(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["adamw", "adam_l2", "momentum", "nesterov"])
+@pytest.mark.parametrize("name", ["adamw", "adam", "momentum", "nesterov"])
 def test_default_betas_and_smaller_lr_lam(name):
     """Default Adam beta2 = 0.999 (v lags the norm: the map models it, the quasi-static ODE does not) and
     momentum at eta*lam = 2.5e-5, where the slow ODE is accurate too."""
-    lr, lam, kw, d = {"adamw": (1e-3, 0.1, {}, 512), "adam_l2": (1e-3, 3e-3, {}, 512),
+    lr, lam, kw, d = {"adamw": (1e-3, 0.1, {}, 512), "adam": (1e-3, 3e-3, {}, 512),
                       "momentum": (0.05, 5e-4, {"momentum": 0.9}, 512),
                       "nesterov": (0.05, 5e-4, {"momentum": 0.9}, 512)}[name]
     sim, theory, tau, n = _run_case(name, lr, lam, kw, d, n_tau=6, seed=1)

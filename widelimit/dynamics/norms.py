@@ -1,8 +1,8 @@
-r"""Norm dynamics of scale-invariant weight groups (THEORY.md section 4): public entry point.
+r"""Norm dynamics of scale-invariant weight groups (docs/theory.md §6): public entry point.
 
 A group ``w`` is scale-invariant when the loss depends on ``w/||w||`` only (weights feeding BatchNorm or
 LayerNorm, WeightNorm directions). Then ``g . w = 0`` and ``||g||^2 = G/||w||^2`` with
-``G = ||grad l(w_hat)||^2`` at unit norm; L2 (penalty ``(lam/2)||w||^2``, project convention) no longer
+``G = ||grad l(w_hat)||^2`` at unit norm; L2 (``weight_decay`` lam, penalty ``(lam/2)||w||^2``) no longer
 regularises the function but sets the *effective learning rate* of the direction.
 
 * :func:`solve_norm_map` -- discrete norm map (exact for SGD; moment map for momentum/Adam);
@@ -20,9 +20,11 @@ but on a real LayerNorm MLP curvature makes ``E[g . M] ~ -0.1..-0.4 ||g||^2`` an
 20-60% too high, while the equilibrium angle stays within ~1-5% (heavy ball, Adam) or 5-13% (Nesterov).
 Passing the measured ``g . M`` (``grad_buffer_dot``) makes the momentum map exact again.
 
-Optimisers: ``'sgd'``, ``'momentum'`` (heavy ball), ``'nesterov'``, ``'adam_l2'`` (Adam on the gradient of
-loss + L2), ``'adamw'`` (decoupled), with optax's update conventions (see
-:mod:`widelimit.dynamics.norms_optim`). Physical time is ``t = sum_k lr_k`` (``NormDynamics.time``).
+Optimisers (docs/theory.md §1): ``'gd'``/``'sgd'``, ``'momentum'`` (heavy ball), ``'nesterov'``, ``'adam'``
+(Adam with coupled L2), ``'adamw'``, ``'lion'``, ``'muon'`` (decoupled weight decay), with optax's update
+conventions (:mod:`widelimit.dynamics.norms_optim`, :mod:`widelimit.dynamics.norms_update`). Physical time is
+``t = sum_k eta_k`` (``NormDynamics.time``). Per-unit groups (rows for BatchNorm/WeightNorm, whole matrices
+for LayerNorm): :mod:`widelimit.dynamics.norms_units`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 r"""Closed forms for scale-invariant groups at constant hyper-parameters.
 
 Derivations: ``derivations/scale_invariant.py`` (sympy), summarised in ``derivations/scale_invariant.md``.
-Notation: ``eta`` learning rate, ``lam`` weight decay (penalty ``(lam/2)||w||^2``; decoupled for AdamW),
+docs/theory.md §6. Notation: ``eta`` = ``learning_rate``, ``lam`` = ``weight_decay`` (penalty ``(lam/2)||w||^2``;
+decoupled for adamw/lion/muon),
 ``G = ||grad l(w_hat)||^2`` at unit norm, ``d`` parameters in the group, ``x = ||w||^2``, ``k`` steps.
 ``S``/``S2`` are the optimiser's impulse-response sums (:mod:`widelimit.dynamics.norms_optim`).
 
@@ -17,12 +18,16 @@ optimiser       ``x* = ||w||^2``          angular step            effective lr (
 sgd/momentum/   ``sqrt(eta S G/(2 lam))`` ``sqrt(2 eta lam S2/S)`` ``eta/x*``                ``1/(4 eta lam S)``
 nesterov
 adamw           ``eta d/(2 lam)``          ``sqrt(2 eta lam S2)``  ``eta sqrt(d/(G x*))``     ``1/(2 eta lam)``
-adam_l2         ``(eta sqrt(dG)/(2lam))^(2/3)`` ``eta sqrt(d S2/x*)`` ``eta sqrt(d/(G x*))``  ``2 x*/(3 eta^2 d)``
+adam            ``(eta sqrt(dG)/(2lam))^(2/3)`` ``eta sqrt(d S2/x*)`` ``eta sqrt(d/(G x*))``  ``2 x*/(3 eta^2 d)``
+lion/muon       ``eta F D/(lam(2-eta lam))`` ``sqrt(eta lam (2-eta lam)/D)`` ``eta gain/sqrt(G x*)`` ``(1-beta)/(2 eta lam)``
 =============== ======================== ======================= ======================== =====================
+
+Lion/Muon (:mod:`widelimit.dynamics.norms_update`): ``F = ||u||^2`` the fixed update norm (``d`` for Lion),
+``D`` the update coherence (exact discrete map of the noise model; no leading-order expansion).
 
 So SGD: angle ``sqrt(2 eta lam)``; heavy ball ``sqrt(2 eta lam/(1+mu))``; Nesterov
 ``sqrt(2 eta lam (1 + 2mu - 2mu^3)/(1+mu))``; AdamW ``sqrt(2 eta lam (1-b1)/(1+b1))`` -- none depends on
-``G``. Adam + L2 ("normalisation only partially removed", van Laarhoven): ``x* ~ (eta/lam)^(2/3) (dG)^(1/3)``,
+``G``. Adam with coupled L2 ("normalisation only partially removed", van Laarhoven): ``x* ~ (eta/lam)^(2/3) (dG)^(1/3)``,
 angle ``= sqrt((1-b1)/(1+b1)) (2 lam)^(1/3) eta^(2/3) (d^2/G)^(1/6)``: it depends on ``G`` and ``d``.
 
 *Angular update* means the root-mean-square angle per step, ``sqrt(E[theta^2])`` (the derivations give
@@ -42,22 +47,56 @@ family (``||w||^4`` linear in steps, ``eta_eff ~ k^{-1/2}``), and ``x = x0 + eta
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import math
+from dataclasses import dataclass, fields
+from typing import Optional
 
 import numpy as np
 
+from ..validity import Validity
+from . import norms_update as _upd
 from .norms_optim import NormOptimizer, make_optimizer
 
-__all__ = ["Equilibrium", "equilibrium", "norm_sq_trajectory", "adam_l2_antiderivative"]
+__all__ = ["Equilibrium", "equilibrium", "norm_sq_trajectory", "adam_l2_antiderivative", "assess_validity",
+           "EQUILIBRIUM_UNITS"]
+
+EQUILIBRIUM_UNITS = {"norm_sq": "parameter units squared (||w||^2)", "effective_lr": "1/(parameter units^2)"
+                     " x learning-rate units (eta kappa/||w||^2)", "angular_update": "rad/step",
+                     "relaxation_steps": "steps", "validity": "Validity"}
 
 
-class Equilibrium(NamedTuple):
-    """Equilibrium quantities (arrays broadcast over the inputs). ``lam = 0`` gives ``inf``/``0``."""
+@dataclass(frozen=True)
+class Equilibrium:
+    """Equilibrium of a scale-invariant group (arrays broadcast over the inputs; ``weight_decay = 0`` gives
+    ``inf``/``0``). Units in :data:`EQUILIBRIUM_UNITS`.
 
-    norm_sq: np.ndarray           # ||w||^2 at equilibrium
-    effective_lr: np.ndarray      # eta * kappa / ||w||^2
-    angular_update: np.ndarray    # root-mean-square angle per step (radians)
-    relaxation_steps: np.ndarray  # e-folding time of a small deviation, in steps
+    * ``norm_sq``: ``||w||^2`` at equilibrium;
+    * ``effective_lr``: ``eta kappa / ||w||^2`` (NaN where ``grad_norm_sq`` is needed and missing);
+    * ``angular_update``: root-mean-square angle per step (radians per step);
+    * ``relaxation_steps``: e-folding time of a small deviation from equilibrium, in steps;
+    * ``validity``: object array of :class:`~widelimit.validity.Validity` (:func:`assess_validity`).
+    """
+
+    norm_sq: np.ndarray
+    effective_lr: np.ndarray
+    angular_update: np.ndarray
+    relaxation_steps: np.ndarray
+    validity: np.ndarray
+
+    def _asdict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def assess_validity(opt: NormOptimizer, relaxation_steps) -> np.ndarray:
+    """``BELOW_STEP`` where the relaxation time is shorter than one step; ``TOO_FAST`` where it is shorter
+    than the optimiser's memory (``opt.memory_steps``: the averaging over the momentum/second-moment
+    buffers behind the closed forms then fails); ``OK`` otherwise. NaN times (missing inputs) are ``OK``."""
+    tau = np.asarray(relaxation_steps, dtype=np.float64)
+    flags = [Validity.BELOW_STEP if t < 1.0 else Validity.TOO_FAST if t < opt.memory_steps else Validity.OK
+             for t in tau.ravel()]
+    out = np.empty(tau.size, dtype=object)
+    out[:] = flags
+    return out.reshape(tau.shape)
 
 
 def _arr(name: str, v, *, positive: bool = False, nonneg: bool = True, integer: bool = False):
@@ -86,35 +125,56 @@ def _need(name: str, v, opt: NormOptimizer):
     return v
 
 
-def _check_common(optimizer, lr, weight_decay, grad_norm_sq, d, momentum, beta1, beta2):
-    opt = make_optimizer(optimizer, momentum, beta1, beta2, 0.0)
-    eta = _arr("lr", lr, positive=True)
+def _check_common(optimizer, learning_rate, weight_decay, grad_norm_sq, d, shape, momentum, b1, b2, options):
+    opt = make_optimizer(optimizer, momentum, b1, b2, **options)
+    eta = _arr("learning_rate", learning_rate, positive=True)
     lam = _arr("weight_decay", weight_decay)
     G = _arr("grad_norm_sq", grad_norm_sq)
+    if opt.name == "muon":
+        if shape is None:
+            raise ValueError("shape=(fan_in, fan_out) of the weight matrix is required for optimizer='muon'")
+        _upd.muon_shape_scale(opt, shape)   # validates
+        if d is not None and np.any(np.asarray(d) != shape[0] * shape[1]):
+            raise ValueError(f"d={d!r} disagrees with shape={tuple(shape)!r}")
+        d = shape[0] * shape[1]
     dd = _arr("d", d, positive=True, integer=True)
     try:
         np.broadcast_shapes(*[np.shape(a) for a in (eta, lam, G, dd) if a is not None])
     except ValueError:
-        shapes = {n: np.shape(a) for n, a in (("lr", eta), ("weight_decay", lam), ("grad_norm_sq", G),
-                                                ("d", dd)) if a is not None}
+        shapes = {n: np.shape(a) for n, a in (("learning_rate", eta), ("weight_decay", lam),
+                                                ("grad_norm_sq", G), ("d", dd)) if a is not None}
         raise ValueError(f"mismatched array shapes (must broadcast): {shapes}") from None
     if np.any(eta * lam >= 1):
-        raise ValueError("lr * weight_decay must be < 1")
+        raise ValueError("learning_rate * weight_decay must be < 1 (the decay factor 1 - eta*lam must stay "
+                         f"positive), got max {float(np.max(eta * lam))}")
+    if (opt.is_adam or opt.name == "lion") and dd is None:
+        _need("d", dd, opt)
     return opt, eta, lam, G, dd
 
 
-def equilibrium(optimizer: str, lr, weight_decay, *, grad_norm_sq=None, d=None, momentum: float = 0.0,
-                beta1: float = 0.9, beta2: float = 0.999, exact: bool = False) -> Equilibrium:
+def _coherence(opt, el, dd, shape):
+    """``D(eta lam)`` per element (:func:`~widelimit.dynamics.norms_update.coherence_series`)."""
+    return _upd.coherence_series(opt, shape, el)
+
+
+def equilibrium(optimizer: str, learning_rate, weight_decay, *, grad_norm_sq=None, d=None, shape=None,
+                momentum: float = 0.0, b1: Optional[float] = None, b2: Optional[float] = None,
+                exact: bool = False, **optimizer_options) -> Equilibrium:
     """Equilibrium norm, effective learning rate, angular update and relaxation time (table above).
 
-    Array arguments broadcast (NumPy rules). ``grad_norm_sq`` (``G``) is needed for the SGD-family norm
-    and effective lr and for everything of 'adam_l2'; ``d`` for the Adam family; quantities whose inputs
-    are missing come back as NaN. ``exact=True`` (only 'sgd') returns the fixed point of the exact discrete
-    map instead: ``x*^2 = eta G/(lam (2 - eta lam))``, ``cos(angle) = 1 - eta lam`` and relaxation
-    ``-1/ln(2 (1 - eta lam)^2 - 1)`` (linearised map).
+    Array arguments broadcast (NumPy rules). ``grad_norm_sq`` (``G``, at unit norm) is needed for the
+    SGD-family norm, for every effective lr and for everything of 'adam'; ``d`` (parameters in the group)
+    for adam/adamw/lion; ``shape=(fan_in, fan_out)`` for 'muon'. Quantities whose inputs are missing come
+    back as NaN. ``exact=True`` (only 'sgd') returns the fixed point of the exact discrete map instead:
+    ``x*^2 = eta G/(lam (2 - eta lam))``, ``cos(angle) = 1 - eta lam`` and relaxation
+    ``-1/ln(2 (1 - eta lam)^2 - 1)``; Lion/Muon are always the exact fixed point of their noise map.
+    ``optimizer_options`` (Muon: ``nesterov``, ``consistent_rms``, ``ns_coeffs``, ``ns_steps``,
+    ``exact_orthogonalisation``) go to :func:`~widelimit.dynamics.norms_optim.make_optimizer`.
+    ``learning_rate * weight_decay >= 1`` raises ``ValueError``; short relaxation times are flagged in
+    ``validity`` (:func:`assess_validity`).
     """
-    opt, eta, lam, G, dd = _check_common(optimizer, lr, weight_decay, grad_norm_sq, d, momentum, beta1,
-                                         beta2)
+    opt, eta, lam, G, dd = _check_common(optimizer, learning_rate, weight_decay, grad_norm_sq, d, shape,
+                                         momentum, b1, b2, optimizer_options)
     if exact and opt.name != "sgd":
         raise ValueError(f"exact=True is available for optimizer='sgd' only, got {opt.name!r} (use "
                          f"solve_norm_map for the fixed point of the moment map)")
@@ -122,10 +182,16 @@ def equilibrium(optimizer: str, lr, weight_decay, *, grad_norm_sq=None, d=None, 
     nan = np.nan
     Gv = G if G is not None else nan
     dv = dd if dd is not None else nan
-    if opt.is_adam and dd is None:
-        _need("d", dd, opt)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if not opt.is_adam:
+        if opt.normalised:
+            el = eta * lam
+            F = _upd.update_norm_sq(opt, dd, shape)
+            D = _coherence(opt, el, dd, shape)
+            x = np.where(lam > 0, eta * F * D / (lam * (2.0 - el)), np.inf)
+            eff = eta * _upd.linear_gain(opt, dd, shape) / np.sqrt(Gv * x)
+            ang = np.sqrt(el * (2.0 - el) / D)
+            tau = _upd.relaxation_steps(opt, shape, el)
+        elif not opt.is_adam:
             if exact:
                 x = np.sqrt(eta * Gv / (lam * (2.0 - eta * lam)))
                 ang = np.arccos(1.0 - eta * lam)
@@ -140,14 +206,14 @@ def equilibrium(optimizer: str, lr, weight_decay, *, grad_norm_sq=None, d=None, 
             eff = eta * np.sqrt(dv / (Gv * x))
             ang = np.sqrt(2.0 * eta * lam * S2) * np.ones_like(dv)
             tau = 1.0 / (2.0 * eta * lam)
-        else:  # adam_l2
+        else:  # adam (coupled L2)
             x = (eta * np.sqrt(dv * Gv) / (2.0 * lam)) ** (2.0 / 3.0)
             eff = eta * np.sqrt(dv / (Gv * x))
             ang = eta * np.sqrt(dv * S2 / x)
             tau = 2.0 * x / (3.0 * eta ** 2 * dv)
-    shape = np.broadcast_shapes(*[np.shape(a) for a in (eta, lam, G, dd) if a is not None])
-    out = [np.broadcast_to(np.asarray(v, dtype=np.float64), shape).copy() for v in (x, eff, ang, tau)]
-    return Equilibrium(*out)
+    shp = np.broadcast_shapes(*[np.shape(a) for a in (eta, lam, G, dd) if a is not None])
+    out = [np.broadcast_to(np.asarray(v, dtype=np.float64), shp).copy() for v in (x, eff, ang, tau)]
+    return Equilibrium(*out, assess_validity(opt, out[3]))
 
 
 def adam_l2_antiderivative(s):
@@ -181,22 +247,36 @@ def _adam_l2_s(s0, delta):
     return np.where(one_minus == 0.0, 1.0, 1.0 - np.exp(y) * one_minus)
 
 
-def norm_sq_trajectory(optimizer: str, steps, *, lr, weight_decay, norm_sq0, grad_norm_sq=None,
-                       d=None, momentum: float = 0.0, beta1: float = 0.9) -> np.ndarray:
+def norm_sq_trajectory(optimizer: str, steps, *, learning_rate, weight_decay, norm_sq0, grad_norm_sq=None,
+                       d=None, shape=None, momentum: float = 0.0, b1: Optional[float] = None,
+                       b2: Optional[float] = None, **optimizer_options) -> np.ndarray:
     """Exact solution ``||w||^2(k)`` of the continuous ODE from any initial ``norm_sq0`` (constant inputs).
 
     * SGD family: ``u = x^2 = u* + (u0 - u*) exp(-4 eta lam S k)`` with ``u* = eta S G/(2 lam)``;
       for ``lam = 0``: ``u = u0 + 2 eta^2 S^2 G k``.
     * AdamW: ``x = x* + (x0 - x*) exp(-2 eta lam k)``, ``x* = eta d/(2 lam)``; ``lam = 0``: ``x0 + eta^2 d k``.
-    * Adam + L2: ``F(s_k) = F(s_0) + eta^2 d k/(2 x*)``, ``s = sqrt(x/x*)`` (:func:`adam_l2_antiderivative`),
-      solved by bisection; ``lam = 0`` as AdamW.
+    * Adam with coupled L2: ``F(s_k) = F(s_0) + eta^2 d k/(2 x*)``, ``s = sqrt(x/x*)``
+      (:func:`adam_l2_antiderivative`), solved by bisection; ``lam = 0`` as AdamW.
+    * Lion/Muon (the noise map linearised about ``x*``, stationary buffers,
+      :mod:`widelimit.dynamics.norms_update`): ``x = x* + (x0 - x*) exp(-k/tau)`` with
+      ``tau = relaxation_steps``; ``lam = 0``: ``x0 + eta^2 F D k``.
 
     All arguments broadcast together (NumPy rules); pass ``steps[:, None]`` to tabulate over groups.
+    ``steps`` in optimiser steps; the result in units of ``norm_sq0``.
     """
-    opt, eta, lam, G, dd = _check_common(optimizer, lr, weight_decay, grad_norm_sq, d, momentum, beta1, 0.9)
+    opt, eta, lam, G, dd = _check_common(optimizer, learning_rate, weight_decay, grad_norm_sq, d, shape,
+                                         momentum, b1, b2, optimizer_options)
     k = _arr("steps", steps)
     x0 = _arr("norm_sq0", norm_sq0, positive=True)
     S = opt.response_sum
+    if opt.normalised:
+        el = eta * lam
+        src = eta ** 2 * _upd.update_norm_sq(opt, dd, shape) * _coherence(opt, el, dd, shape)
+        tau = _upd.relaxation_steps(opt, shape, el)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xs = src / (el * (2.0 - el))
+            fac = np.exp(-k / tau)
+            return np.where(lam > 0, xs + (x0 - xs) * fac, x0 + src * k)
     if not opt.is_adam:
         G = _need("grad_norm_sq", G, opt)
         r = 4.0 * eta * lam * S

@@ -1,7 +1,7 @@
-r"""Continuous (slow-manifold) ODE for the norms of scale-invariant weight groups.
+r"""Continuous (slow-manifold) ODE for the norms of scale-invariant weight groups (docs/theory.md §6).
 
 The norm changes on a time scale ``~1/(lr*lam)`` steps, much slower than the momentum buffer
-(``1/(1-mu)`` or ``1/(1-beta1)`` steps) and, assumed here, than Adam's second moment (``1/(1-beta2)``).
+(``1/(1-mu)`` or ``1/(1-b1)`` steps) and, assumed here, than Adam's second moment (``1/(1-b2)``).
 Averaging the discrete map of :mod:`widelimit.dynamics.norms_map` over those fast variables, to first order
 in ``lr*lam`` and under the same assumption of uncorrelated gradients, gives for ``x = ||w||^2`` and the
 continuous step variable ``k``::
@@ -18,7 +18,10 @@ Special cases, each solved exactly by :mod:`widelimit.dynamics.norms_closed` for
 
 * SGD / momentum / Nesterov: ``u = x^2`` obeys the *linear* ODE ``du/dk = -4 lr lam S u + 2 lr^2 S^2 G``;
 * AdamW (eps = 0): ``dx/dk = -2 lr lam x + lr^2 d`` (linear in ``x``);
-* Adam + coupled L2 (eps = 0, ``lam^2 x^2 << G``): ``dx/dk = -2 lr lam sqrt(d/G) x^{3/2} + lr^2 d``.
+* Adam with coupled L2 ('adam', eps = 0, ``lam^2 x^2 << G``): ``dx/dk = -2 lr lam sqrt(d/G) x^{3/2} + lr^2 d``;
+* Lion/Muon: ``dx/dk = -2 lr lam x + lr^2 F D`` (:mod:`widelimit.dynamics.norms_update`).
+
+(``lr`` = ``learning_rate`` = eta, ``lam`` = ``weight_decay``, docs/theory.md §1.)
 
 Numerics: inputs are piecewise constant over each step. The SGD-type ODE is integrated exactly step by
 step (linear in ``u``); the Adam ODEs with classical RK4 (``substeps`` per step), all float64.
@@ -29,6 +32,7 @@ import math
 
 import numpy as np
 
+from .norms_map import normalised_dynamics
 from .norms_result import NormDynamics, finite_check, prepare_inputs
 from .norms_schedules import Schedule
 
@@ -59,13 +63,13 @@ def _rk4(x, LR, LC, LD, GS, d, eps, h, substeps, sqrt):
     return out
 
 
-def solve_norm_ode(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_steps: int,
-                   grad_norm_sq: Schedule, norm_sq0=None, norm0=None, d=None, momentum: float = 0.0,
-                   beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                   substeps: int = 1) -> NormDynamics:
+def solve_norm_ode(optimizer: str, *, learning_rate: Schedule, weight_decay: Schedule, n_steps: int,
+                   grad_norm_sq: Schedule | None = None, norm_sq0=None, norm0=None, d=None, shape=None,
+                   momentum: float = 0.0, b1: float | None = None, b2: float | None = None,
+                   eps: float = 1e-8, substeps: int = 1, **optimizer_options) -> NormDynamics:
     """Integrate the continuous norm ODE over ``n_steps`` steps for one or many groups.
 
-    Arguments as in :func:`widelimit.dynamics.norms_map.solve_norm_map` (``beta2`` is accepted for a common
+    Arguments as in :func:`widelimit.dynamics.norms_map.solve_norm_map` (``b2`` is accepted for a common
     signature; the ODE assumes Adam's second moment is in equilibrium). ``substeps``: RK4 sub-steps per
     optimiser step for the Adam family.
 
@@ -73,11 +77,13 @@ def solve_norm_ode(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_st
     ``effective_lr = lr kappa / x``, ``angular_update = lr kappa sqrt(S2 G) / x`` and
     ``update_norm_sq = lr^2 kappa^2 S2 G / x`` (the random-walk part of the step).
     """
-    inp = prepare_inputs(optimizer, lr, weight_decay, n_steps, grad_norm_sq, norm_sq0, norm0, d,
-                         momentum, beta1, beta2, eps)
+    inp = prepare_inputs(optimizer, learning_rate, weight_decay, n_steps, grad_norm_sq, norm_sq0, norm0, d,
+                         momentum, b1, b2, eps, shape, optimizer_options)
     if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
         raise ValueError(f"substeps must be a positive int, got {substeps!r}")
     opt = inp["opt"]
+    if opt.normalised:
+        return normalised_dynamics(inp, "ode")
     n, ng = inp["n_steps"], inp["n_groups"]
     LR, LAM, GS, dd = inp["lr"], inp["lam"], inp["G"], inp["d"]
     S, S2 = opt.response_sum, opt.response_sq
@@ -113,4 +119,5 @@ def solve_norm_ode(optimizer: str, *, lr: Schedule, weight_decay: Schedule, n_st
     dsq = (LR * kap) ** 2 * S2 * GS / x
     ang = np.sqrt(dsq / x)
     return NormDynamics(optimizer=opt, method="ode", norm_sq=xs, effective_lr=eff, angular_update=ang,
-                        update_norm_sq=dsq, precond=kap, lr=LR, weight_decay=LAM, grad_norm_sq=GS, d=dd)
+                        update_norm_sq=dsq, precond=kap, learning_rate=LR, weight_decay=LAM, grad_norm_sq=GS,
+                        d=dd)

@@ -1,4 +1,4 @@
-"""Input checking and the result object shared by the scale-invariant norm solvers."""
+"""Input checking and the result object shared by the scale-invariant norm solvers (docs/theory.md §6)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,19 +16,24 @@ __all__ = ["NormDynamics", "prepare_inputs", "finite_check"]
 class NormDynamics:
     """Predicted norm dynamics of ``n_groups`` scale-invariant groups over ``n_steps`` optimiser steps.
 
-    Step ``k`` maps ``w_k`` to ``w_{k+1}`` with hyper-parameters ``lr[k]``, ``weight_decay[k]`` and the
+    Step ``k`` maps ``w_k`` to ``w_{k+1}`` with hyper-parameters ``learning_rate[k]``, ``weight_decay[k]`` and the
     unit-norm gradient statistic ``grad_norm_sq[k] = G_k = ||grad l(w_k/||w_k||)||^2``. Arrays:
 
     * ``norm_sq``: ``||w_k||^2``, shape ``(n_steps + 1, n_groups)`` (row 0 is the initial value);
-    * ``effective_lr``: ``lr_k * kappa_k / ||w_k||^2``, shape ``(n_steps, n_groups)``: to first order the
+    * ``effective_lr``: ``learning_rate_k * kappa_k / ||w_k||^2``, shape ``(n_steps, n_groups)``: to first order the
       direction moves as ``w_hat <- w_hat - effective_lr * grad l(w_hat)`` (before momentum filtering).
       ``kappa = 1`` for SGD-type optimisers; for Adam ``kappa = 1/(sqrt(V_hat/d) + eps)`` is the
-      preconditioner scale of the isotropic update-norm model (see :mod:`widelimit.dynamics.norms_map`);
+      preconditioner scale of the isotropic update-norm model (see :mod:`widelimit.dynamics.norms_map`); for
+      Lion/Muon the linear gain of the normalised update, ``gain * sqrt(||w||^2/G)``
+      (:func:`widelimit.dynamics.norms_update.linear_gain`);
     * ``angular_update``: expected angle (radians) between ``w_k`` and ``w_{k+1}``, ``(n_steps, n_groups)``
       (for SGD driven by the measured per-step ``G_k`` it is that step's angle exactly; as an average over
       steps compare it with the root-mean-square measured angle);
     * ``update_norm_sq``: expected ``||w_{k+1} - w_k||^2``, ``(n_steps, n_groups)``;
-    * ``precond``: ``kappa_k``; ``lr``, ``weight_decay``, ``grad_norm_sq``: the evaluated schedules.
+    * ``precond``: ``kappa_k``; ``learning_rate``, ``weight_decay``, ``grad_norm_sq``: the evaluated schedules.
+
+    Units: steps index rows; ``norm_sq`` and ``update_norm_sq`` in parameter units squared;
+    ``angular_update`` in rad/step; ``time`` in ``t = eta * steps`` (docs/theory.md §1).
 
     ``method`` is ``'map'`` (discrete moment map) or ``'ode'`` (continuous slow-manifold ODE).
     """
@@ -40,7 +45,7 @@ class NormDynamics:
     angular_update: np.ndarray
     update_norm_sq: np.ndarray
     precond: np.ndarray
-    lr: np.ndarray
+    learning_rate: np.ndarray
     weight_decay: np.ndarray
     grad_norm_sq: np.ndarray
     d: Optional[np.ndarray]
@@ -65,8 +70,8 @@ class NormDynamics:
 
     @property
     def time(self) -> np.ndarray:
-        """Physical time ``t_k = sum_{j<k} lr_j`` (project convention ``t = lr * steps``), per group."""
-        return np.vstack([np.zeros((1, self.n_groups)), np.cumsum(self.lr, axis=0)])
+        """Physical time ``t_k = sum_{j<k} eta_j`` (docs/theory.md §1: ``t = eta * steps``), per group."""
+        return np.vstack([np.zeros((1, self.n_groups)), np.cumsum(self.learning_rate, axis=0)])
 
     def at(self, step) -> np.ndarray:
         """``||w||^2`` at (possibly fractional) ``step`` by linear interpolation; shape ``step.shape + (n_groups,)``."""
@@ -85,14 +90,16 @@ def _group_count(name: str, value, sizes: dict) -> None:
         sizes[name] = arr.shape[1]
 
 
-def prepare_inputs(optimizer, lr: Schedule, weight_decay: Schedule, n_steps: int, grad_norm_sq: Schedule,
-                   norm_sq0, norm0, d, momentum: float, beta1: float, beta2: float, eps: float) -> dict:
+def prepare_inputs(optimizer, learning_rate: Schedule, weight_decay: Schedule, n_steps: int,
+                   grad_norm_sq: Schedule, norm_sq0, norm0, d, momentum: float, b1, b2, eps: float,
+                   shape=None, options=None) -> dict:
     """Validate the solver inputs (before any work) and evaluate the schedules.
 
     Returns a dict with ``opt`` (NormOptimizer), ``x0`` (n_groups,), ``d`` (n_groups,) float or None,
-    and ``lr``, ``lam``, ``G`` arrays of shape ``(n_steps, n_groups)``.
+    and ``lr``, ``lam``, ``G`` arrays of shape ``(n_steps, n_groups)``. ``grad_norm_sq`` may be ``None`` for
+    Lion/Muon (their norms do not depend on it; effective learning rates are then NaN).
     """
-    opt = make_optimizer(optimizer, momentum, beta1, beta2, eps)
+    opt = make_optimizer(optimizer, momentum, b1, b2, eps, **(options or {}))
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
     n_steps = int(n_steps)
@@ -110,6 +117,17 @@ def prepare_inputs(optimizer, lr: Schedule, weight_decay: Schedule, n_steps: int
     sizes: dict = {}
     if x0.ndim == 1:
         sizes[name0] = x0.shape[0]
+    if opt.name == "muon":
+        from .norms_update import muon_shape_scale
+        if shape is None:
+            raise ValueError("shape=(fan_in, fan_out) of the weight matrix is required for optimizer='muon'")
+        muon_shape_scale(opt, shape)
+        if d is not None and np.any(np.asarray(d) != shape[0] * shape[1]):
+            raise ValueError(f"d={d!r} disagrees with shape={tuple(shape)!r}")
+        d = shape[0] * shape[1]
+    if grad_norm_sq is None and not opt.normalised:
+        raise ValueError(f"grad_norm_sq (G = ||grad l(w_hat)||^2 at unit norm) is required for "
+                         f"optimizer={opt.name!r}")
     d_arr = None
     if d is not None:
         d_arr = np.asarray(d)
@@ -120,10 +138,10 @@ def prepare_inputs(optimizer, lr: Schedule, weight_decay: Schedule, n_steps: int
         d_arr = d_arr.astype(np.float64)
         if d_arr.ndim == 1:
             sizes["d"] = d_arr.shape[0]
-    elif opt.is_adam:
-        raise ValueError(f"d (group size) is required for optimizer={opt.name!r}: Adam's per-coordinate "
+    elif opt.is_adam or opt.name == "lion":
+        raise ValueError(f"d (group size) is required for optimizer={opt.name!r}: its per-coordinate "
                          f"normalisation makes the update norm scale with sqrt(d)")
-    for nm, v in (("lr", lr), ("weight_decay", weight_decay), ("grad_norm_sq", grad_norm_sq)):
+    for nm, v in (("learning_rate", learning_rate), ("weight_decay", weight_decay), ("grad_norm_sq", grad_norm_sq)):
         _group_count(nm, v, sizes)
     distinct = set(sizes.values())
     if len(distinct) > 1:
@@ -133,23 +151,25 @@ def prepare_inputs(optimizer, lr: Schedule, weight_decay: Schedule, n_steps: int
     x0 = np.broadcast_to(x0, (n_groups,)).astype(np.float64)
     if d_arr is not None:
         d_arr = np.broadcast_to(d_arr, (n_groups,)).astype(np.float64)
-    lr_s = as_series(lr, "lr", n_steps, n_groups)
+    lr_s = as_series(learning_rate, "learning_rate", n_steps, n_groups)
     lam_s = as_series(weight_decay, "weight_decay", n_steps, n_groups)
-    G_s = as_series(grad_norm_sq, "grad_norm_sq", n_steps, n_groups)
+    G_s = (np.full((n_steps, n_groups), np.nan) if grad_norm_sq is None
+           else as_series(grad_norm_sq, "grad_norm_sq", n_steps, n_groups))
     if np.any(lr_s <= 0):
-        raise ValueError(f"lr must be > 0 at every step, got min {lr_s.min()}")
+        raise ValueError(f"learning_rate must be > 0 at every step, got min {lr_s.min()}")
     if np.any(lam_s < 0):
         raise ValueError(f"weight_decay must be >= 0 at every step, got min {lam_s.min()}")
     if np.any(lr_s * lam_s >= 1):
-        raise ValueError("lr * weight_decay must be < 1 at every step (the decay factor 1 - lr*lam must "
+        raise ValueError("learning_rate * weight_decay must be < 1 at every step (the decay factor 1 - lr*lam must "
                          f"stay positive), got max {float((lr_s * lam_s).max())}")
     if np.any(G_s < 0):
         raise ValueError(f"grad_norm_sq (G = ||grad at unit norm||^2) must be >= 0, got min {G_s.min()}")
-    return dict(opt=opt, x0=x0, d=d_arr, lr=lr_s, lam=lam_s, G=G_s, n_steps=n_steps, n_groups=n_groups)
+    return dict(opt=opt, x0=x0, d=d_arr, lr=lr_s, lam=lam_s, G=G_s, n_steps=n_steps, n_groups=n_groups,
+                shape=None if shape is None else (int(shape[0]), int(shape[1])))
 
 
 def finite_check(arr: np.ndarray, what: str) -> None:
     if not np.all(np.isfinite(arr)):
-        raise FloatingPointError(f"{what} became non-finite; check that lr*weight_decay is small and "
+        raise FloatingPointError(f"{what} became non-finite; check that learning_rate*weight_decay is small and "
                                  f"grad_norm_sq is finite")
 

@@ -1,4 +1,4 @@
-"""Sympy derivation of the NTK-regime gradient flow with L2 for homogeneous networks (THEORY.md section 2).
+"""Sympy derivation of the NTK-regime gradient flow with L2 for homogeneous networks (docs/theory.md §2).
 
 Run ``python derivations/ntk_l2.py [out.md]``: it derives, step by step and with a check for each step,
 

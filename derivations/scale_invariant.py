@@ -1,4 +1,4 @@
-"""Sympy derivations of the norm laws of scale-invariant weight groups (THEORY.md section 4).
+"""Sympy derivations of the norm laws of scale-invariant weight groups (docs/theory.md §6).
 
 Run ``python derivations/scale_invariant.py [out.md]``: it derives every equilibrium, angular update and
 relaxation law used by ``widelimit.dynamics.norms_closed`` from the discrete optimiser updates, checks each
@@ -315,6 +315,92 @@ x_*^{{3/2}} = \frac{{\eta\sqrt{{dG}}}}{{2\lambda}},\qquad x_* = {sp.latex(xstar)
 """
 
 
+def normalised_section(checks: dict) -> str:
+    """Lion and Muon: normalised updates with a fixed norm F (widelimit.dynamics.norms_update)."""
+    j, i, l = sp.symbols("j i l", integer=True, positive=True)
+    b2, bm, q, a0, A, F, D, e, beta = sp.symbols("beta_2 b q a_0 A F D e beta", positive=True)
+    t2, tm = sp.symbols("t_2 t_b", positive=True)   # b2 = exp(-t2), b = exp(-tm): known to lie in (0, 1)
+
+    Nn = sp.Symbol("N", integer=True, positive=True)
+
+    def S(expr, var=j):   # sum_{var=1..N}, N -> oo, with the ratios written as exp(-t); back in b2, b
+        r = sp.summation(sp.expand(expr.subs({b2: sp.exp(-t2), bm: sp.exp(-tm)})), (var, 1, Nn))
+        return sp.simplify(sp.limit(r, Nn, sp.oo).subs({t2: -sp.log(b2), tm: -sp.log(bm)}))
+    lion = (1 - b1, b1 * (1 - b2) * b2 ** (j - 1))
+    muon = (1 - bm ** 2, (1 - bm) * bm ** (j + 1))
+    S2_lion = (1 - b1) ** 2 + b1 ** 2 * (1 - b2) / (1 + b2)
+    S2_muon = (1 - bm ** 2) ** 2 + (1 - bm) ** 2 * bm ** 4 / (1 - bm ** 2)
+    for name, (c0, cj), S2 in (("lion", lion, S2_lion), ("muon (nesterov)", muon, S2_muon)):
+        checks[f"{name}: sum_j a_j = 1"] = _is_zero(c0 + S(cj) - 1)
+        checks[f"{name}: S2 = sum_j a_j^2 closed form"] = _is_zero(c0 ** 2 + S(cj ** 2) - S2)
+    # geometric tail a_j = A q^(j-1): lag-i covariance, and 1 + 2 sum_i rho_i = (sum a)^2/S2
+    tail = A * q ** (j - 1)
+    cov_i = sp.simplify(A * q ** (i - 1) * a0 + sp.summation(A * q ** (i + l - 1) * A * q ** (l - 1), (l, 1, sp.oo)))
+    closed = A * q ** (i - 1) * (a0 + A * q / (1 - q ** 2))
+    checks["geometric tail: Cov(c_k, c_{k-i}) = A q^(i-1) (a0 + A q/(1-q^2))"] = _is_zero(
+        sp.simplify(cov_i.rewrite(sp.Piecewise).args[0][0] if isinstance(cov_i, sp.Piecewise) else cov_i) - closed)
+    S2g = a0 ** 2 + A ** 2 / (1 - q ** 2)
+    tot = sp.simplify(S2g + 2 * sp.summation(closed, (i, 1, sp.oo)).rewrite(sp.Piecewise))
+    tot = tot.args[0][0] if isinstance(tot, sp.Piecewise) else tot
+    checks["geometric tail: sum over all lags of Cov = (a0 + A/(1-q))^2"] = _is_zero(tot - (a0 + A / (1 - q)) ** 2)
+    lion_rho1 = b1 * (b1 * b2 * (1 - b2) / (1 + b2) + (1 - b1) * (1 - b2))
+    checks["lion: Cov lag 1 = b1 (b1 b2 (1-b2)/(1+b2) + (1-b1)(1-b2))"] = _is_zero(
+        closed.subs({i: 1, a0: 1 - b1, A: b1 * (1 - b2), q: b2}) - lion_rho1)
+    # the noise map and its fixed point
+    xm = (1 - e) ** 2 * x + eta ** 2 * F * D
+    xs = eta * F * D / (lam * (2 - eta * lam))
+    checks["noise map: x* = eta F D/(lam (2 - eta lam)) (e = eta lam)"] = _is_zero(xm.subs(e, eta * lam).subs(x, xs) - xs)
+    ang2 = sp.simplify(eta ** 2 * F / xs)
+    checks["noise map: angle^2 = eta^2 F/x* = eta lam (2 - eta lam)/D"] = _is_zero(ang2 - eta * lam * (2 - eta * lam) / D)
+    # published Lion formula = linearised arcsin law: R_j ~ (2/pi) rho_j, sum_all rho = 1/S2, eta lam -> 0
+    D_lin = sp.Rational(2) / sp.pi / S2_lion
+    pub = sp.sqrt(sp.pi / 2) * sp.sqrt(2 * eta * lam) * sp.sqrt(S2_lion)
+    checks["lion: sqrt(2 eta lam/D_lin) = published sqrt(pi/2) sqrt(2 eta lam) sqrt(S2)"] = _is_zero(
+        sp.sqrt(2 * eta * lam / D_lin) - pub)
+    checks["lion: arcsin(1) (2/pi) = 1 (R_0 = ||u||^2/F)"] = sp.simplify(2 / sp.pi * sp.asin(1) - 1) == 0
+    # relaxation with the growth term: z^2 - ((1-e)^2 + beta) z + beta = 0, larger root 1 - 2e/(1-beta) + O(e^2)
+    z = sp.Symbol("z")
+    roots = sp.solve(z ** 2 - ((1 - e) ** 2 + beta) * z + beta, z)
+    z1 = [r for r in roots if sp.simplify(r.subs({beta: sp.Rational(1, 3), e: 0})) == 1][0]
+    checks["relaxation: 1 - z1 = 2 e/(1 - beta) + O(e^2) (beta = 1/3, 1/5, 1/10)"] = all(
+        _is_zero(sp.diff(1 - z1, e).subs(e, 0).subs(beta, bv) - 2 / (1 - bv))
+        for bv in (sp.Rational(1, 3), sp.Rational(1, 5), sp.Rational(1, 10)))
+    # Adam with coupled L2 per coordinate: 2 eta lam sqrt(x) w_i^2/s_i = eta^2 -> w_i^2 = eta s_i/(2 lam sqrt x)
+    si, wi2 = sp.symbols("s_i w_i2", positive=True)
+    wsol = sp.solve(sp.Eq(2 * eta * lam * sp.sqrt(x) * wi2 / si, eta ** 2), wi2)[0]
+    checks["adam per coordinate: w_i^2 = eta s_i/(2 lam sqrt x)"] = _is_zero(wsol - eta * si / (2 * lam * sp.sqrt(x)))
+    xiso = (eta * sp.sqrt(d * G) / (2 * lam)) ** sp.Rational(2, 3)
+    checks["adam per coordinate: equal s_i = sqrt(G/d) gives the isotropic x*"] = _is_zero(
+        sp.simplify(d * wsol.subs({si: sp.sqrt(G / d), x: xiso}) - xiso))
+    return rf"""
+## Lion and Muon: normalised updates
+
+Both update with $u_k = N(c_k)$, $c_k = \sum_j a_j g_{{k-j}}$ (steady state), and decoupled decay
+$w_{{k+1}} = (1-\eta\lambda)w_k - \eta u_k$; $\|u\|^2 = F$ is fixed ($F=d$ for ${{\rm sign}}$; Muon: Newton--Schulz).
+Lion: $a_0 = 1-\beta_1$, $a_j = \beta_1(1-\beta_2)\beta_2^{{j-1}}$; Muon (Nesterov): $a_0 = 1-b^2$, $a_j=(1-b)b^{{j+1}}$;
+$\sum_j a_j = 1$ and $S_2 = \sum_j a_j^2$ = ${sp.latex(S2_lion)}$ (Lion), ${sp.latex(sp.factor(S2_muon))}$ (Muon).
+
+* Noise map: $x_{{k+1}} = (1-\eta\lambda)^2 x_k + \eta^2 F D$ with the coherence
+  $D = 1 + 2\sum_{{j\ge1}}(1-\eta\lambda)^j R(\rho_j)$; $x_* = \eta F D/(\lambda(2-\eta\lambda))$, RMS angle
+  $\sqrt{{\eta\lambda(2-\eta\lambda)/D}}$.
+* Geometric tail $a_j = Aq^{{j-1}}$: ${{\rm Cov}}(c_k, c_{{k-i}}) = Aq^{{i-1}}(a_0 + Aq/(1-q^2))$, and the lags sum to
+  $(\sum_j a_j)^2$, so $1 + 2\sum_{{i\ge1}}\rho_i = 1/S_2$.
+* Lion: $R(\rho) = (2/\pi)\arcsin\rho$ (sign of Gaussians). Linearised ($R\approx(2/\pi)\rho$ for $j\ge1$, $S_2\ll1$,
+  $\eta\lambda\to0$): $D\approx 2/(\pi S_2)$ and the angle is the published
+  $\sqrt{{\pi/2}}\sqrt{{2\eta\lambda}}\sqrt{{(1-\beta_1)^2+\beta_1^2(1-\beta_2)/(1+\beta_2)}}$.
+* Growth: while $\ln x$ changes at rate $r$ the tail is stretched, $q\to q e^{{r/2}}$, and $D\to D + D'r$; a
+  deviation then obeys $\delta_{{k+1}} = (1-\eta\lambda)^2\delta_k + \beta(\delta_k-\delta_{{k-1}})$,
+  $\beta = \eta\lambda(2-\eta\lambda)D'/D$, whose slow root gives $\tau = (1-\beta)/(2\eta\lambda) + O(1)$ steps.
+
+## Adam with coupled L2, per coordinate
+
+Coordinate $i$ with unit-norm gradient RMS $s_i$ (so $v_i = s_i^2/x$) decays at $2\eta\lambda\sqrt{{x}}/s_i$ against the
+source $\eta^2$: $w_i^2 = \eta s_i/(2\lambda\sqrt{{x}})$, $x_*^{{3/2}} = \eta\sum_i s_i/(2\lambda)$; equal $s_i=\sqrt{{G/d}}$ gives
+back the isotropic $x_*$, otherwise the isotropic model over-predicts the norm by $a^{{2/3}}$,
+$a = \sqrt{{d\sum s_i^2}}/\sum s_i\ge1$.
+"""
+
+
 def assumptions_section() -> str:
     return r"""
 ## 0. Setting and assumptions
@@ -341,7 +427,8 @@ def main(out_path: str | Path = Path(__file__).with_suffix(".md")) -> dict:
     parts = ["# Scale-invariant weight norms: equilibria and relaxation laws\n\n",
              f"Generated by `derivations/scale_invariant.py` (sympy {sp.__version__}); every statement below "
              "is checked there.\n",
-             assumptions_section(), sgd_section(checks), momentum_section(checks), adam_l2_section(checks)]
+             assumptions_section(), sgd_section(checks), momentum_section(checks), adam_l2_section(checks),
+             normalised_section(checks)]
     table = "\n## Checks\n\n| check | result |\n|---|---|\n" + "".join(
         f"| {name} | {'ok' if ok else 'FAILED'} |\n" for name, ok in checks.items())
     Path(out_path).write_text("".join(parts) + table)

@@ -27,10 +27,11 @@ def report(deriv, tmp_path_factory):
 
 def test_all_symbolic_checks_pass_and_report_is_written(report):
     checks, text = report
-    assert len(checks) >= 25
+    assert len(checks) >= 44
     failed = [k for k, ok in checks.items() if not ok]
     assert not failed, failed
-    for needle in ("SGD with L2", "Nesterov", "AdamW", "Adam with coupled L2", "Assumption A1", "| ok |"):
+    for needle in ("SGD with L2", "Nesterov", "AdamW", "Adam with coupled L2", "Assumption A1", "| ok |",
+                   "Lion and Muon", "published", "per coordinate"):
         assert needle in text
     assert "FAILED" not in text
 

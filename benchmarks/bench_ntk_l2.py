@@ -73,7 +73,7 @@ def _closed(ktt, kxt, y, f0, f0x, lam, ts, reps: int = 1):
     t_build = t_eval = np.inf
     for _ in range(reps):
         t0 = time.perf_counter()
-        sol = L2Flow(ktt, y, lam, L_DEG, k_test_train=kxt, f0_train=f0, f0_test=f0x)
+        sol = L2Flow(ktt, y, lam, L_DEG, ntk_test_train=kxt, f0_train=f0, f0_test=f0x)
         t1 = time.perf_counter()
         tr, te = sol(ts)
         t2 = time.perf_counter()
@@ -86,7 +86,7 @@ def _ivp(ktt, kxt, y, f0, f0x, lam, ts, reps: int = 1):
     best = np.inf
     for _ in range(reps):
         t0 = time.perf_counter()
-        num, info = integrate_flow(ktt, y, lam, L_DEG, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x,
+        num, info = integrate_flow(ktt, y, lam, L_DEG, ts, ntk_test_train=kxt, f0_train=f0, f0_test=f0x,
                                    method="RK45", rtol=1e-8, atol=1e-10, return_result=True)
         best = min(best, time.perf_counter() - t0)
     return num, info, best
@@ -108,8 +108,8 @@ def part_ivp(lines: list, n: int, m: int) -> None:
     # accuracy of the closed form itself: against a much tighter integration on a sub-problem
     ns, ms = 100, 50
     sub = (ktt[:ns, :ns], kxt[:ms, :ns], y[:ns], f0[:ns], f0x[:ms])
-    cs = L2Flow(sub[0], sub[2], lam, L_DEG, k_test_train=sub[1], f0_train=sub[3], f0_test=sub[4])(ts)
-    ref = integrate_flow(sub[0], sub[2], lam, L_DEG, ts, k_test_train=sub[1], f0_train=sub[3],
+    cs = L2Flow(sub[0], sub[2], lam, L_DEG, ntk_test_train=sub[1], f0_train=sub[3], f0_test=sub[4])(ts)
+    ref = integrate_flow(sub[0], sub[2], lam, L_DEG, ts, ntk_test_train=sub[1], f0_train=sub[3],
                          f0_test=sub[4], method="DOP853", rtol=1e-12, atol=1e-14)
     err_sub = max(np.abs(cs.train - ref.train).max(), np.abs(cs.test - ref.test).max())
     lines += [
@@ -147,7 +147,7 @@ def part_horizon(lines: list, n: int = 500, m: int = 250) -> None:
 def _warmup() -> None:
     """Load LAPACK/BLAS and start their thread pools before anything is timed."""
     a = np.random.default_rng(0).normal(size=(64, 64))
-    L2Flow(a @ a.T, np.ones((64, 2)), 0.1, 2, k_test_train=a[:8] @ a.T)(np.array([1.0, np.inf]))
+    L2Flow(a @ a.T, np.ones((64, 2)), 0.1, 2, ntk_test_train=a[:8] @ a.T)(np.array([1.0, np.inf]))
 
 
 def part_nt(lines: list, n: int, m: int) -> None:

@@ -33,7 +33,7 @@ def test_monte_carlo(lam, L):
     chol = np.linalg.cholesky(nngp + 1e-12 * np.eye(N + M))
     f0 = chol @ rng.normal(size=(N + M, S))
     # samples as output columns of one flow (the kernel is shared; keep the K = 1 normalisation)
-    sol = L2Flow(ntk[:N, :N], np.repeat(y, S, axis=1), lam, L, k_test_train=ntk[N:, :N],
+    sol = L2Flow(ntk[:N, :N], np.repeat(y, S, axis=1), lam, L, ntk_test_train=ntk[N:, :N],
                  f0_train=f0[:N], f0_test=f0[N:], normalization=N * 1.0)
     ts = np.array([0.0, 2.0, 15.0])
     tr, te = sol(ts)

@@ -66,7 +66,7 @@ def _errors(width, lam, eta, *, n_check=10, seed=1, empirical=True):
         if k is None:
             errs.append(None)
             continue
-        sol = L2Flow(k[:N_TRAIN, :N_TRAIN], y, lam, 3, k_test_train=k[N_TRAIN:, :N_TRAIN],
+        sol = L2Flow(k[:N_TRAIN, :N_TRAIN], y, lam, 3, ntk_test_train=k[N_TRAIN:, :N_TRAIN],
                      f0_train=f0, f0_test=f0x)
         pred = sol.test(t) - f0x
         errs.append(np.linalg.norm(pred - got, axis=(1, 2)) / np.linalg.norm(got, axis=(1, 2)))

@@ -82,3 +82,18 @@ def test_bad_files_are_value_errors(tmp_path):
     np.savez(tmp_path / "npsd.npz", **bad)
     with pytest.raises(ValueError, match="npsd.npz: ntk_train_train is not positive semi-definite"):
         DataKernels.load(tmp_path / "npsd.npz")
+
+
+def test_from_spec_matches_analytic_kernels():
+    from widelimit.arch import MLP
+    from widelimit.kernels import analytic_kernels
+    rng = np.random.default_rng(1)
+    x, xt = rng.normal(size=(7, 5)), rng.normal(size=(300, 5))      # > 256 test points: blocked diagonal
+    y, yt = rng.normal(size=(7, 2)), rng.normal(size=(300, 2))
+    spec = MLP(depth=2, out_dim=2)
+    dk = DataKernels.from_spec(spec, x, y, xt, yt)
+    assert dk.L == 2 and dk.has_nngp and dk.nngp_test_test.shape == (300,)
+    np.testing.assert_allclose(dk.ntk_test_train, analytic_kernels(spec, xt, x).ntk, rtol=1e-14)
+    np.testing.assert_allclose(dk.nngp_test_test, np.diag(analytic_kernels(spec, xt).nngp), rtol=1e-14)
+    with pytest.raises(ValueError, match="homogeneous"):
+        DataKernels.from_spec(MLP(depth=2, b_std=0.1), x, y, xt, yt)

@@ -27,7 +27,7 @@ def _rhs(p, sol, f_train, f_test, t):
 def test_closed_form_solves_the_ode(lam, L):
     """Differentiate sol(t) numerically (5-point stencil) and compare with the ODE's right-hand side."""
     p = _problem()
-    sol = L2Flow(p["ktt"], p["y"], lam, L, k_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
+    sol = L2Flow(p["ktt"], p["y"], lam, L, ntk_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
     for t in (0.3, 4.0, 25.0):
         h = 1e-3
         ts = t + h * np.array([-2, -1, 0, 1, 2])
@@ -42,7 +42,7 @@ def test_closed_form_solves_the_ode(lam, L):
 def test_initial_value_and_limits():
     p = _problem()
     for L in (1, 2, 3, 6):
-        sol = L2Flow(p["ktt"], p["y"], 0.07, L, k_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
+        sol = L2Flow(p["ktt"], p["y"], 0.07, L, ntk_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
         tr, te = sol(0.0)
         np.testing.assert_allclose(tr, p["f0"], rtol=0, atol=1e-13)
         np.testing.assert_array_equal(te, p["f0x"])
@@ -60,7 +60,7 @@ def test_initial_value_and_limits():
 
 def test_l1_converges_to_ridge_over_time():
     p = _problem()
-    sol = L2Flow(p["ktt"], p["y"], 0.2, 1, k_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
+    sol = L2Flow(p["ktt"], p["y"], 0.2, 1, ntk_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
     inf = sol.test(np.inf)
     errs = [np.abs(sol.test(t) - inf).max() for t in (10.0, 100.0, 1000.0)]
     assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-12
@@ -68,15 +68,15 @@ def test_l1_converges_to_ridge_over_time():
 
 def test_shapes_scalar_array_and_vector_targets():
     p = _problem()
-    sol = L2Flow(p["ktt"], p["y"], 0.1, 3, k_test_train=p["kxt"])
+    sol = L2Flow(p["ktt"], p["y"], 0.1, 3, ntk_test_train=p["kxt"])
     out = sol(np.array([0.0, 1.0, np.inf]))
     assert isinstance(out, FlowOutputs)
     assert out.train.shape == (3, 30, 3) and out.test.shape == (3, 12, 3)
     assert sol.train(1.0).shape == (30, 3) and sol.test(np.ones((2, 5))).shape == (2, 5, 12, 3)
     np.testing.assert_array_equal(sol.train(1.0), out.train[1])
     # a 1-D target behaves as K = 1
-    sol1 = L2Flow(p["ktt"], p["y"][:, 0], 0.1, 3, k_test_train=p["kxt"])
-    sol1k = L2Flow(p["ktt"], p["y"][:, :1], 0.1, 3, k_test_train=p["kxt"])
+    sol1 = L2Flow(p["ktt"], p["y"][:, 0], 0.1, 3, ntk_test_train=p["kxt"])
+    sol1k = L2Flow(p["ktt"], p["y"][:, :1], 0.1, 3, ntk_test_train=p["kxt"])
     assert sol1.train(1.0).shape == (30,) and sol1.test([1.0, 2.0]).shape == (2, 12)
     np.testing.assert_allclose(sol1.test([1.0, 2.0]), sol1k.test([1.0, 2.0])[..., 0], rtol=1e-14)
     no_test = L2Flow(p["ktt"], p["y"], 0.1, 3)
@@ -88,11 +88,11 @@ def test_shapes_scalar_array_and_vector_targets():
 def test_outputs_are_independent_per_output_column():
     """The kernel is shared across outputs: solving column by column gives the same answer."""
     p = _problem()
-    full = L2Flow(p["ktt"], p["y"], 0.05, 4, k_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"],
+    full = L2Flow(p["ktt"], p["y"], 0.05, 4, ntk_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"],
                   normalization=p["y"].size)
     ts = np.array([0.5, 3.0])
     for k in range(3):
-        col = L2Flow(p["ktt"], p["y"][:, k], 0.05, 4, k_test_train=p["kxt"], f0_train=p["f0"][:, k],
+        col = L2Flow(p["ktt"], p["y"][:, k], 0.05, 4, ntk_test_train=p["kxt"], f0_train=p["f0"][:, k],
                      f0_test=p["f0x"][:, k], normalization=p["y"].size)
         np.testing.assert_allclose(col.test(ts), full.test(ts)[..., k], rtol=1e-12, atol=1e-14)
 
@@ -100,12 +100,12 @@ def test_outputs_are_independent_per_output_column():
 def test_normalization_and_with_lam():
     p = _problem()
     n = p["y"].size
-    a = L2Flow(p["ktt"], p["y"], 0.1, 3, k_test_train=p["kxt"], f0_train=p["f0"])
-    b = L2Flow(p["ktt"] / n, p["y"], 0.1, 3, k_test_train=p["kxt"] / n, f0_train=p["f0"], normalization=1.0)
+    a = L2Flow(p["ktt"], p["y"], 0.1, 3, ntk_test_train=p["kxt"], f0_train=p["f0"])
+    b = L2Flow(p["ktt"] / n, p["y"], 0.1, 3, ntk_test_train=p["kxt"] / n, f0_train=p["f0"], normalization=1.0)
     ts = np.array([0.0, 2.0, 30.0])
     np.testing.assert_allclose(a.test(ts), b.test(ts), rtol=1e-12, atol=1e-14)
     c = a.with_lam(0.02, L=5)
-    fresh = L2Flow(p["ktt"], p["y"], 0.02, 5, k_test_train=p["kxt"], f0_train=p["f0"])
+    fresh = L2Flow(p["ktt"], p["y"], 0.02, 5, ntk_test_train=p["kxt"], f0_train=p["f0"])
     assert c.eigenvectors is a.eigenvectors and c.lam == 0.02 and a.lam == 0.1
     np.testing.assert_allclose(c.test(ts), fresh.test(ts), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(c.train(ts), fresh.train(ts), rtol=1e-12, atol=1e-14)
@@ -116,7 +116,7 @@ def test_rank_deficient_kernel_is_fine():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(25, 6))
     a = x @ x.T
-    sol = L2Flow(a[:20, :20], rng.normal(size=(20, 2)), 0.1, 3, k_test_train=a[20:, :20],
+    sol = L2Flow(a[:20, :20], rng.normal(size=(20, 2)), 0.1, 3, ntk_test_train=a[20:, :20],
                  f0_train=rng.normal(size=(20, 2)), f0_test=rng.normal(size=(5, 2)))
     out = sol(np.array([0.0, 1.0, 100.0, np.inf]))
     assert np.all(np.isfinite(out.train)) and np.all(np.isfinite(out.test))
@@ -127,7 +127,7 @@ def test_memory_is_not_n_squared_times_t():
     N, M, K, T = 300, 100, 2, 400
     x = rng.normal(size=(N + M, 20))
     a = x @ x.T / 20
-    sol = L2Flow(a[:N, :N], rng.normal(size=(N, K)), 0.01, 3, k_test_train=a[N:, :N])
+    sol = L2Flow(a[:N, :N], rng.normal(size=(N, K)), 0.01, 3, ntk_test_train=a[N:, :N])
     ts = np.logspace(-2, 4, T)
     tracemalloc.start()
     sol(ts)
@@ -148,7 +148,7 @@ def test_from_kernel_fn_with_a_plain_function():
         return Pair(k, 0.5 * k) if not isinstance(get, str) else k
 
     sol = L2Flow.from_kernel_fn(kernel_fn, X[:30], p["y"], 0.1, 2, x_test=X[30:])
-    ref = L2Flow(X[:30] @ X[:30].T + 1, p["y"], 0.1, 2, k_test_train=X[30:] @ X[:30].T + 1)
+    ref = L2Flow(X[:30] @ X[:30].T + 1, p["y"], 0.1, 2, ntk_test_train=X[30:] @ X[:30].T + 1)
     np.testing.assert_allclose(sol.test([1.0, 5.0]), ref.test([1.0, 5.0]), rtol=1e-12)
 
 
@@ -160,7 +160,7 @@ def test_from_spec_uses_analytic_ntk_and_degree():
     spec = MLP(depth=3, out_dim=2)
     sol = L2Flow.from_spec(spec, x, y, 0.05, x_test=xt)
     assert sol.L == 3
-    ref = L2Flow(analytic_kernels(spec, x).ntk, y, 0.05, 3, k_test_train=analytic_kernels(spec, xt, x).ntk)
+    ref = L2Flow(analytic_kernels(spec, x).ntk, y, 0.05, 3, ntk_test_train=analytic_kernels(spec, xt, x).ntk)
     np.testing.assert_allclose(sol.test([0.5, 20.0]), ref.test([0.5, 20.0]), rtol=1e-12)
     with pytest.raises(ValueError, match="homogeneous"):
         L2Flow.from_spec(MLP(depth=3, b_std=0.1), x, y, 0.05)
@@ -177,7 +177,7 @@ def test_lambda_zero_matches_neural_tangents():
             predict = nt.predict.gradient_descent_mse(p["ktt"], p["y"])
             want_tr, want_te = (np.asarray(a) for a in predict(ts, p["f0"], p["f0x"], p["kxt"]))
             inf_tr, inf_te = (np.asarray(a) for a in predict(None, p["f0"], p["f0x"], p["kxt"]))
-        sol = L2Flow(p["ktt"], p["y"], 0.0, 3, k_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
+        sol = L2Flow(p["ktt"], p["y"], 0.0, 3, ntk_test_train=p["kxt"], f0_train=p["f0"], f0_test=p["f0x"])
         got_tr, got_te = sol(ts)
         assert want_tr.dtype == np.float64
         np.testing.assert_allclose(got_tr, want_tr, rtol=0, atol=1e-10)
@@ -200,14 +200,14 @@ def test_from_kernel_fn_with_stax():
         ktt = np.asarray(kernel_fn(x, None, "ntk"))
         kxt = np.asarray(kernel_fn(xt, x, "ntk"))
     assert ktt.dtype == np.float64
-    ref = L2Flow(ktt, y, 0.1, 2, k_test_train=kxt)
+    ref = L2Flow(ktt, y, 0.1, 2, ntk_test_train=kxt)
     np.testing.assert_allclose(sol.test([1.0, 3.0]), ref.test([1.0, 3.0]), rtol=1e-12)
 
 
 # -- bad input ---------------------------------------------------------------------------------
 def _bad(**over):
     p = _problem()
-    args = dict(k_train_train=p["ktt"], y_train=p["y"], lam=0.1, L=3, k_test_train=p["kxt"],
+    args = dict(k_train_train=p["ktt"], y_train=p["y"], lam=0.1, L=3, ntk_test_train=p["kxt"],
                 f0_train=None, f0_test=None)
     args.update(over)
     return L2Flow(args.pop("k_train_train"), args.pop("y_train"), args.pop("lam"), args.pop("L"), **args)
@@ -224,11 +224,11 @@ def _bad(**over):
     (dict(k_train_train="kernel"), TypeError, "k_train_train"),
     (dict(y_train=np.ones((29, 3))), ValueError, "y_train must have 30 rows"),
     (dict(y_train=np.array([[np.inf] * 3] * 30)), ValueError, "y_train contains NaN or inf"),
-    (dict(k_test_train=np.ones((5, 29))), ValueError, "k_test_train must have shape"),
-    (dict(k_test_train=np.full((5, 30), np.inf)), ValueError, "k_test_train contains NaN"),
+    (dict(ntk_test_train=np.ones((5, 29))), ValueError, "k_test_train must have shape"),
+    (dict(ntk_test_train=np.full((5, 30), np.inf)), ValueError, "k_test_train contains NaN"),
     (dict(f0_train=np.ones((30, 4))), ValueError, "f0_train must have shape"),
     (dict(f0_test=np.ones((3, 3))), ValueError, "f0_test must have shape"),
-    (dict(k_test_train=None, f0_test=np.ones((12, 3))), ValueError, "f0_test was given without"),
+    (dict(ntk_test_train=None, f0_test=np.ones((12, 3))), ValueError, "f0_test was given without"),
     (dict(lam=-0.1), ValueError, "lam must be finite and >= 0"),
     (dict(lam=float("nan")), ValueError, "lam must be finite"),
     (dict(lam="0.1"), TypeError, "lam must be a real number"),

@@ -19,8 +19,8 @@ def _problem(seed=0, N=24, M=8, K=3, D=40, scale=20.0):
 def test_mse_matches_closed_form(lam, L):
     ktt, kxt, y, f0, f0x = _problem()
     ts = np.array([[0.0, 0.1, 1.0], [5.0, 20.0, 60.0]])
-    num = integrate_flow(ktt, y, lam, L, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x)
-    ref = L2Flow(ktt, y, lam, L, k_test_train=kxt, f0_train=f0, f0_test=f0x)(ts)
+    num = integrate_flow(ktt, y, lam, L, ts, ntk_test_train=kxt, f0_train=f0, f0_test=f0x)
+    ref = L2Flow(ktt, y, lam, L, ntk_test_train=kxt, f0_train=f0, f0_test=f0x)(ts)
     assert num.train.shape == ref.train.shape == (2, 3, 24, 3) and num.test.shape == (2, 3, 8, 3)
     np.testing.assert_allclose(num.train, ref.train, rtol=0, atol=1e-8)
     np.testing.assert_allclose(num.test, ref.test, rtol=0, atol=1e-8)
@@ -29,9 +29,9 @@ def test_mse_matches_closed_form(lam, L):
 def test_mse_implicit_solver_with_jacobian():
     ktt, kxt, y, f0, f0x = _problem(N=8, M=3, K=2)
     ts = np.array([0.0, 1.0, 30.0])
-    num = integrate_flow(ktt, y, 0.05, 3, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x, method="Radau",
+    num = integrate_flow(ktt, y, 0.05, 3, ts, ntk_test_train=kxt, f0_train=f0, f0_test=f0x, method="Radau",
                          rtol=1e-11, atol=1e-13)
-    ref = L2Flow(ktt, y, 0.05, 3, k_test_train=kxt, f0_train=f0, f0_test=f0x)(ts)
+    ref = L2Flow(ktt, y, 0.05, 3, ntk_test_train=kxt, f0_train=f0, f0_test=f0x)(ts)
     np.testing.assert_allclose(num.train, ref.train, rtol=0, atol=1e-8)
     np.testing.assert_allclose(num.test, ref.test, rtol=0, atol=1e-8)
 
@@ -72,7 +72,7 @@ def test_xent_equals_parameter_space_flow_of_a_linear_model(lam):
     ts = np.array([0.0, 0.5, 4.0, 20.0])
     res = solve_ivp(dw, (0, ts[-1]), w0.ravel(), t_eval=ts, method="DOP853", rtol=1e-12, atol=1e-14)
     W = res.y.T.reshape(len(ts), d, K)
-    num = integrate_flow(x @ x.T, y, lam, 1, ts, k_test_train=xt @ x.T, f0_train=x @ w0, f0_test=xt @ w0,
+    num = integrate_flow(x @ x.T, y, lam, 1, ts, ntk_test_train=xt @ x.T, f0_train=x @ w0, f0_test=xt @ w0,
                          loss="xent")
     np.testing.assert_allclose(num.train, x @ W, rtol=0, atol=1e-8)
     np.testing.assert_allclose(num.test, xt @ W, rtol=0, atol=1e-8)
@@ -97,7 +97,7 @@ def test_xent_decaying_kernel_solves_its_ode():
     lam, L = 0.1, 3
     h, t = 1e-3, 2.0
     ts = t + h * np.array([-2, -1, 0, 1, 2])
-    o = integrate_flow(ktt, y, lam, L, ts, k_test_train=kxt, f0_train=f0, f0_test=f0x, loss="xent")
+    o = integrate_flow(ktt, y, lam, L, ts, ntk_test_train=kxt, f0_train=f0, f0_test=f0x, loss="xent")
     d = (o.train[0] - 8 * o.train[1] + 8 * o.train[3] - o.train[4]) / (12 * h)
     dx = (o.test[0] - 8 * o.test[1] + 8 * o.test[3] - o.test[4]) / (12 * h)
     g = xent_grad(o.train[2], y)
@@ -117,9 +117,9 @@ def test_bad_input():
         integrate_flow(ktt, y, 0.1, 2, -1.0)
     with pytest.raises(ValueError, match="y_train must have shape"):
         integrate_flow(ktt, y[:, 0], 0.1, 2, 1.0, loss="xent")
-    with pytest.raises(ValueError, match="k_test_train must have shape"):
-        integrate_flow(ktt, y, 0.1, 2, 1.0, k_test_train=kxt[:, :5])
+    with pytest.raises(ValueError, match="ntk_test_train must have shape"):
+        integrate_flow(ktt, y, 0.1, 2, 1.0, ntk_test_train=kxt[:, :5])
     with pytest.raises(ValueError, match="lam must be"):
         integrate_flow(ktt, y, -0.1, 2, 1.0)
-    with pytest.raises(ValueError, match="k_train_train is not symmetric"):
+    with pytest.raises(ValueError, match="ntk_train_train is not symmetric"):
         integrate_flow(np.triu(ktt), y, 0.1, 2, 1.0)

@@ -43,16 +43,18 @@ def xent_grad(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (softmax(f, axis=-1) * y.sum(-1, keepdims=True) - y) / y.shape[0]
 
 
-def integrate_flow(k_train_train, y_train, lam: float, L: int, t, *, k_test_train=None,
+def integrate_flow(ntk_train_train, y_train, weight_decay: float, L: int, t, *, ntk_test_train=None,
                    f0_train=None, f0_test=None, loss: Union[str, Callable] = "mse",
                    method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
-                   max_step: float = np.inf, return_result: bool = False):
+                   max_step: float = np.inf, return_result: bool = False, k_test_train=None):
     """Integrate the infinite-width flow with a decaying kernel and return outputs at times ``t``.
 
     Args:
-      k_train_train, k_test_train: unnormalised NTK, (N, N) and (M, N).
+      ntk_train_train, ntk_test_train: unnormalised NTK, (N, N) and (M, N) (``k_test_train``: older
+        spelling of ``ntk_test_train``).
       y_train: targets (N,) or (N, K) (one-hot / probabilities for ``"xent"``).
-      lam, L: L2 coefficient ``>= 0`` (penalty ``(lam/2)||theta||^2``) and homogeneity degree ``>= 1``.
+      weight_decay, L: L2 coefficient ``lam >= 0`` (penalty ``(lam/2)||theta||^2``) and homogeneity degree
+        ``>= 1``.
       t: finite times ``>= 0`` (physical time ``eta * steps``), any shape.
       f0_train, f0_test: outputs at ``t = 0`` (default 0).
       loss: ``"mse"``, ``"xent"`` or ``grad(f_train, y_train)``.
@@ -62,20 +64,24 @@ def integrate_flow(k_train_train, y_train, lam: float, L: int, t, *, k_test_trai
       ``FlowOutputs(train t.shape + y.shape, test t.shape + (M,) + y.shape[1:] or None)``; with
       ``return_result=True`` also the ``solve_ivp`` result (``nfev``, ``status``, ...; None if all t = 0).
     """
-    k = _check_square_symmetric("k_train_train", k_train_train)
+    if k_test_train is not None:
+        if ntk_test_train is not None:
+            raise TypeError("give ntk_test_train or its older spelling k_test_train, not both")
+        ntk_test_train = k_test_train
+    k = _check_square_symmetric("ntk_train_train", ntk_train_train)
     n = k.shape[0]
     y = _check_targets("y_train", y_train, n)
-    lam, L = _check_lam(lam), _check_degree(L)
+    lam, L = _check_lam(weight_decay), _check_degree(L)
     ts = _check_times(t)
     if not np.all(np.isfinite(ts)):
         raise ValueError("t must be finite for numerical integration (use L2Flow for t = inf)")
     kt = None
-    if k_test_train is not None:
-        kt = _as_float_array("k_test_train", k_test_train, (2,))
+    if ntk_test_train is not None:
+        kt = _as_float_array("ntk_test_train", ntk_test_train, (2,))
         if kt.shape[1] != n:
-            raise ValueError(f"k_test_train must have shape (M, {n}), got {kt.shape}")
+            raise ValueError(f"ntk_test_train must have shape (M, {n}), got {kt.shape}")
     elif f0_test is not None:
-        raise ValueError("f0_test was given without k_test_train")
+        raise ValueError("f0_test was given without ntk_test_train")
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} or a callable grad(f, y), got {loss!r}")

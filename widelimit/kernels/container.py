@@ -129,6 +129,28 @@ class DataKernels:
                 set_(f, v)
 
     # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec, x_train, y_train, x_test, y_test, *, nngp: bool = True, backend: str = "auto",
+                  batch_size: Optional[int] = None, source: Optional[str] = None) -> "DataKernels":
+        """The analytic infinite-width kernels of a homogeneous :mod:`widelimit.arch` spec on a split
+        (``L = spec.homogeneity_degree``; with ``nngp`` also the NNGP blocks, test-test as its diagonal,
+        computed in blocks of 256 test points)."""
+        from . import kernel_fn
+        L = spec.homogeneity_degree
+        if L is None:
+            raise ValueError(f"spec must be homogeneous in its parameters for the L2 theory, got {spec!r}")
+        k = kernel_fn(spec, backend)
+        tt = k(x_train, None, batch_size=batch_size)
+        xt = k(x_test, x_train, batch_size=batch_size)
+        extra = {}
+        if nngp:
+            m = np.shape(x_test)[0]
+            diag = np.concatenate([np.diag(k(x_test[i:i + 256], None, batch_size=batch_size).nngp)
+                                   for i in range(0, m, 256)])
+            extra = dict(nngp_train_train=tt.nngp, nngp_test_train=xt.nngp, nngp_test_test=diag)
+        src = source if source is not None else f"analytic kernels of {spec!r}"
+        return cls(tt.ntk, xt.ntk, y_train, y_test, int(L), source=src, **extra)
+
     @property
     def n_train(self) -> int:
         return self.ntk_train_train.shape[0]

@@ -68,6 +68,8 @@ BAD = [
     (["table", "norms", "--optimizers", "adamw"], "--group-size"),
     (["table", "norms", "--optimizers", "rmsprop"], "--optimizers"),
     (["table", "norms", "--optimizers", "adam-l2"], "--optimizers"),   # one name per optimiser: 'adam'
+    (["table", "norms", "--optimizers", "muon"], "--shape"),
+    (["table", "norms", "--optimizers", "lion"], "--group-size"),
     (["table", "norms", "--learning-rate", "0"], "--learning-rate"),
     (["table", "norms", "--b1", "1.5"], "--b1"),
     (["table", "norms", "--learning-rate", "10", "--weight-decay", "0.5"], "--learning-rate"),
@@ -390,6 +392,13 @@ def test_table_norms_against_closed_forms(tmp_path):
     text = md.read_text(encoding="utf-8")
     assert "| sgd" in text and "| nesterov" in text and "| adamw" not in text and "--group-size" in text
     assert "relaxation [steps]" in text and "| gd " not in text
+    # every optimiser name of Python, with what it needs
+    assert cli.main(["table", "norms", "--optimizers", "gd", "lion", "muon", "--group-size", "1024", "--shape", "32",
+                     "32", "--out", str(tmp_path / "all.json")]) == 0
+    rows = json.loads((tmp_path / "all.json").read_text())["rows"]
+    assert [r["optimizer"] for r in rows] == ["sgd", "lion", "muon"]   # as Python names them: gd is sgd's map
+    assert rows[0]["angular update"] == pytest.approx(math.sqrt(2 * 0.1 * 5e-4), rel=1e-12)   # gd = sgd's map
+    assert all(r["validity"] in ("ok", "too-fast", "below-step") and r["angular update"] > 0 for r in rows)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """``widelimit table norms``: equilibrium of scale-invariant weight groups per optimiser (docs/theory.md §6)."""
 from __future__ import annotations
 
-import inspect
-
 from .argtypes import OPTIMIZER_NAMES, optimizer_name, positive_float, positive_int, unit_float
 from .errors import EXIT_OK, UsageError, require
 from .writing import check_table_outputs, warn_validity, write_tables
@@ -10,12 +8,13 @@ from .writing import check_table_outputs, warn_validity, write_tables
 COLUMNS = [  # (column, row key, unit)
     ("optimizer", "optimizer", None), ("η", "learning_rate", "1"), ("λ", "weight_decay", "1/(η·steps)"),
     ("ηλ", "learning_rate_times_weight_decay", "1"), ("μ", "momentum", "1"), ("β1", "b1", "1"),
-    ("angular update", "angular_update", "rad/step"), ("effective LR", "effective_lr", "1/step"),
-    ("‖w‖² eq.", "norm_sq", "‖w‖²"), ("relaxation", "relaxation_steps", "steps"),
+    ("angular update", "angular_update", "rad/step"), ("effective LR", "effective_lr", "1"),
+    ("‖w‖² eq.", "norm_sq", "param²"), ("relaxation", "relaxation_steps", "steps"),
     ("relaxation epochs", "relaxation_epochs", "epochs"), ("relaxation time", "relaxation_time", "η·steps"),
     ("validity", "validity", "enum"),
 ]
-NEEDS_GROUP_SIZE = ("adam", "adamw", "lion", "muon")
+NEEDS_GROUP_SIZE = ("adam", "adamw", "lion")
+NEEDS_SHAPE = ("muon",)
 
 
 def register(tsub, fmt) -> None:
@@ -28,20 +27,22 @@ def register(tsub, fmt) -> None:
                "--optimizers sgd momentum adamw --group-size 4096")
     g = pm.add_argument_group("grids")
     g.add_argument("--optimizers", nargs="+", type=optimizer_name, default=None, metavar="OPT",
-                   help=f"any of {' '.join(OPTIMIZER_NAMES)} covered by the norm theory (default: all it "
-                        f"covers; {', '.join(NEEDS_GROUP_SIZE)} only with --group-size)")
+                   help=f"any of {' '.join(OPTIMIZER_NAMES)} (default: all but gd, which is sgd's map here; "
+                        f"{', '.join(NEEDS_GROUP_SIZE)} only with --group-size, muon only with --shape)")
     g.add_argument("--learning-rate", dest="learning_rate", nargs="+", type=positive_float, default=[0.1],
                    metavar="η", help="learning rates η (default 0.1)")
     g.add_argument("--weight-decay", dest="weight_decay", nargs="+", type=positive_float, default=[5e-4],
                    metavar="λ", help="weight decay λ (default 5e-4)")
     g.add_argument("--momentum", type=unit_float, default=0.9, help="momentum μ (default 0.9)")
-    g.add_argument("--b1", type=unit_float, default=0.9, help="Adam/AdamW/Lion β1 (default 0.9)")
-    g.add_argument("--b2", type=unit_float, default=0.999, help="Adam/AdamW β2 (default 0.999)")
+    g.add_argument("--b1", type=unit_float, default=None, help="Adam/AdamW/Lion β1 (default: optax's)")
+    g.add_argument("--b2", type=unit_float, default=None, help="Adam/AdamW/Lion β2 (default: optax's)")
     g.add_argument("--grad-norm-sq", type=positive_float, default=1.0, metavar="G",
                    help="G = ||∇ℓ(ŵ)||² at unit norm (default 1; sets the SGD-family norm and effective "
                         "LR and everything for adam)")
     g.add_argument("--group-size", type=positive_int, default=None, metavar="D",
                    help=f"parameters in the group (needed by {', '.join(NEEDS_GROUP_SIZE)})")
+    g.add_argument("--shape", nargs=2, type=positive_int, default=None, metavar=("FAN_IN", "FAN_OUT"),
+                   help="the weight matrix of the group (needed by muon)")
     g.add_argument("--steps-per-epoch", type=positive_float, default=None,
                    help="steps per epoch, to express relaxation times in epochs")
     from .options import add_table_output
@@ -51,60 +52,34 @@ def register(tsub, fmt) -> None:
     pm.set_defaults(_parser=pm, func=run)
 
 
-def _theory_names():
-    """CLI name -> name in the norm theory (identical once the theory uses the docs/theory.md §1 names)."""
-    covered = require("widelimit.dynamics.norms_optim", "OPTIMIZERS")
-    out = {}
-    for n in OPTIMIZER_NAMES:
-        if n in covered:
-            out[n] = n
-        elif n == "adam" and "adam_l2" in covered:   # TODO(cli): drop when the theory says 'adam'
-            out[n] = "adam_l2"
-    return out
-
-
 def run(args) -> int:
     """Equilibrium predictions for scale-invariant groups (:mod:`widelimit.predict_norms`)."""
     import numpy as np
-    from widelimit.validity import Validity
-    names = _theory_names()
     if args.optimizers is None:
-        optimizers = [o for o in names if o != "gd" and (args.group_size is not None or o not in NEEDS_GROUP_SIZE)]
+        optimizers = [o for o in OPTIMIZER_NAMES if o != "gd"
+                      and (args.group_size is not None or o not in NEEDS_GROUP_SIZE)
+                      and (args.shape is not None or o not in NEEDS_SHAPE)]
     else:
         optimizers = list(dict.fromkeys(args.optimizers))
-        uncovered = [o for o in optimizers if o not in names]
-        if uncovered:
-            raise UsageError(f"--optimizers: the norm theory does not cover {', '.join(uncovered)} "
-                             f"(covered: {', '.join(names)})")
         need = [o for o in optimizers if o in NEEDS_GROUP_SIZE]
         if need and args.group_size is None:
             raise UsageError(f"--group-size D (parameters in the group) is required for {', '.join(need)}")
+        if "muon" in optimizers and args.shape is None:
+            raise UsageError("--shape FAN_IN FAN_OUT (the group's weight matrix) is required for muon")
     bad = [(lr, lam) for lr in args.learning_rate for lam in args.weight_decay if lr * lam >= 1]
     if bad:
-        raise UsageError(f"--learning-rate/--weight-decay: every η·λ must be < 1 (the equilibria are leading "
-                         f"order in ηλ); got η={bad[0][0]:g}, λ={bad[0][1]:g}")
+        raise UsageError(f"--learning-rate/--weight-decay: every η·λ must be < 1 (the weight decays by a "
+                         f"factor 1 − ηλ per step); got η={bad[0][0]:g}, λ={bad[0][1]:g}")
     check_table_outputs(args, ["norms"])
     table_fn = require("widelimit.predict_norms", "norm_prediction_table")
-    one = require("widelimit.predict_norms", "norm_predictions")
-    params = inspect.signature(one).parameters
-    lr_key = "learning_rate" if "learning_rate" in params else "lr"
-    b1_key, b2_key = ("b1", "b2") if "b1" in params else ("beta1", "beta2")
     lr = np.asarray(args.learning_rate, dtype=float)[:, None]
     lam = np.asarray(args.weight_decay, dtype=float)[None, :]
     try:
-        rows = table_fn([names[o] for o in optimizers], **{lr_key: lr}, weight_decay=lam,
-                        grad_norm_sq=args.grad_norm_sq, d=args.group_size, momentum=args.momentum,
-                        **{b1_key: args.b1, b2_key: args.b2}, steps_per_epoch=args.steps_per_epoch)
+        rows = table_fn(optimizers, lr, lam, grad_norm_sq=args.grad_norm_sq, d=args.group_size,
+                        shape=None if args.shape is None else tuple(args.shape), momentum=args.momentum,
+                        b1=args.b1, b2=args.b2, steps_per_epoch=args.steps_per_epoch)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--optimizers/--learning-rate/--weight-decay: {e}") from None
-    per = lr.size * lam.size        # rows come per optimiser, in the order given
-    for i, r in enumerate(rows):
-        r["optimizer"] = optimizers[i // per]
-        r.setdefault("learning_rate", r.get("lr"))
-        r.setdefault("b1", r.get("beta1"))
-        v = r.get("validity")   # the theory's own flag where it gives one (docs/theory.md §6)
-        r["validity"] = (Validity(v) if v is not None else
-                         Validity.BELOW_STEP if r["relaxation_steps"] < 1 else Validity.OK)
     from widelimit.tables import Table
     cols = [c for c in COLUMNS if not (c[1] == "relaxation_epochs" and args.steps_per_epoch is None)]
     if not any(o in ("momentum", "nesterov") for o in optimizers):
@@ -116,14 +91,14 @@ def run(args) -> int:
                   title="Scale-invariant groups: equilibrium under weight decay",
                   notes=[f"G = ||∇ℓ(ŵ)||² at unit norm = {args.grad_norm_sq:g}"
                          + (f"; group size d = {args.group_size}" if args.group_size else "")
-                         + (f"; β2 = {args.b2:g}" if any(o in NEEDS_GROUP_SIZE for o in optimizers) else ""),
+                         + (f"; β2 = {args.b2:g}" if args.b2 is not None else ""),
                          "leading order in ηλ, uncorrelated gradients (docs/theory.md §6). Angular update per "
                          "step: SGD √(2ηλ), heavy ball √(2ηλ/(1+μ)), AdamW √(2ηλ(1−β1)/(1+β1)); effective LR = "
                          "η·κ/||w||²; relaxation = e-folding time of a deviation from equilibrium",
                          "validity below-step: the relaxation is shorter than one step, outside the "
                          "continuous-time theory"]
                   + ([] if args.group_size or args.optimizers else
-                     [f"{', '.join(o for o in NEEDS_GROUP_SIZE if o in names)} rows need --group-size D"]),
+                     [f"{', '.join(NEEDS_GROUP_SIZE)} rows need --group-size D, muon rows --shape FAN_IN FAN_OUT"]),
                   meta={"grad_norm_sq": args.grad_norm_sq, "group_size": args.group_size, "b2": args.b2})
     write_tables({"norms": table}, args)
     warn_validity([(f"{r['optimizer']} at η = {r['learning_rate']:g}, λ = {r['weight_decay']:g} (relaxation "

@@ -151,12 +151,18 @@ class TheoryCurves:
         """``(t*, loss(t*), where)``: the time of the minimum of the expected test loss (``expected``) or
         of the mean function's loss, searched on ``t = s/lam``, ``s`` log-spaced in ``s_range``, refined
         by a parabola in ``log t``. With ``eta`` (discrete GD) the grid is the distinct step counts
-        ``>= 1`` and ``s`` is capped at 30. ``where`` is as in :func:`refine_extremum`."""
+        ``>= 1`` and ``s`` is capped at 30; GD outside its stable range (``eta mu_max >= 2`` or
+        ``eta lam >= 1``, docs/theory.md §3.4) is a ValueError. ``where`` is as in :func:`refine_extremum`;
+        the loss returned is the model's value at ``t*`` (never the parabola's vertex value)."""
+        if eta is not None and (eta * self.model.mu_max >= 2 or eta * lam >= 1):
+            raise ValueError(f"GD at eta={eta} is outside its stable range (eta*mu_max = "
+                             f"{eta * self.model.mu_max:.3g}, eta*lam = {eta * lam:.3g}): unstable")
         t = np.geomspace(s_range[0], s_range[1], n_grid) / lam
         if eta is not None:
             t = np.unique(np.maximum(np.rint(t[t <= 30.0 / lam] / eta), 1.0)) * eta
-        y = self(lam, t, eta) if expected else self.loss_of_mean(lam, t, eta)
-        return refine_extremum(t, y, log_x=True, kind="min")
+        f = self if expected else self.loss_of_mean
+        t_best, _, where = refine_extremum(t, f(lam, t, eta), log_x=True, kind="min")
+        return t_best, (float(f(lam, [t_best], eta)[0]) if math.isfinite(t_best) else float("nan")), where
 
     def loss_matrix(self, lams: Sequence[float], times: Sequence[float], expected: bool = True) -> np.ndarray:
         """Expected (or mean-function) test loss on the grid ``lams x times``: shape (len(lams), len(times))."""
@@ -167,10 +173,15 @@ class TheoryCurves:
     def lambda_opt(self, lams: Sequence[float], times: Sequence[float], expected: bool = True
                    ) -> List[Tuple[float, float, str]]:
         """For each budget time ``t = eta T``: ``(lam_opt, loss, where)`` over the grid ``lams`` (refined by a
-        parabola in ``log lam``)."""
+        parabola in ``log lam``; the loss is the model's value at ``lam_opt``)."""
         lams = np.asarray(lams, dtype=np.float64)
         mat = self.loss_matrix(lams, times, expected)
-        return [refine_extremum(lams, mat[:, j], log_x=True, kind="min") for j in range(mat.shape[1])]
+        f = self if expected else self.loss_of_mean
+        out = []
+        for j, t in enumerate(np.asarray(times, dtype=np.float64)):
+            lo, _, where = refine_extremum(lams, mat[:, j], log_x=True, kind="min")
+            out.append((lo, float(f(lo, [t])[0]) if math.isfinite(lo) else float("nan"), where))
+        return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -152,11 +152,11 @@ class TheoryCurves:
         of the mean function's loss, searched on ``t = s/lam``, ``s`` log-spaced in ``s_range``, refined
         by a parabola in ``log t``. With ``eta`` (discrete GD) the grid is the distinct step counts
         ``>= 1`` and ``s`` is capped at 30; GD outside its stable range (``eta mu_max >= 2`` or
-        ``eta lam >= 1``, docs/theory.md §3.4) is a ValueError. ``where`` is as in :func:`refine_extremum`;
-        the loss returned is the model's value at ``t*`` (never the parabola's vertex value)."""
+        ``eta lam >= 1``, Validity.UNSTABLE of docs/theory.md §3.4) gives ``(nan, nan, "none")`` (no
+        prediction; tables print n/a). ``where`` is as in :func:`refine_extremum`; the loss returned is the
+        model's value at ``t*`` (never the parabola's vertex value)."""
         if eta is not None and (eta * self.model.mu_max >= 2 or eta * lam >= 1):
-            raise ValueError(f"GD at eta={eta} is outside its stable range (eta*mu_max = "
-                             f"{eta * self.model.mu_max:.3g}, eta*lam = {eta * lam:.3g}): unstable")
+            return float("nan"), float("nan"), "none"
         t = np.geomspace(s_range[0], s_range[1], n_grid) / lam
         if eta is not None:
             t = np.unique(np.maximum(np.rint(t[t <= 30.0 / lam] / eta), 1.0)) * eta

@@ -109,6 +109,7 @@ def test_per_unit_momentum_with_heterogeneous_noise_against_optax():
     assert pu.spread["norm_sq"].maximum / pu.spread["norm_sq"].minimum == pytest.approx(8.0, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_per_unit_muon_against_optax():
     """Muon orthogonalises the whole (32, 32) matrix; each per-unit scale-invariant column gets F/n_units."""
     from optax.contrib import muon

@@ -194,8 +194,13 @@ def relaxation_steps(opt, shape, decay):
     beta = el * (2.0 - el) * Dp / D
     p = (1.0 - el) ** 2 + beta
     z1 = 0.5 * (p + np.sqrt(np.maximum(p * p - 4.0 * beta, 0.0)))
-    with np.errstate(divide="ignore"):
-        return np.where(el > 0, -1.0 / np.log(z1), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # beta >= 1/2: the norm changes by O(1) within the buffer's memory and the linear growth term is
+        # outside its range; the time without it is returned (it is then shorter than the memory, which
+        # assess_validity flags as TOO_FAST)
+        plain = -1.0 / (2.0 * np.log1p(-el))
+        tau = np.where((beta < 0.5) & (z1 < 1.0), -1.0 / np.log(np.minimum(z1, 1.0 - 1e-300)), plain)
+        return np.where(el > 0, tau, np.inf)
 
 
 def _transient_coefficients(opt, k: np.ndarray):

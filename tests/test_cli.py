@@ -63,6 +63,8 @@ BAD = [
     (["table", "ntk", "--format", "html"], "--format"),
     (["table", "ntk", "--out", "x.xlsx"], "--out"),
     (["table", "ntk", "--search-weight-decay", "0.1"], "--budgets"),
+    (["table", "ntk", "--gd"], "--learning-rate"),
+    (["solve", "--gd"], "--learning-rate"),
     (["table", "norms", "--momentum", "1.0"], "--momentum"),
     (["table", "norms", "--out", "n.html"], "--out"),
     (["table", "norms", "--optimizers", "adamw"], "--group-size"),
@@ -241,9 +243,9 @@ def test_solve_end_to_end(problem, tmp_path, capsys):
 
 
 def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
+    from widelimit.kernels import DataKernels
     kfile = tmp_path / "k.npz"
-    np.savez(kfile, ntk_train_train=problem.k_tt, ntk_test_train=problem.k_xt, y_train=problem.ds.y_train,
-             y_test=problem.ds.y_test, L=3)
+    DataKernels(problem.k_tt, problem.k_xt, problem.ds.y_train, problem.ds.y_test, 3).save(kfile)
     args = ["--weight-decay", "0.03", "--t-min", "0.1", "--t-max", "100", "--n-times", "7", "--no-plot",
             "--no-progress", "--f0", "zero"]
     assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "a")] + args) == 0
@@ -255,11 +257,10 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
             assert ra[k] == pytest.approx(rb[k], rel=1e-12, abs=1e-15)
     # the default --f0 nngp needs the NNGP blocks: a one-line error naming --f0
     assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "n")] + args[:-2]) == 2
-    # the degree must come from somewhere
-    np.savez(kfile, ntk_train_train=problem.k_tt, ntk_test_train=problem.k_xt, y_train=problem.ds.y_train,
-             y_test=problem.ds.y_test)
-    assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "c")] + args) == 2
-    assert cli.main(["solve", "--kernels", str(kfile), "--L", "3", "--out", str(tmp_path / "c")] + args) == 0
+    # --L overrides the file's degree; data options contradict --kernels
+    assert cli.main(["solve", "--kernels", str(kfile), "--L", "2", "--out", str(tmp_path / "c")] + args) == 0
+    l2 = _read_csv(tmp_path / "c" / "trajectories.csv")
+    assert any(abs(x["test loss"] - y["test loss"]) > 1e-6 for x, y in zip(l2, a))
     assert cli.main(["solve", "--kernels", str(kfile), "--data", "digits", "--out", str(tmp_path / "d")] + args) == 2
     # a file with the NNGP parts gives the default model, as the dataset path does
     from widelimit.arch import MLP
@@ -268,8 +269,7 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
     nn_tt = analytic_kernels(MLP(depth=3), ds.x_train).nngp
     nn_xt = analytic_kernels(MLP(depth=3), ds.x_test, ds.x_train).nngp
     nn_diag = np.diag(analytic_kernels(MLP(depth=3), ds.x_test).nngp)
-    np.savez(kfile, ntk_train_train=problem.k_tt, ntk_test_train=problem.k_xt, y_train=ds.y_train,
-             y_test=ds.y_test, nngp_train_train=nn_tt, nngp_test_train=nn_xt, nngp_test_test=nn_diag, L=3)
+    DataKernels(problem.k_tt, problem.k_xt, ds.y_train, ds.y_test, 3, nn_tt, nn_xt, nn_diag).save(kfile)
     assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "f")] + args[:-2]) == 0
     assert cli.main(["solve"] + DATA_ARGS + ["--out", str(tmp_path / "g")] + args[:-2]) == 0
     f, g = _read_csv(tmp_path / "f" / "trajectories.csv"), _read_csv(tmp_path / "g" / "trajectories.csv")
@@ -277,11 +277,15 @@ def test_solve_from_saved_kernels_matches_dataset_path(problem, tmp_path):
     for rf, rg in zip(f, g):
         for k in rf:
             assert rf[k] == pytest.approx(rg[k], rel=1e-12, abs=1e-15)
+    # a plain .npz that is not a kernel file, and a non-symmetric kernel: one-line --kernels errors
+    np.savez(kfile, ntk_train_train=problem.k_tt, ntk_test_train=problem.k_xt, y_train=ds.y_train, y_test=ds.y_test)
+    assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "e")] + args) == 2
     bad = problem.k_tt.copy()
-    bad[0, 1] += 1.0  # not symmetric: the solver refuses it, the CLI reports it (exit 1, no traceback)
-    np.savez(kfile, ntk_train_train=bad, ntk_test_train=problem.k_xt, y_train=problem.ds.y_train,
-             y_test=problem.ds.y_test, L=3)
-    assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "e")] + args) == 1
+    bad[0, 1] += 1.0
+    np.savez(kfile, format=np.array("widelimit.kernels"), format_version=np.array(1), L=np.array(3),
+             ntk_train_train=bad, ntk_test_train=problem.k_xt, y_train=ds.y_train, y_test=ds.y_test)
+    assert cli.main(["solve", "--kernels", str(kfile), "--out", str(tmp_path / "e")] + args) == 2
+    assert not (tmp_path / "e").exists()
 
 
 def test_table_ntk_lambda_opt_is_the_theory_optimum(problem, tmp_path, capsys):
@@ -302,7 +306,7 @@ def test_table_ntk_lambda_opt_is_the_theory_optimum(problem, tmp_path, capsys):
         assert r["steps*"] == pytest.approx(ts / 0.1, rel=1e-12)
         assert r["kernel decay"] == pytest.approx(1 / (2 * 2 * lam), rel=1e-12)   # same units as solve
     ok = [r for r in per_lam if r["validity"] == "ok"]
-    c = float(np.median([r["c = λt*"] for r in ok])) if ok else None
+    c = float(np.exp(np.mean(np.log([r["c = λt*"] for r in ok])))) if ok else None   # geometric mean
     zero = 0.5 * np.mean(problem.ds.y_test ** 2)
     for r, T in zip(per_budget, (100, 1000)):
         assert r["T"] == T and r["ηT"] == pytest.approx(0.1 * T)
@@ -357,6 +361,21 @@ def test_validity_flags_and_warnings(problem, tmp_path, capsys):
     row = json.loads(cap.out)["rows"][0]
     assert row["relaxation"] == pytest.approx(0.5) and row["validity"] == "below-step"
     assert "below-step" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_table_ntk_gd_model_counts_whole_steps(problem, capsys):
+    """--gd: the theory of full-batch GD at η (Python: predict_model(kernels, learning_rate=η)); its t* is a
+    whole number of steps and differs from the flow's at a large η."""
+    argv = ["table", "ntk"] + DATA_ARGS + ["--weight-decay", "0.01", "--learning-rate", "1.5", "--format", "json",
+                                           "--no-progress"]
+    assert cli.main(argv + ["--gd"]) == 0
+    gd = json.loads(capsys.readouterr().out)
+    assert cli.main(argv) == 0
+    flow = json.loads(capsys.readouterr().out)
+    steps_gd, steps_flow = gd["rows"][0]["steps*"], flow["rows"][0]["steps*"]
+    assert steps_gd == round(steps_gd) and steps_flow != round(steps_flow)
+    assert "GD" in gd["meta"]["model"] and "flow" in flow["meta"]["model"]
+    assert abs(steps_gd - steps_flow) / steps_flow < 0.5
 
 
 def test_table_norms_against_closed_forms(tmp_path):

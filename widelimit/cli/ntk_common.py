@@ -2,9 +2,11 @@
 commands) and the options of the theory model."""
 from __future__ import annotations
 
+import math
 from typing import List, Optional
 
 from . import _theory
+from .errors import UsageError
 from .progress import progress
 
 #: units of every column of the per-λ table (times in physical time t = η·steps, step counts in steps)
@@ -17,9 +19,29 @@ F0_NOTE = {"zero": "f0 = 0: the mean function over random initialisations (--f0 
                    "average of finite networks measures)"}
 
 
-def tstar_rows(model, lams, args) -> List[_theory.TStarRow]:
-    """:func:`_theory.t_star` for every λ (progress bar)."""
-    return [_theory.t_star(model, lam, args.learning_rate) for lam in progress(lams, args, desc="t* per λ")]
+def add_model_options(g) -> None:
+    """``--gd``: the theory of full-batch GD at ``--learning-rate`` instead of gradient flow."""
+    g.add_argument("--gd", action="store_true",
+                   help="predict full-batch gradient descent at --learning-rate (discrete steps) instead of "
+                        "the gradient flow (η → 0 at fixed η·steps)")
+
+
+def check_model_options(args) -> None:
+    if getattr(args, "gd", False) and args.learning_rate is None:
+        raise UsageError("--gd models discrete steps: give the learning rate with --learning-rate")
+
+
+def build_model(prob, args, f0=None):
+    """The prediction model of ``prob`` (``--f0``, flow or ``--gd``), as Python's ``predict_model``."""
+    return _theory.loss_model(prob, f0 or args.f0, args.learning_rate if getattr(args, "gd", False) else None)
+
+
+def tstar_rows(model, lams, args) -> List[_theory.Row]:
+    """:func:`widelimit.predict.t_star` for every λ (progress bar over λ)."""
+    rows: List[_theory.Row] = []
+    for lam in progress(lams, args, desc="t* per λ"):
+        rows += _theory.t_star_rows(_theory.t_star(model, [lam], args.learning_rate))
+    return rows
 
 
 def tstar_table(prob, model, rows, args, accuracy_model=None):
@@ -32,9 +54,8 @@ def tstar_table(prob, model, rows, args, accuracy_model=None):
     table = Table(cols, title="Best test time t* per weight decay λ",
                   units={c: TSTAR_UNITS[c] for c in cols},
                   caption=f"{prob.source}; L = {prob.L}" + (f"; η = {eta:g}" if eta else ""),
-                  notes=[f"t* = time of the minimum of the infinite-width test MSE over λt ∈ "
-                         f"[{_theory.S_RANGE[0]:g}, {_theory.S_RANGE[1]:g}]; {F0_NOTE[args.f0]}; "
-                         "c = λ·t* (docs/theory.md §3)",
+                  notes=[f"t* = time of the minimum of the infinite-width test MSE over λt ∈ [1e-3, 1e2] "
+                         f"({model.label}); {F0_NOTE[args.f0]}; c = λ·t* (docs/theory.md §3)",
                          "kernel decay 1/(2(L−1)λ), output decay 1/(Lλ)"
                          + ("; test acc: the mean function (f0 = 0)" if accuracy_model is not None else ""),
                          "validity: " + ", ".join(sorted({r.validity.value for r in rows}))
@@ -44,7 +65,8 @@ def tstar_table(prob, model, rows, args, accuracy_model=None):
     for r in rows:
         row = [r.weight_decay, r.t_star] + ([r.t_star / eta] if eta else []) + [r.weight_decay * r.t_star, r.loss]
         if accuracy_model is not None:
-            row.append(float(accuracy_model.test_accuracy(r.weight_decay, [r.t_star])[0]))
+            row.append(float(accuracy_model.test_accuracy(r.weight_decay, [r.t_star])[0])
+                       if math.isfinite(r.t_star) else None)
         table.add_row(row + list(_theory.decay_times(prob.L, r.weight_decay)) + [r.validity])
     return table
 

@@ -4,24 +4,18 @@ library's (:mod:`widelimit.kernels`).
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .errors import CommandError, UsageError, require
 from .options import build_spec, data_options, describe_spec
 from .progress import announce, kernel_cost_s, progress
 
-NTK_KEYS = ("ntk_train_train", "ntk_test_train", "y_train", "y_test")
-NNGP_KEYS = ("nngp_train_train", "nngp_test_train", "nngp_test_test")
-_OLD_NAMES = {"k_train_train": "ntk_train_train", "k_test_train": "ntk_test_train",
-              "nngp_test_diag": "nngp_test_test"}
-
 
 @dataclass(frozen=True)
 class Problem:
-    """Kernels (fields named as :class:`widelimit.kernels.DataKernels`), where they came from, and
-    whether the targets are class labels."""
+    """A :class:`widelimit.kernels.DataKernels`, where it came from, and whether the targets are class
+    labels."""
 
     kernels: Any
     source: str
@@ -32,62 +26,25 @@ class Problem:
         return self.kernels.L
 
 
-@dataclass(frozen=True)
-class _FileKernels:
-    """Stand-in for :class:`widelimit.kernels.DataKernels` until the container lands (same field names)."""
-
-    ntk_train_train: Any
-    ntk_test_train: Any
-    y_train: Any
-    y_test: Any
-    L: int
-    nngp_train_train: Any = None
-    nngp_test_train: Any = None
-    nngp_test_test: Any = None
-
-
-def _read_npz(args) -> dict:
-    """Arrays of ``--kernels`` (empty, truncated or non-npz files are a one-line ``--kernels`` error)."""
-    import numpy as np
-    path = args.kernels
-    if path.stat().st_size == 0:
-        raise UsageError(f"--kernels: {str(path)!r} is empty (expected an .npz file of kernels)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {_OLD_NAMES.get(k, k): np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        why = str(e).split(". ")[0][:100]
-        raise UsageError(f"--kernels: cannot read {str(path)!r} as an .npz file of kernels ({why})") from None
-
-
 def load_kernel_file(args) -> Problem:
-    """A problem from ``--kernels``: the NTK blocks and targets, ``L`` (or ``--L``), and the NNGP blocks
-    when ``--f0 nngp``. Targets with only 0/1 or ±1 values count as classification."""
+    """A problem from ``--kernels``: a file written by :meth:`widelimit.kernels.DataKernels.save` (read and
+    validated by :meth:`~widelimit.kernels.DataKernels.load`; every problem with it is a one-line
+    ``--kernels`` error). ``--L`` overrides the file's degree. Targets with only 0/1 or ±1 values count
+    as classification."""
     import numpy as np
-    z = _read_npz(args)
-    need = NTK_KEYS + (NNGP_KEYS if args.f0 == "nngp" else ())
-    missing = [k for k in need if k not in z]
-    if missing:
-        hint = ("; the default --f0 nngp needs the NNGP blocks (or pass --f0 zero)"
-                if set(missing) <= set(NNGP_KEYS) else "")
-        raise UsageError(f"--kernels: {str(args.kernels)!r} lacks {missing} (has {sorted(z)}){hint}")
-    arrs = {k: np.asarray(z[k], dtype=np.float64) for k in need}
-    L = args.L if args.L is not None else (int(z["L"]) if "L" in z else None)
-    if L is None:
-        raise UsageError("--kernels: the file has no 'L'; give the homogeneity degree with --L")
-    y_tr, y_te = (a[:, None] if a.ndim == 1 else a for a in (arrs["y_train"], arrs["y_test"]))
-    n, m = arrs["ntk_train_train"].shape[0], arrs["ntk_test_train"].shape[0]
-    ok = (arrs["ntk_train_train"].shape == (n, n) and arrs["ntk_test_train"].shape == (m, n)
-          and y_tr.shape[0] == n and y_te.shape[0] == m and y_tr.shape[1:] == y_te.shape[1:])
-    if args.f0 == "nngp":
-        ok &= (arrs["nngp_train_train"].shape == (n, n) and arrs["nngp_test_train"].shape == (m, n)
-               and arrs["nngp_test_test"].shape in ((m,), (m, m)))
-    if not ok:
-        raise UsageError("--kernels: inconsistent shapes " + ", ".join(f"{k} {arrs[k].shape}" for k in need))
-    cls = bool(np.all(np.isin(y_tr, (0.0, 1.0))) or np.all(np.isin(y_tr, (-1.0, 1.0))))
-    k = _FileKernels(arrs["ntk_train_train"], arrs["ntk_test_train"], y_tr, y_te, L,
-                     *(arrs.get(key) for key in NNGP_KEYS))
-    return Problem(k, f"kernels from {args.kernels}", cls)
+    DataKernels = require("widelimit.kernels", "DataKernels")
+    try:
+        k = DataKernels.load(args.kernels)
+        if args.L is not None:
+            k = k.replace(L=args.L)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--kernels: {' '.join(str(e).split())}") from None
+    if args.f0 == "nngp" and not k.has_nngp:
+        raise UsageError(f"--kernels: {str(args.kernels)!r} has no NNGP blocks, which the default --f0 nngp "
+                         "needs (save them with the kernels, or pass --f0 zero)")
+    y = k.y_train
+    cls = bool(np.all(np.isin(y, (0.0, 1.0))) or np.all(np.isin(y, (-1.0, 1.0))))
+    return Problem(k, k.source or f"kernels from {args.kernels}", cls)
 
 
 def load_problem(args) -> Problem:
@@ -119,7 +76,12 @@ def load_problem(args) -> Problem:
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     extra = ((f64(out[0].nngp), f64(out[1].nngp), np.concatenate([np.diag(f64(o.nngp)) for o in out[2:]]))
              if nngp else (None, None, None))
-    kern = _FileKernels(f64(out[0].ntk), f64(out[1].ntk), ds.y_train, ds.y_test, spec.homogeneity_degree, *extra)
     src = (f"{name}: {ds.n_train} train / {ds.n_test} test"
            + (f", classes {list(ds.labels)}" if ds.labels is not None else "") + f"; {describe_spec(spec)}")
+    DataKernels = require("widelimit.kernels", "DataKernels")
+    try:
+        kern = DataKernels(f64(out[0].ntk), f64(out[1].ntk), ds.y_train, ds.y_test, spec.homogeneity_degree,
+                           *extra, source=src)
+    except ValueError as e:
+        raise CommandError(f"the kernels of {describe_spec(spec)} on {name} are not valid: {e}") from e
     return Problem(kern, src, ds.labels is not None)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import _theory
 from .argtypes import integer, positive_float
 from .errors import EXIT_OK, UsageError
-from .ntk_common import F0_NOTE, tstar_rows, tstar_table, validity_warnings
+from .ntk_common import (F0_NOTE, add_model_options, build_model, check_model_options, tstar_rows, tstar_table,
+                         validity_warnings)
 from .options import add_arch, add_data, check_problem_args
 from .paths import check_out_dir
 from .problem import load_problem
@@ -44,6 +44,7 @@ def register(sub, fmt) -> None:
     g.add_argument("--steps-min", type=positive_float, default=None, help="grid start in steps (needs --learning-rate)")
     g.add_argument("--steps-max", type=positive_float, default=None, help="grid end in steps (needs --learning-rate)")
     g.add_argument("--n-times", type=integer(2), default=200, help="grid points (default 200)")
+    add_model_options(g)
     o = ps.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("widelimit-solve"),
                    help="output directory (default ./widelimit-solve)")
@@ -80,21 +81,24 @@ def run(args) -> int:
     """Closed-form trajectories of the infinite-width L2 flow (``widelimit solve --help``)."""
     import numpy as np
     t_min, t_max = time_grid(args)
+    check_model_options(args)
     check_problem_args(args)
     files = [f for f in FILES if not (args.no_plot and f.endswith(".png"))]
     check_out_dir(args.out, "--out", files=files, force=args.force)
     from widelimit.tables import Table
 
     prob = load_problem(args)
-    model = _theory.loss_model(prob, args.f0)
-    mean = model if args.f0 == "zero" else _theory.loss_model(prob, "zero")
+    from widelimit.predict import loss_curves
+    model = build_model(prob, args)
+    mean = model if args.f0 == "zero" else build_model(prob, args, "zero")
     t = np.geomspace(t_min, t_max, args.n_times)
     lams = list(dict.fromkeys(float(x) for x in args.weight_decay))
     eta = args.learning_rate
-    test = np.stack([model.test_loss(lam, t) for lam in lams])
-    train = np.stack([model.train_loss(lam, t) for lam in lams])
-    mean_test = None if mean is model else np.stack([mean.test_loss(lam, t) for lam in lams])
-    acc = np.stack([mean.test_accuracy(lam, t) for lam in lams]) if prob.classification else None
+    curves = loss_curves(model, weight_decays=lams, t=t, train_loss=True)
+    test, train = curves.test_loss, curves.train_loss
+    mean_curves = loss_curves(mean, weight_decays=lams, t=t, accuracy=prob.classification)
+    mean_test = None if mean is model else mean_curves.test_loss
+    acc = mean_curves.test_accuracy
     rows = tstar_rows(model, lams, args)
 
     cols = ["λ", "t"] + (["steps"] if eta else []) + ["train loss", "test loss"] \

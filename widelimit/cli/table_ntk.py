@@ -1,15 +1,14 @@
 """``widelimit table ntk``: t*, c = λ·t*, λ_opt per step budget, kernel/output decay times, validity."""
 from __future__ import annotations
 
-import statistics
-
 from . import _theory
 from .argtypes import positive_float, positive_int
 from .errors import EXIT_OK, UsageError
-from .ntk_common import F0_NOTE, tstar_rows, tstar_table, validity_warnings
+from .ntk_common import (F0_NOTE, add_model_options, build_model, check_model_options, tstar_rows, tstar_table,
+                         validity_warnings)
 from .options import add_arch, add_data, add_table_output, check_problem_args
 from .problem import load_problem
-from .progress import add_progress_option, progress
+from .progress import add_progress_option
 from .writing import check_table_outputs, warn_validity, write_tables
 
 BUDGET_UNITS = {"T": "steps", "ηT": "η·steps", "λ_opt": "1/(η·steps)", "test loss at λ_opt": "MSE",
@@ -39,7 +38,8 @@ def register(tsub, fmt) -> None:
                    help="learning rate η (steps = t/η); flags η·μ_max ≥ 2 (unstable) and t* below a few steps")
     g.add_argument("--search-weight-decay", dest="search_weight_decay", nargs="+", type=positive_float,
                    default=None, metavar="λ",
-                   help="λ grid searched for λ_opt (default: 16 per decade over λ·ηT ∈ [1e-3, 1e3], refined)")
+                   help="λ grid searched for λ_opt (default: 24 per decade over λ·ηT ∈ [1e-3, 1e2], refined)")
+    add_model_options(g)
     add_table_output(pn)
     add_progress_option(pn)
     pn.set_defaults(_parser=pn, func=run)
@@ -52,14 +52,15 @@ def run(args) -> int:
                          "(budget time = η·T)")
     if args.search_weight_decay is not None and args.budgets is None:
         raise UsageError("--search-weight-decay is the λ grid searched for λ_opt: it needs --budgets")
+    check_model_options(args)
     check_problem_args(args)
     keys = ["tstar"] + (["lambda_opt"] if args.budgets is not None else [])
     check_table_outputs(args, keys)
     from widelimit.tables import Table
 
     prob = load_problem(args)
-    model = _theory.loss_model(prob, args.f0)
-    acc_model = (model if args.f0 == "zero" else _theory.loss_model(prob, "zero")) if prob.classification else None
+    model = build_model(prob, args)
+    acc_model = (model if args.f0 == "zero" else build_model(prob, args, "zero")) if prob.classification else None
     lams = sorted(set(args.weight_decay), reverse=True)
     rows = tstar_rows(model, lams, args)
     tables = {"tstar": tstar_table(prob, model, rows, args, accuracy_model=acc_model)}
@@ -68,28 +69,28 @@ def run(args) -> int:
     if args.budgets is not None:
         eta = args.learning_rate
         budgets = sorted(set(args.budgets))
-        ok = [r for r in rows if r.validity.value == "ok"]
-        c = statistics.median(r.weight_decay * r.t_star for r in ok) if ok else None
-        opt = _theory.lambda_opt(model, list(progress(budgets, args, desc="λ_opt per budget")), eta,
-                                 lams=args.search_weight_decay)
+        opt = _theory.lambda_opt_rows(_theory.lambda_opt(model, budgets, eta, args.search_weight_decay))
+        rule = _theory.lambda_rule(model, lams, budgets, eta)
+        ok = [float(x) for x in rule.reference_weight_decay]
+        c = rule.c if ok else None
         cols = list(BUDGET_UNITS)
         per_budget = Table(cols, title="Weight decay for a step budget T", units=BUDGET_UNITS,
                            caption=f"{prob.source}; L = {prob.L}; η = {eta:g}",
                            notes=["λ_opt: the λ minimising the theory's test MSE after T steps (time ηT) over "
                                   + ("the --search-weight-decay grid" if args.search_weight_decay else
-                                     "16 λ per decade across λ·ηT ∈ [1e-3, 1e3]")
+                                     "24 λ per decade across λ·ηT ∈ [1e-3, 1e2]")
                                   + f", refined; {F0_NOTE[args.f0]}",
-                                  (f"rule: c/(ηT) with c = {c:.4g}, the median of λ·t* over the rows with an "
-                                   "interior optimum (validity ok): λ = " + ", ".join(f"{r.weight_decay:g}" for r in ok)
+                                  (f"rule: c/(ηT) with c = {c:.4g}, the geometric mean of λ·t* over the rows with "
+                                   "a clear interior optimum (validity ok): λ = " + ", ".join(f"{x:g}" for x in ok)
                                    if ok else "rule: no λ row has a clear interior optimum (validity ok), so "
                                               "c = λ·t* and the rule column are undefined"),
                                   "validity: of λ_opt (no-learning: loss within 1% of the zero function's; "
                                   "grid-edge: λ_opt only a bound; unstable: η·μ_max ≥ 2)"],
                            meta={"L": prob.L, "learning_rate": eta, "f0": args.f0, "c": c, "model": model.label})
         for r in opt:
-            rule = c / r.time if c is not None else None
-            loss_rule = float(model.test_loss(rule, [r.time])[0]) if rule is not None else None
-            per_budget.add_row([r.steps, r.time, r.weight_decay, r.loss, r.validity, rule, loss_rule])
+            lam_rule = c / r.time if c is not None else None
+            loss_rule = float(model.test_loss(lam_rule, [r.time])[0]) if lam_rule is not None else None
+            per_budget.add_row([r.steps, r.time, r.weight_decay, r.loss, r.validity, lam_rule, loss_rule])
             warnings.append((f"T = {r.steps} steps: λ_opt", r.validity))
         tables["lambda_opt"] = per_budget
     write_tables(tables, args)

@@ -1,6 +1,6 @@
 """Smoke-size runs of study 4 (scale-invariant norms) and study 5 (AutoL2 vs fixed lambda).
 
-The checks are physics, not snapshots: the instrumented replay must reproduce the training harness; for
+The checks are physics, not snapshots: the instrumentation hooks must not change training; for
 plain SGD the norm map driven by the measured minibatch G is exact (Pythagoras with g . w = 0), so the
 measured norms must match it to float32 accuracy; without L2 the norm must grow and the effective learning
 rate fall; AutoL2's coefficient starts at 0.1 and only ever decreases by factors of 10.
@@ -36,7 +36,7 @@ def autol2_report(tmp_path_factory):
 def _tiny_config(**kw):
     spec = MLP(depth=2, width=8, out_dim=10, norm="batch", parameterization="standard", W_std=0.1)
     base = dict(arch=spec, data="mnist1d", data_options={"n_train": 128, "n_test": 64}, optimizer="sgd",
-                learning_rate=0.1, l2=0.05, loss="xent", batch_size=32, steps=40, eval_every=10, seed=3)
+                learning_rate=0.1, weight_decay=0.05, loss="xent", batch_size=32, steps=40, eval_every=10, seed=3)
     base.update(kw)
     return RunConfig(**base)
 
@@ -49,7 +49,9 @@ def tiny_run():
     return cfg, instrumented_run(cfg)
 
 
-def test_instrumented_replay_matches_the_training_harness(tiny_run):
+def test_instrumented_run_does_not_change_training(tiny_run):
+    """The hooks only observe: the instrumented run logs the same norms, G and accuracies as a plain
+    train(config), and its per-step norms at the logging steps are the harness's ones."""
     from widelimit.train import train
 
     cfg, rec = tiny_run
@@ -57,10 +59,11 @@ def test_instrumented_replay_matches_the_training_harness(tiny_run):
     for j, layer in enumerate(rec["layers"]):
         w_ref = np.asarray(ref.layers[f"weight_norm/{layer}"], float)
         x = np.append(rec["norm_sq"][:, j], rec["norm_sq_final"][j])[rec["eval_steps"]]
-        np.testing.assert_allclose(np.sqrt(x), w_ref, rtol=1e-4)
-        # the harness logs the full-batch G at unit scale; the replay logs the same quantity
-        np.testing.assert_allclose(np.sqrt(rec["G_full"][:, j]), ref.layers[f"grad_norm_unit/{layer}"], rtol=1e-3)
-    np.testing.assert_allclose(rec["test_acc"], ref.metrics["test_acc"], atol=1e-6)
+        np.testing.assert_allclose(np.sqrt(x), w_ref, rtol=1e-5)
+        np.testing.assert_allclose(np.sqrt(rec["G_full"][:, j]), ref.layers[f"grad_norm_unit/{layer}"], rtol=1e-5)
+        # per-unit records add up to the whole-matrix ones
+        np.testing.assert_allclose(rec["unit_norm_sq"][:, j].sum(axis=-1), rec["norm_sq"][:, j], rtol=1e-5)
+    np.testing.assert_array_equal(rec["test_acc"], ref.metrics["test_acc"])
 
 
 def test_sgd_norm_map_is_exact_for_the_measured_G(tiny_run):
@@ -69,7 +72,7 @@ def test_sgd_norm_map_is_exact_for_the_measured_G(tiny_run):
 
     cfg, rec = tiny_run
     x = np.vstack([rec["norm_sq"], rec["norm_sq_final"][None]])
-    pred = solve_norm_map("sgd", lr=0.1, weight_decay=0.05, n_steps=cfg.steps, grad_norm_sq=rec["G_batch"],
+    pred = solve_norm_map("sgd", learning_rate=0.1, weight_decay=0.05, n_steps=cfg.steps, grad_norm_sq=rec["G_batch"],
                           norm_sq0=x[0])
     np.testing.assert_allclose(pred.norm_sq, x, rtol=2e-4)
     # and the angle: tan(angle) = eta ||g|| / ((1 - eta lam) ||w||) = eta sqrt(G) / ((1 - eta lam) x)
@@ -152,34 +155,11 @@ def test_bad_inputs_raise_before_work(tmp_path):
     with pytest.raises(TypeError, match="config"):
         instrumented_run({"arch": "mlp"})
     with pytest.raises(ValueError, match="constant"):
-        instrumented_run(_tiny_config(l2={"kind": "piecewise", "boundaries": [10], "values": [0.1, 0.01]}))
+        instrumented_run(_tiny_config(weight_decay={"kind": "piecewise", "boundaries": [10], "values": [0.1, 0.01]}))
     with pytest.raises(ValueError, match="scale-invariant"):
         instrumented_run(_tiny_config(arch=MLP(depth=2, width=8, out_dim=10)))
     with pytest.raises(ValueError, match="eval_every"):
         instrumented_run(_tiny_config(), eval_every=7)
-
-
-def test_kick_rescales_only_the_scale_invariant_optimizer_state():
-    import jax.numpy as jnp
-    import optax
-
-    from widelimit.studies.scale_invariant import _rescale_state
-
-    params = {"hidden0": {"W": jnp.ones((3, 2))}, "readout": {"W": jnp.ones((2, 1))}}
-    grads = {"hidden0": {"W": jnp.full((3, 2), 2.0)}, "readout": {"W": jnp.full((2, 1), 3.0)}}
-    adam = optax.chain(optax.scale_by_adam(), optax.scale(-0.1))
-    _, state = adam.update(grads, adam.init(params), params)
-    new = _rescale_state(state, ["hidden0"], 2.0)
-    for field, factor in (("mu", 0.5), ("nu", 0.25)):  # first moments scale as 1/c, second as 1/c^2
-        old_f, new_f = getattr(state[0], field), getattr(new[0], field)
-        np.testing.assert_allclose(new_f["hidden0"]["W"], factor * old_f["hidden0"]["W"])
-        np.testing.assert_allclose(new_f["readout"]["W"], old_f["readout"]["W"])
-    assert int(new[0].count) == int(state[0].count)
-    mom = optax.chain(optax.trace(decay=0.9), optax.scale(-0.1))
-    _, state = mom.update(grads, mom.init(params), params)
-    new = _rescale_state(state, ["hidden0"], 2.0)
-    np.testing.assert_allclose(new[0].trace["hidden0"]["W"], 0.5 * state[0].trace["hidden0"]["W"])
-    np.testing.assert_allclose(new[0].trace["readout"]["W"], state[0].trace["readout"]["W"])
 
 
 @pytest.mark.slow
@@ -206,5 +186,5 @@ def test_full_size_cnn_paths_run_at_tiny_size():
     setup = [s for s in autol2._SETTINGS["full"]["setups"] if "cnn" in s["name"]][0]
     base = autol2.base_config({**setup, "data_options": {"n_train": 64, "n_test": 32, "layout": "signal"},
                                "width": 8, "steps": 20, "eval_every": 10, "batch_size": 16})
-    res = train(base.replace(l2=dict(autol2.AUTOL2)))
-    assert res.metrics["lam"][0] == pytest.approx(autol2.AUTOL2["init_lam"])
+    res = train(base.replace(weight_decay=dict(autol2.AUTOL2)))
+    assert res.metrics["weight_decay"][0] == pytest.approx(autol2.AUTOL2["init_weight_decay"])

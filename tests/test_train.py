@@ -46,12 +46,14 @@ def _cfg(**kw):
     ({"optimizer": "lbfgs"}, "optimizer"),
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"learning_rate": {"kind": "piecewise", "boundaries": [5], "values": [0.1]}}, "learning_rate"),
-    ({"optimizer_options": {"momentum": 0.9}}, "optimizer_options"),  # gd takes no momentum
-    ({"optimizer": "momentum", "optimizer_options": {"momentum": 1.5}}, "optimizer_options"),
-    ({"l2": -1e-3}, "l2"),
-    ({"l2": {"kind": "autol2", "factor": 0.5}}, "l2"),
-    ({"l2": {"kind": "autol2", "bogus": 1}}, "l2"),
-    ({"l2_groups": "*/W"}, "l2_groups"),
+    ({"momentum": 0.9}, "momentum"),  # gd takes no momentum
+    ({"optimizer": "momentum", "momentum": 1.5}, "momentum"),
+    ({"optimizer": "lion", "eps": 1e-8}, "eps"),  # lion takes no eps
+    ({"weight_decay": -1e-3}, "weight_decay"),
+    ({"weight_decay": {"kind": "autol2", "factor": 0.5}}, "weight_decay"),
+    ({"weight_decay": {"kind": "autol2", "rule": "bogus"}}, "weight_decay"),
+    ({"weight_decay": {"kind": "autol2", "bogus": 1}}, "weight_decay"),
+    ({"weight_decay_mask": "*/W"}, "weight_decay_mask"),
     ({"loss": "hinge"}, "loss"),
     ({"loss": "xent"}, "loss"),                                        # regression data
     ({"batch_size": 0}, "batch_size"),
@@ -71,7 +73,7 @@ def test_invalid_configs_are_rejected_naming_the_field(changes, field):
 
 
 def test_config_json_roundtrip_and_stable_run_id():
-    cfg = _cfg(l2={"kind": "autol2", "init_lam": 0.05}, l2_groups=["*/W"], tags={"study": "x"},
+    cfg = _cfg(weight_decay={"kind": "autol2", "init_weight_decay": 0.05}, weight_decay_mask=["*/W"], tags={"study": "x"},
                learning_rate={"kind": "piecewise", "boundaries": [10], "values": [0.1, 0.01]})
     back = RunConfig.from_json(cfg.to_json())
     assert back == cfg and back.run_id == cfg.run_id
@@ -82,18 +84,18 @@ def test_config_json_roundtrip_and_stable_run_id():
     explicit = cfg.replace(data_options={**TEACHER, "noise": 0.0, "teacher": "relu"}, tags={})
     assert explicit.run_id == rid
     assert cfg.replace(seed=1).run_id != rid
-    assert cfg.replace(l2={"kind": "autol2", "init_lam": 0.1}).run_id != rid
+    assert cfg.replace(weight_decay={"kind": "autol2", "init_weight_decay": 0.1}).run_id != rid
     # canonical config carries the AutoL2 defaults and the dataset defaults
     c = cfg.canonical()
-    assert c.l2["factor"] == 10.0 and c.l2["measure_every"] == 10 and c.data_options["noise"] == 0.0
+    assert c.weight_decay["factor"] == 10.0 and c.weight_decay["measure_every"] == 10 and c.data_options["noise"] == 0.0
     with pytest.raises(ValueError, match="unknown field"):
         RunConfig.from_dict({**cfg.to_dict(), "lr": 1})
 
 
 def test_data_shape_mismatch_and_empty_l2_groups_are_caught_before_training():
     data = load_dataset("teacher", **TEACHER)
-    with pytest.raises(ValueError, match="l2_groups"):
-        Program(_cfg(l2=0.1, l2_groups=["nothing/*"]), data)
+    with pytest.raises(ValueError, match="weight_decay_mask"):
+        Program(_cfg(weight_decay=0.1, weight_decay_mask=["nothing/*"]), data)
     with pytest.raises(ValueError, match="in_dim|features"):
         train(_cfg(arch=MLP(depth=2, width=8, in_dim=7)), data)
 
@@ -119,7 +121,7 @@ def test_l2_only_on_chosen_groups():
                      (lambda q: {"hidden0": {"W": True, "b": False}, "readout": {"W": False}},
                       {("hidden0", "W")}),
                      (None, {("hidden0", "W"), ("hidden0", "b"), ("readout", "W")})]:
-        tx = make_optimizer("gd", eta, l2=lam, l2_mask=mask)
+        tx = make_optimizer("gd", eta, weight_decay=lam, weight_decay_mask=mask)
         u, _ = tx.update(_zeros(p), tx.init(p), p)
         for layer in p:
             for name in p[layer]:
@@ -130,7 +132,7 @@ def test_l2_only_on_chosen_groups():
 def test_l2_schedule_is_followed():
     p = _params()
     sched = lambda k: 0.1 * (k + 1)  # noqa: E731
-    tx = make_optimizer("sgd", 1.0, l2=sched)
+    tx = make_optimizer("sgd", 1.0, weight_decay=sched)
     s = tx.init(p)
     for k in range(3):
         u, s = tx.update(_zeros(p), s, p)
@@ -142,8 +144,8 @@ def test_adam_coupled_l2_vs_adamw_decoupled():
     by eta * g'/(|g'| + eps) ~ eta * sign(theta), whatever lam. Decoupled: Adam(0) = 0 and the step is
     exactly eta * lam * theta."""
     p, eta, lam, eps = _params(), 0.01, 1e-3, 1e-8
-    a = make_optimizer("adam", eta, l2=lam, eps=eps)
-    w = make_optimizer("adamw", eta, l2=lam, eps=eps)
+    a = make_optimizer("adam", eta, weight_decay=lam, eps=eps)
+    w = make_optimizer("adamw", eta, weight_decay=lam, eps=eps)
     ua, _ = a.update(_zeros(p), a.init(p), p)
     uw, _ = w.update(_zeros(p), w.init(p), p)
     for layer in p:
@@ -167,7 +169,7 @@ def test_momentum_heavy_ball_and_nesterov_by_hand():
     p, eta, lam, mu = _params(), 0.1, 0.2, 0.9
     g1 = jax.tree_util.tree_map(lambda t: jnp.sin(t), p)
     for nesterov in (False, True):
-        tx = make_optimizer("momentum", eta, l2=lam, momentum=mu, nesterov=nesterov)
+        tx = make_optimizer("nesterov" if nesterov else "momentum", eta, weight_decay=lam, momentum=mu)
         s = tx.init(p)
         u1, s = tx.update(g1, s, p)
         p1 = optax.apply_updates(p, u1)
@@ -213,7 +215,7 @@ def test_losses_and_accuracy_by_hand():
 # ------------------------------------------------------------------------------------------------
 def test_training_reduces_loss_on_digits():
     cfg = RunConfig(arch=MLP(depth=3, width=64, out_dim=10), data="digits",
-                    data_options=dict(n_train=200, n_test=200), learning_rate=2.0, l2=1e-4, steps=300,
+                    data_options=dict(n_train=200, n_test=200), learning_rate=2.0, weight_decay=1e-4, steps=300,
                     eval_every=100, probe_size=4)
     r = train(cfg)
     m = r.metrics
@@ -221,7 +223,7 @@ def test_training_reduces_loss_on_digits():
     np.testing.assert_allclose(m["time"], 2.0 * m["step"], rtol=1e-6)  # physical time t = eta * steps
     assert m["train_loss"][-1] < 0.5 * m["train_loss"][0]
     assert m["test_acc"][-1] > 0.5  # chance is 0.1
-    np.testing.assert_allclose(m["lam"], 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(m["weight_decay"], 1e-4, rtol=1e-6)
     assert np.isnan(r.layers["angular_update/hidden0"][0]) and np.all(r.layers["angular_update/hidden0"][1:] > 0)
     assert r.probe["outputs"].shape == (4, 4, 10) and r.probe["targets"].shape == (4, 10)
     assert r.run_id == cfg.run_id
@@ -233,8 +235,8 @@ def test_full_batch_gd_matches_hand_written_update():
     """float64, MLP with biases, L2 only on weights: the loop's trajectory equals
     theta <- theta - eta (grad l + lam * mask * theta) with l = 1/(2NK) sum (f - y)^2 written out here."""
     eta, lam, steps = 1e-3, 0.3, 4
-    cfg = _cfg(arch=MLP(depth=3, width=16, out_dim=1, b_std=0.1), learning_rate=eta, l2=lam,
-               l2_groups=["*/W"], steps=steps, eval_every=1, dtype="float64")
+    cfg = _cfg(arch=MLP(depth=3, width=16, out_dim=1, b_std=0.1), learning_rate=eta, weight_decay=lam,
+               weight_decay_mask=["*/W"], steps=steps, eval_every=1, dtype="float64")
     with x64():
         data = load_dataset("teacher", **TEACHER)
         r = train(cfg, data, keep_params=True)
@@ -268,7 +270,7 @@ def test_full_batch_gd_matches_hand_written_update():
 def test_ensemble_equals_sequential_runs():
     """Minibatch SGD with AutoL2, 2 seeds x 2 learning rates, float64: the vmapped program gives each member
     the same numbers as training it alone; reruns are bitwise reproducible."""
-    cfg = _cfg(batch_size=8, l2={"kind": "autol2", "init_lam": 0.05}, learning_rate=0.3, steps=30,
+    cfg = _cfg(batch_size=8, weight_decay={"kind": "autol2", "init_weight_decay": 0.05}, learning_rate=0.3, steps=30,
                eval_every=10, dtype="float64")
     ens = train_ensemble(cfg, seeds=[0, 1], learning_rates=[0.3, 0.1])
     assert [(m.seed, m.learning_rate) for m in ens.members] == [(0, 0.3), (0, 0.1), (1, 0.3), (1, 0.1)]
@@ -290,12 +292,12 @@ def test_ensemble_equals_sequential_runs():
 
 
 def test_member_grids():
-    cfg = _cfg(l2=0.01)
-    assert len(member_configs(cfg, seeds=[0, 1, 2], l2s=[0.1, 0.2])) == 6
-    zipped = member_configs(cfg, seeds=[0, 1], l2s=[0.1, 0.2], product=False)
-    assert [(m.seed, m.l2) for m in zipped] == [(0, 0.1), (1, 0.2)]
+    cfg = _cfg(weight_decay=0.01)
+    assert len(member_configs(cfg, seeds=[0, 1, 2], weight_decays=[0.1, 0.2])) == 6
+    zipped = member_configs(cfg, seeds=[0, 1], weight_decays=[0.1, 0.2], product=False)
+    assert [(m.seed, m.weight_decay) for m in zipped] == [(0, 0.1), (1, 0.2)]
     with pytest.raises(ValueError, match="same length"):
-        member_configs(cfg, seeds=[0, 1, 2], l2s=[0.1, 0.2], product=False)
+        member_configs(cfg, seeds=[0, 1, 2], weight_decays=[0.1, 0.2], product=False)
     with pytest.raises(ValueError, match="learning_rates"):
         member_configs(cfg.replace(learning_rate={"kind": "constant", "value": 0.1}), learning_rates=[0.1])
 
@@ -304,7 +306,7 @@ def test_scale_invariant_layers_norm_growth_and_metrics():
     """LayerNorm MLP without biases: hidden weights are scale-invariant. Without L2, GD can only grow their
     norm (the gradient is orthogonal to w: ||w'||^2 = ||w||^2 + eta^2 ||g||^2); eff_lr and the unit-scale
     gradient norm are reported for them only."""
-    cfg = _cfg(arch=MLP(depth=3, width=16, out_dim=1, norm="layer"), learning_rate=0.5, l2=0.0, steps=40,
+    cfg = _cfg(arch=MLP(depth=3, width=16, out_dim=1, norm="layer"), learning_rate=0.5, weight_decay=0.0, steps=40,
                eval_every=10)
     r = train(cfg)
     assert r.info["scale_invariant_layers"] == ["hidden0", "hidden1"]
@@ -325,9 +327,9 @@ def test_cnn_xent_autol2_run():
     cfg = RunConfig(arch=CNN(depth=2, channels=8, out_dim=3, ndim=2), data="digits",
                     data_options=dict(classes=[0, 1, 2], layout="image", n_train=96, n_test=60),
                     loss="xent", optimizer="sgd", learning_rate=2.0, batch_size=32,
-                    l2={"kind": "autol2", "init_lam": 0.01}, steps=600, eval_every=50)
+                    weight_decay={"kind": "autol2", "init_weight_decay": 0.01}, steps=600, eval_every=50)
     r = train(cfg)
-    lam, decays = r.metrics["lam"], r.metrics["autol2_decays"]
+    lam, decays = r.metrics["weight_decay"], r.metrics["autol2_decays"]
     assert np.all(np.diff(lam) <= 0)
     np.testing.assert_allclose(lam, 0.01 * 10.0 ** (-decays.astype(float)), rtol=1e-5)
     assert decays[-1] >= 1

@@ -7,7 +7,7 @@ The claim to test: one AutoL2 run reaches a given test accuracy in fewer steps t
 ends about as well as the best fixed ``lam`` of a sweep (which costs a whole grid of runs).
 
 Protocol. One network/optimiser/step budget ``T``; a grid of fixed ``lam`` (including 0) and AutoL2 (paper
-defaults in our convention: ``init_lam = 0.1``, factor 10, a measurement every 10 steps, patience 2,
+defaults in our convention: ``init_weight_decay = 0.1``, factor 10, a measurement every 10 steps, patience 2,
 refractory 0.1), each over several seeds, trained with :func:`widelimit.train.run_sweep` (vmapped over
 seeds and ``lam``; resumable store in ``<out_dir>/.cache/autol2-<size>``). Per run: the first logging step
 at which the test accuracy reaches each target, the final and the best test accuracy. "Best fixed ``lam``"
@@ -24,7 +24,7 @@ import numpy as np
 NAME = "autol2"
 
 #: AutoL2 hyper-parameters (paper defaults in the project's lam convention; see widelimit.train.autol2)
-AUTOL2 = {"kind": "autol2", "init_lam": 0.1, "factor": 10.0, "measure_every": 10, "patience": 2,
+AUTOL2 = {"kind": "autol2", "init_weight_decay": 0.1, "factor": 10.0, "measure_every": 10, "patience": 2,
           "refractory": 0.1}
 
 #: extra AutoL2 starting values tried beside the paper's (same program: vmapped with it)
@@ -70,17 +70,17 @@ def base_config(setup: Dict[str, Any]):
         spec = MLP(depth=setup["depth"], width=setup["width"], **kw)
     opts = {"momentum": setup["momentum"]} if setup["optimizer"] == "momentum" else {}
     return RunConfig(arch=spec, data=setup["data"], data_options=dict(setup["data_options"]),
-                     optimizer=setup["optimizer"], learning_rate=setup["lr"], optimizer_options=opts, l2=0.0,
+                     optimizer=setup["optimizer"], learning_rate=setup["lr"], weight_decay=0.0, **opts,
                      loss="xent", batch_size=setup["batch_size"], steps=setup["steps"],
                      eval_every=setup["eval_every"], seed=0, dtype="float32", probe_size=0)
 
 
 def configs(setup: Dict[str, Any], lams: Sequence[float], auto_init: Sequence[float], seeds: Sequence[int]):
-    """``(fixed, auto)``: ``{lam: [config per seed]}`` for the fixed grid and ``{init_lam: [config per seed]}``
+    """``(fixed, auto)``: ``{lam: [config per seed]}`` for the fixed grid and ``{init_weight_decay: [config per seed]}``
     for AutoL2 (paper hyper-parameters :data:`AUTOL2` with the given starting values)."""
     base = base_config(setup)
-    fixed = {lam: [base.replace(l2=float(lam), seed=s) for s in seeds] for lam in lams}
-    auto = {a: [base.replace(l2={**AUTOL2, "init_lam": float(a)}, seed=s) for s in seeds] for a in auto_init}
+    fixed = {lam: [base.replace(weight_decay=float(lam), seed=s) for s in seeds] for lam in lams}
+    auto = {a: [base.replace(weight_decay={**AUTOL2, "init_weight_decay": float(a)}, seed=s) for s in seeds] for a in auto_init}
     return fixed, auto
 
 
@@ -109,7 +109,7 @@ def summarize(runs, targets: Sequence[float]) -> Dict[str, Any]:
                            "train_acc_final_mean": float(np.mean([r.metrics["train_acc"][-1] for r in runs])),
                            "param_norm_final_mean": float(np.mean([r.metrics["param_norm"][-1] for r in runs])),
                            "steps": steps.tolist(), "acc_curve": acc.mean(axis=0).tolist(),
-                           "lam_curves": [np.asarray(r.metrics["lam"], float).tolist() for r in runs],
+                           "lam_curves": [np.asarray(r.metrics["weight_decay"], float).tolist() for r in runs],
                            "steps_to": {}}
     for tg in targets:
         per = [steps_to(steps, a, tg) for a in acc]
@@ -135,7 +135,7 @@ def _decays(runs) -> List[List[Tuple[float, float]]]:
     """Per run: (logging step, new lam) at every change of AutoL2's coefficient."""
     out = []
     for r in runs:
-        lam = np.asarray(r.metrics["lam"], float)
+        lam = np.asarray(r.metrics["weight_decay"], float)
         st = np.asarray(r.metrics["step"], float)
         ch = np.nonzero(~np.isclose(lam[1:], lam[:-1], rtol=1e-4))[0]
         out.append([(float(st[i + 1]), float(lam[i + 1])) for i in ch])
@@ -196,7 +196,7 @@ def run(size: str = "quick", out_dir="validation", progress: bool = True, resume
                                 "per refractory period 0.1/λ of physical time) against a sweep of fixed λ, with "
                                 f"the same network, optimiser and step budget, each over {n} seed(s). Penalty "
                                 "convention (λ/2)‖θ‖² (the paper's code adds L2·Σθ², L2 = λ/2); the paper's "
-                                f"λ0 = {AUTOL2['init_lam']:g} is the default, a smaller λ0 is shown beside it.")
+                                f"λ0 = {AUTOL2['init_weight_decay']:g} is the default, a smaller λ0 is shown beside it.")
 
 
 def _setup_section(setup, st, fixed_s, auto_s, decays, out: Path) -> Dict[str, Any]:
@@ -218,7 +218,7 @@ def _setup_section(setup, st, fixed_s, auto_s, decays, out: Path) -> Dict[str, A
                        f"accuracy a at a logging point (every {cfg0.eval_every} steps), with the count when not "
                        "all did. ★ best fixed λ by final test accuracy; ⚡ the fixed λ fastest to the first "
                        "target. λ·η·T: the coefficient in units of the step budget (theory: λ_opt ≈ c/(ηT))."])
-    rows = [(f"AutoL2 λ0={a:g}" + (" (paper)" if a == AUTOL2["init_lam"] else ""), None, s)
+    rows = [(f"AutoL2 λ0={a:g}" + (" (paper)" if a == AUTOL2["init_weight_decay"] else ""), None, s)
             for a, s in auto_s.items()]
     rows += [(f"fixed λ={lam:g}" + (" ★" if lam == best_lam else "") + (" ⚡" if lam == fastest else ""),
               lam * eta * T, fixed_s[lam]) for lam in lams]
@@ -240,7 +240,7 @@ def _setup_section(setup, st, fixed_s, auto_s, decays, out: Path) -> Dict[str, A
                                 ylabel="test accuracy (seed mean)", logy=False,
                                 title=f"{name}: AutoL2 vs fixed λ")
     pos = [l for l in lams if l > 0]
-    paper = auto_s.get(AUTOL2["init_lam"], next(iter(auto_s.values())))
+    paper = auto_s.get(AUTOL2["init_weight_decay"], next(iter(auto_s.values())))
     p2 = plot_norm_trajectories(np.asarray(pos), {"fixed λ: final": [fixed_s[l]["final_mean"] for l in pos],
                                                   "fixed λ: best": [fixed_s[l]["best_mean"] for l in pos]},
                                 out / f"{NAME}_{name}_lambda.png",
@@ -266,7 +266,7 @@ def _setup_section(setup, st, fixed_s, auto_s, decays, out: Path) -> Dict[str, A
     desc = (f"{type(spec).__name__} depth {spec.depth}, {'channels' if 'cnn' in name else 'width'} {setup['width']}, "
             f"norm={spec.norm}, {spec.parameterization} parameterisation, no biases; {cfg0.data} "
             f"({cfg0.data_options.get('n_train') or 'all'} training examples), softmax cross-entropy, "
-            f"{cfg0.optimizer}" + (f" (μ={cfg0.optimizer_options['momentum']:g})" if cfg0.optimizer == "momentum"
+            f"{cfg0.optimizer}" + (f" (μ={cfg0.momentum:g})" if cfg0.optimizer == "momentum"
                                    else "")
             + f", η={eta:g}, batch {cfg0.batch_size}, T={T} steps, L2 on every parameter array.\n\n"
               "AutoL2 schedules: " + " | ".join(sched) + ".")

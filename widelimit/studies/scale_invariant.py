@@ -41,84 +41,44 @@ _DYN_NAME = {"sgd": "sgd", "gd": "sgd", "momentum": "momentum", "adam": "adam_l2
 
 
 # ================================================================================================
-# the instrumented replay of widelimit.train.train
+# the measurements: widelimit.train.train with instrumentation hooks
 # ================================================================================================
-def _find_adam_state(opt_state):
-    import optax
-
-    found = []
-
-    def walk(s):
-        if isinstance(s, optax.ScaleByAdamState):
-            found.append(s)
-        elif isinstance(s, (tuple, list)):
-            for c in s:
-                walk(c)
-    walk(opt_state)
-    return found[0] if found else None
-
-
-def _rescale_state(opt_state, layers: Sequence[str], c):
-    """The optimiser state an SI run would have had at scale ``c * W`` (gradients scale as ``1/c``):
-    first moments / momentum traces of the SI weights times ``1/c``, Adam's second moments ``1/c^2``."""
-    import optax
-
-    def scale(tree, f):
-        return {n: ({**a, "W": a["W"] * f} if n in layers else a) for n, a in tree.items()}
-
-    def walk(s):
-        if isinstance(s, optax.ScaleByAdamState):
-            return s._replace(mu=scale(s.mu, 1.0 / c), nu=scale(s.nu, 1.0 / c ** 2))
-        if isinstance(s, optax.TraceState):
-            return s._replace(trace=scale(s.trace, 1.0 / c))
-        if isinstance(s, tuple) and not hasattr(s, "_fields"):
-            return tuple(walk(x) for x in s)
-        return s
-    return walk(opt_state)
-
-
 def instrumented_run(config, data=None, *, eval_every: Optional[int] = None, kick_step: Optional[int] = None,
                      kick_factor: float = 2.0) -> Dict[str, np.ndarray]:
-    """Train ``config`` exactly as :func:`widelimit.train.train` does and record per-step norm statistics.
+    """Train ``config`` with :func:`widelimit.train.train` and record per-step norm statistics (hooks of
+    :mod:`widelimit.train.hooks`).
 
-    ``config``: a :class:`widelimit.train.RunConfig` with a constant learning rate and a constant ``l2``;
-    ``data``: the loaded dataset (default: loaded from the config). ``kick_step``: if given, just before
-    that step every scale-invariant ``W`` is multiplied by ``kick_factor`` (the function is unchanged) and
-    the optimiser state is rescaled to match (:func:`_rescale_state`), so the norm's return to equilibrium
-    measures the relaxation time. Returns NumPy arrays, ``S`` the scale-invariant layers (``layers`` their
-    names, ``d`` their sizes):
+    ``config``: a :class:`widelimit.train.RunConfig` with a constant learning rate and a constant
+    ``weight_decay``; ``data``: the loaded dataset (default: loaded from the config); ``eval_every``
+    (default ``config.eval_every``, must divide ``steps``) replaces the config's logging interval.
+    ``kick_step``: if given, just before that step every scale-invariant ``W`` is multiplied by
+    ``kick_factor`` (the function is unchanged) and the optimiser moments are rescaled to match
+    (:func:`widelimit.train.hooks.kick`), so the norm's return to equilibrium measures the relaxation time.
+    Returns NumPy arrays, ``S`` the scale-invariant layers (``layers`` their names, ``d`` their sizes):
 
-    * per step ``k = 0..steps-1`` (shape ``(steps, S)``): ``norm_sq`` ``||W_k||^2`` before the update (after
-      a kick), ``G_batch`` ``||grad_W l_B(W_k)||^2 ||W_k||^2`` on that step's minibatch, ``angle`` between
-      ``W_k`` and ``W_{k+1}`` (radians), ``kappa`` (Adam: ``1/(sqrt(mean_i v_hat_i)+eps)`` after the update,
-      else 1) and ``aniso`` (Adam: ``sum_i W_i^2/sqrt(v_hat_i) / (||W||^2/sqrt(mean_i v_hat_i))`` >= 1 when
-      ``v`` is spread out, the factor by which coupled L2 decays faster than the isotropic model says;
-      else 1); ``loss`` (steps,) the minibatch loss;
-    * ``norm_sq_final`` (S,) ``||W||^2`` after the last step;
-    * at ``eval_steps`` ``= 0, E, 2E, ..., steps`` (``E = eval_every``, default ``config.eval_every``; must
-      divide ``steps``): ``G_full`` (full training set, shape ``(n_eval, S)``), ``unit_norms``
-      ``(n_eval, S, width)`` (norm of each output unit's weights), ``readout_norm`` (``||W||`` of the
-      readout, which is not scale-invariant and sets the scale of ``G``), ``train_acc``, ``test_acc``,
-      ``train_loss``, ``test_loss``;
+    * per step ``k = 0..steps-1`` (shape ``(steps, S)``): ``norm_sq`` ``‖W_k‖²`` before the update (after a
+      kick), ``G_batch`` ``‖∇_W ℓ_B(W_k)‖² ‖W_k‖²`` on that step's minibatch, ``angle`` between ``W_k`` and
+      ``W_{k+1}`` (radians), ``kappa`` and ``aniso`` (:func:`widelimit.train.hooks.adam_preconditioner`; 1
+      for non-Adam optimisers); ``loss`` (steps,) the minibatch loss; per output unit (shape
+      ``(steps, S, width)``): ``unit_norm_sq``, ``unit_G_batch``, ``unit_angle``;
+    * ``norm_sq_final`` (S,) ``‖W‖²`` after the last step;
+    * at ``eval_steps`` ``= 0, E, 2E, ..., steps``: ``G_full`` (full training set, shape ``(n_eval, S)``),
+      ``unit_norms`` ``(n_eval, S, width)``, ``readout_norm`` (``‖W‖`` of the readout, which is not
+      scale-invariant and sets the scale of ``G``), ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss``;
     * ``compile_s``, ``run_s``: wall-clock seconds spent compiling and running.
     """
     import jax
-    import jax.numpy as jnp
-    import optax
 
-    from ..data import load_dataset
-    from ..nets import apply, init_params, scale_invariant_mask
-    from ..train import RunConfig
-    from ..train.loop import minibatch, precision
-    from ..train.metrics import LOSS_FNS, accuracy, angle
-    from ..train.optim import make_optimizer, resolve_mask
+    from ..nets import init_params, scale_invariant_mask
+    from ..train import Hooks, RunConfig, train
+    from ..train.hooks import adam_preconditioner, kick, unit_norms_probe, weight_probes
 
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
     cfg = config.canonical()
-    if isinstance(cfg.learning_rate, dict) or isinstance(cfg.l2, dict):
-        raise ValueError("config: instrumented_run needs a constant learning_rate and a constant l2 "
-                         f"(got learning_rate={cfg.learning_rate!r}, l2={cfg.l2!r})")
+    if isinstance(cfg.learning_rate, dict) or isinstance(cfg.weight_decay, dict):
+        raise ValueError("config: instrumented_run needs a constant learning_rate and a constant weight_decay "
+                         f"(got learning_rate={cfg.learning_rate!r}, weight_decay={cfg.weight_decay!r})")
     E = cfg.eval_every if eval_every is None else eval_every
     if isinstance(E, bool) or not isinstance(E, int) or E < 1 or cfg.steps % E:
         raise ValueError(f"eval_every must be a positive int dividing steps={cfg.steps}, got {E!r}")
@@ -127,101 +87,40 @@ def instrumented_run(config, data=None, *, eval_every: Optional[int] = None, kic
         raise ValueError(f"kick_step must be None or an int in (0, steps={cfg.steps}), got {kick_step!r}")
     if isinstance(kick_factor, bool) or not isinstance(kick_factor, (int, float)) or not kick_factor > 0:
         raise ValueError(f"kick_factor must be a number > 0, got {kick_factor!r}")
+    cfg = cfg.replace(eval_every=E)
     spec = cfg.spec
-    with precision(cfg.dtype):
-        if data is None:
+    if data is None:
+        from ..data import load_dataset
+        from ..train.loop import precision
+        with precision(cfg.dtype):
             data = load_dataset(cfg.data, **cfg.data_options)
-        dt = jnp.float64 if cfg.dtype == "float64" else jnp.float32
-        arrays = tuple(jnp.asarray(getattr(data, k), dt) for k in ("x_train", "y_train", "x_test", "y_test"))
-        shapes = jax.eval_shape(lambda k: init_params(spec, k, data.in_shape), jax.random.PRNGKey(0))
-        si = scale_invariant_mask(spec, shapes)
-        layers = [n for n in shapes if si[n].get("W", False)]
-        if not layers:
-            raise ValueError(f"config.arch has no scale-invariant layer (norm={spec.norm!r}); use "
-                             "norm='batch', 'weight', or 'layer' without biases")
-        d = [int(np.prod(shapes[n]["W"].shape)) for n in layers]
-        loss_fn = LOSS_FNS[cfg.loss]
-        B = cfg.batch_size
-        lr, lam = float(cfg.learning_rate), float(cfg.l2)
-        kick = -1 if kick_step is None else kick_step
-        eps = cfg.optimizer_options.get("eps", 0.0)
-
-        def run(key, arrays):
-            xtr, ytr, xte, yte = arrays
-            init_key, batch_key = jax.random.split(key)
-            params = init_params(spec, init_key, data.in_shape, dt)
-            opt = make_optimizer(cfg.optimizer, lr, l2=lam, l2_mask=resolve_mask(cfg.l2_groups, params),
-                                 **cfg.optimizer_options)
-            state = opt.init(params)
-            def objective(p, x, y):
-                f = apply(spec, p, x)
-                return loss_fn(f, y), f
-
-            grad_fn = jax.value_and_grad(objective, has_aux=True)
-
-            def batch(k):  # the harness's own batch selection, so the replay sees the same batches
-                return minibatch(xtr, ytr, batch_key, k, B)
-
-            def sq(a):
-                return jnp.sum(a * a)
-
-            def step(carry, _):
-                p, s, k = carry
-                c = jnp.where(k == kick, jnp.asarray(kick_factor, dt), jnp.asarray(1.0, dt))
-                p = {n: ({**a, "W": a["W"] * c} if n in layers else a) for n, a in p.items()}
-                s = _rescale_state(s, layers, c)
-                xb, yb = batch(k)
-                (loss, _), g = grad_fn(p, xb, yb)
-                upd, s = opt.update(g, s, p)
-                new = optax.apply_updates(p, upd)
-                x = jnp.stack([sq(p[n]["W"]) for n in layers])
-                G = jnp.stack([sq(g[n]["W"]) for n in layers]) * x
-                ang = jnp.stack([angle(p[n]["W"], new[n]["W"]) for n in layers])
-                adam = _find_adam_state(s)
-                if adam is None:
-                    kap, ani = jnp.ones_like(x), jnp.ones_like(x)
-                else:
-                    corr = 1.0 - jnp.asarray(cfg.optimizer_options["b2"], dt) ** adam.count.astype(dt)
-                    vh = [adam.nu[n]["W"] / corr for n in layers]
-                    rms = jnp.stack([jnp.sqrt(jnp.mean(v)) for v in vh])
-                    kap = 1.0 / (rms + eps)
-                    num = jnp.stack([jnp.sum(p[n]["W"] ** 2 / (jnp.sqrt(v) + eps)) for n, v in zip(layers, vh)])
-                    ani = num * (rms + eps) / x
-                return (new, s, k + 1), {"norm_sq": x, "G_batch": G, "angle": ang, "kappa": kap,
-                                         "aniso": ani, "loss": loss}
-
-            def evaluate(p):
-                (tr_loss, f_tr), g = grad_fn(p, xtr, ytr)
-                f_te = apply(spec, p, xte)
-                G = jnp.stack([sq(g[n]["W"]) * sq(p[n]["W"]) for n in layers])
-                units = jnp.stack([jnp.sqrt(jnp.sum(p[n]["W"] ** 2, axis=tuple(range(p[n]["W"].ndim - 1))))
-                                   for n in layers])
-                return {"G_full": G, "unit_norms": units, "readout_norm": jnp.sqrt(sq(p["readout"]["W"])),
-                        "train_loss": tr_loss,
-                        "train_acc": accuracy(f_tr, ytr), "test_loss": loss_fn(f_te, yte),
-                        "test_acc": accuracy(f_te, yte)}
-
-            def chunk(carry, _):
-                carry, rec = jax.lax.scan(step, carry, None, length=E)
-                return carry, (rec, evaluate(carry[0]))
-
-            ev0 = evaluate(params)
-            carry = (params, state, jnp.zeros((), jnp.int32))
-            carry, (rec, ev) = jax.lax.scan(chunk, carry, None, length=cfg.steps // E)
-            rec = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), rec)
-            ev = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), ev0, ev)
-            final = jnp.stack([sq(carry[0][n]["W"]) for n in layers])
-            return rec, ev, final
-
-        key = jax.random.PRNGKey(cfg.seed)
-        t0 = time.perf_counter()
-        compiled = jax.jit(run).lower(key, arrays).compile()
-        t1 = time.perf_counter()
-        rec, ev, final = jax.block_until_ready(compiled(key, arrays))
-        t2 = time.perf_counter()
-        out = {k: np.asarray(v, np.float64) for k, v in {**rec, **ev}.items()}
-        out["compile_s"], out["run_s"] = np.asarray(t1 - t0), np.asarray(t2 - t1)
-    out["norm_sq_final"] = np.asarray(final, np.float64)
+    in_shape = data.in_shape
+    shapes = jax.eval_shape(lambda k: init_params(spec, k, in_shape), jax.random.PRNGKey(0))
+    si = scale_invariant_mask(spec, shapes)
+    layers = [n for n in shapes if si[n].get("W", False)]
+    if not layers:
+        raise ValueError(f"config.arch has no scale-invariant layer (norm={spec.norm!r}); use "
+                         "norm='batch', 'weight', or 'layer' without biases")
+    d = [int(np.prod(shapes[n]["W"].shape)) for n in layers]
+    adam = cfg.optimizer in ("adam", "adamw")
+    hooks = Hooks(step_probes={**weight_probes(layers, per_unit=True),
+                               **({"adam": adam_preconditioner(layers, cfg.b2, cfg.eps)} if adam else {})},
+                  eval_probes={"unit_norms": unit_norms_probe(layers)},
+                  before_step=kick(layers, -1 if kick_step is None else kick_step, kick_factor))
+    r = train(cfg, data, hooks=hooks)
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    out = {k: f64(r.steps[k]) for k in ("norm_sq", "G_batch", "angle", "loss", "unit_norm_sq", "unit_G_batch",
+                                         "unit_angle")}
+    ones = np.ones_like(out["norm_sq"])
+    out["kappa"] = f64(r.steps["adam"]["kappa"]) if adam else ones
+    out["aniso"] = f64(r.steps["adam"]["aniso"]) if adam else ones
+    out["G_full"] = np.stack([f64(r.layers[f"grad_norm_unit/{n}"]) ** 2 for n in layers], axis=1)
+    out["unit_norms"] = f64(r.evals["unit_norms"])
+    out["readout_norm"] = f64(r.layers["weight_norm/readout"])
+    for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        out[k] = f64(r.metrics[k])
+    out["norm_sq_final"] = np.asarray([f64(r.layers[f"weight_norm/{n}"])[-1] ** 2 for n in layers])
+    out["compile_s"], out["run_s"] = np.asarray(r.info["compile_s"]), np.asarray(r.info["run_s"])
     out["eval_steps"] = np.arange(0, cfg.steps + 1, E)
     out["layers"] = np.asarray(layers)
     out["d"] = np.asarray(d, np.int64)
@@ -255,6 +154,7 @@ class Case:
         return _DYN_NAME[self.optimizer]
 
     def options(self) -> Dict[str, Any]:
+        """The optimiser options of the case as :class:`~widelimit.train.RunConfig` fields."""
         return {"momentum": self.momentum} if self.optimizer == "momentum" else {}
 
 
@@ -314,8 +214,8 @@ def run_config(case: Case, size: str):
                    norm=case.norm, W_std=case.W_std, parameterization="standard")
         layout = "signal"
     return RunConfig(arch=spec, data="mnist1d", data_options={**st["data_options"], "layout": layout},
-                     optimizer=case.optimizer, learning_rate=case.lr, l2=case.lam,
-                     optimizer_options=case.options(), l2_groups=["*/W"], loss="xent",
+                     optimizer=case.optimizer, learning_rate=case.lr, weight_decay=case.lam,
+                     weight_decay_mask=["*/W"], loss="xent", **case.options(),
                      batch_size=st["batch_size"], steps=st["steps"], eval_every=st["eval_every"],
                      seed=case.seed, dtype="float32")
 
@@ -348,9 +248,9 @@ def _settle_step(norm: np.ndarray, target: np.ndarray, tol: float = TOL) -> np.n
 
 
 def _solver_kwargs(case: Case, cfg, d) -> Dict[str, Any]:
-    opt = cfg.optimizer_options
-    return dict(lr=case.lr, weight_decay=case.lam, d=np.asarray(d), momentum=case.momentum,
-                beta1=opt.get("b1", 0.9), beta2=opt.get("b2", 0.999), eps=opt.get("eps", 1e-8))
+    opt = cfg.optimizer_options()
+    return dict(learning_rate=case.lr, weight_decay=case.lam, d=np.asarray(d), momentum=case.momentum,
+                b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999), eps=opt.get("eps", 1e-8))
 
 
 def analyse(case: Case, rec: Dict[str, np.ndarray], layers: Sequence[str], d: Sequence[int], cfg,
@@ -397,7 +297,7 @@ def analyse(case: Case, rec: Dict[str, np.ndarray], layers: Sequence[str], d: Se
     w = slice(kick - kick // 3, kick)
     G_eq = G[w].mean(axis=0)
     eq = equilibrium(case.dyn_name, case.lr, case.lam, grad_norm_sq=G_eq, d=np.asarray(d),
-                     momentum=case.momentum, beta1=kw["beta1"], beta2=kw["beta2"])
+                     momentum=case.momentum, b1=kw["b1"], b2=kw["b2"])
     norm_eq = np.sqrt(x_meas[w]).mean(axis=0)
     kw_ = np.arange(w.start, w.stop, dtype=float)
     drift = np.asarray([np.polyfit(kw_, np.log(G[w, j]), 1)[0] for j in range(S)])  # d ln G / dk
@@ -421,20 +321,20 @@ def analyse(case: Case, rec: Dict[str, np.ndarray], layers: Sequence[str], d: Se
         "unit_cv": (units.std(axis=1) / units.mean(axis=1)).tolist(),
         "unit_min_over_median": (units.min(axis=1) / np.median(units, axis=1)).tolist(),
     })
-    if case.dyn_name == "adam_l2":  # isotropic model with the measured spread of v: lam -> aniso * lam
-        eqc = equilibrium("adam_l2", case.lr, case.lam * np.asarray(out["aniso_eq"]), grad_norm_sq=G_eq,
-                          d=np.asarray(d), beta1=kw["beta1"], beta2=kw["beta2"])
+    if case.dyn_name == "adam":  # isotropic model with the measured spread of v: lam -> aniso * lam
+        eqc = equilibrium("adam", case.lr, case.lam * np.asarray(out["aniso_eq"]), grad_norm_sq=G_eq,
+                          d=np.asarray(d), b1=kw["b1"], b2=kw["b2"])
         out["norm_eq_closed_aniso"] = np.sqrt(np.asarray(eqc.norm_sq)).tolist()
         out["angle_eq_closed_aniso"] = np.asarray(eqc.angular_update).tolist()
     # time to equilibrium from initialisation (||w|| within TOL of its equilibrium value from then on)
-    cf = norm_sq_trajectory(case.dyn_name, np.arange(kick + 1)[:, None], lr=case.lr, weight_decay=case.lam,
+    cf = norm_sq_trajectory(case.dyn_name, np.arange(kick + 1)[:, None], learning_rate=case.lr, weight_decay=case.lam,
                             norm_sq0=x_meas[0], grad_norm_sq=G_eq, d=np.asarray(d), momentum=case.momentum,
-                            beta1=kw["beta1"])
+                            b1=kw["b1"])
     out["settle_meas"] = _settle_step(np.sqrt(x_meas[:kick]), norm_eq).tolist()
     out["settle_map"] = _settle_step(np.sqrt(pm.norm_sq[:kick]), np.sqrt(pm.norm_sq[w]).mean(axis=0)).tolist()
     out["settle_closed"] = _settle_step(np.sqrt(cf[:kick]), np.sqrt(np.asarray(eq.norm_sq))).tolist()
     # relaxation after the kick: z = ||w||^4 (SGD family) or ||w||^2 (Adam), fitted z_inf + A exp(-k/tau)
-    power = 1.0 if case.dyn_name in ("adam_l2", "adamw") else 2.0
+    power = 1.0 if case.dyn_name in ("adam", "adamw") else 2.0
     post = solve_norm_ode(case.dyn_name, n_steps=K - kick, grad_norm_sq=G[kick:], norm_sq0=x_meas[kick], **kw)
     taus_m, taus_p = [], []
     for j in range(S):
@@ -518,7 +418,7 @@ def _measure(case: Case, size: str, cache, data_cache: Dict[str, Any]):
 
     cfg = run_config(case, size).canonical()
     kick = _SETTINGS[size]["kick"] if case.lam > 0 else None
-    key = {"study": NAME, "size": size, "instrumented": 3, "kick_step": kick, "kick_factor": KICK_FACTOR,
+    key = {"study": NAME, "size": size, "instrumented": 4, "kick_step": kick, "kick_factor": KICK_FACTOR,
            "run": cfg.to_dict()}
 
     def compute():
@@ -751,7 +651,7 @@ def _setup_text(size: str, cfg, with_l2: Sequence[Case], no_l2: Sequence[Case]) 
             f"seed(s) {', '.join(map(str, seeds))}.\n"
             f"- Networks: {nets}, bias-free, ReLU, standard parameterisation, normalisation after every hidden "
             "layer (no affine parameters; WeightNorm keeps a per-unit gain g). The hidden weight matrices are "
-            "the scale-invariant groups; L2 / weight decay on every weight matrix (`l2_groups=['*/W']`).\n"
+            "the scale-invariant groups; L2 / weight decay on every weight matrix (`weight_decay_mask=['*/W']`).\n"
             f"- Initial norm: BatchNorm/LayerNorm nets use W_std={_SMALL_INIT} (start *below* the equilibrium "
             "norm), WeightNorm nets W_std=√2 (start *above*).\n"
             f"- Optimisers (optax conventions, `widelimit.train.optim`): {hp_txt}; Adam β1=0.9, β2=0.999, "

@@ -1,11 +1,13 @@
 """``RunConfig``: everything that defines one training run, validated before any compute.
 
 A run is: architecture (a :mod:`widelimit.arch` spec, stored as its dict), dataset (name + options,
-:mod:`widelimit.data`), optimiser (name, learning rate, options), L2 (a number, a schedule, or AutoL2) on
-all parameters or on chosen groups, loss, batch size, number of steps, logging interval, seed and dtype.
+:mod:`widelimit.data`), optimiser (name, learning rate η, ``momentum``/``b1``/``b2``/``eps``), weight decay λ
+(a number, a schedule, or AutoL2) on all parameters or on chosen arrays, loss, batch size, number of steps,
+logging interval, seed and dtype. Names as in docs/theory.md §1 (optax's).
 
-Conventions: penalty ``(lam/2)||theta_S||^2`` on the arrays S selected by ``l2_groups`` (glob patterns over
-``"layer/array"`` paths, e.g. ``["*/W"]``; ``None`` = all); GD ``theta <- theta - eta (grad l + lam theta)``;
+Conventions: penalty ``(λ/2)‖θ_S‖²`` on the arrays S selected by ``weight_decay_mask`` (glob patterns over
+``"layer/array"`` paths, e.g. ``["*/W"]``; ``None`` = all); coupled optimisers add λθ to the gradient
+(GD ``θ ← θ − η(∇ℓ + λθ)``), decoupled ones (``adamw``, ``lion``, ``muon``) subtract ηλθ from the update;
 physical time ``t = eta * steps``; ``loss="mse"`` is ``1/(2 N K) sum (f - y)^2`` over the N examples of the
 batch and K outputs (as in neural-tangents), ``loss="xent"`` is the mean softmax cross-entropy.
 
@@ -24,14 +26,13 @@ from typing import Any, Dict, List, Optional, Union
 from .. import arch as _arch
 from ..data import DATASETS, check_dataset_options
 from .autol2 import AutoL2
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZER_DEFAULTS, OPTIMIZERS
 from .schedules import check_schedule
 
 LOSSES = ("mse", "xent")
 DTYPES = ("float32", "float64")
-OPTIMIZER_OPTIONS = {"gd": {}, "sgd": {}, "momentum": {"momentum": 0.9, "nesterov": False},
-                     "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
-                     "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8}}
+OPTIMIZER_OPTIONS = ("momentum", "b1", "b2", "eps")
+_AUTOL2_FLOATS = ("init_weight_decay", "factor", "refractory", "min_weight_decay")
 _NOT_IDENTITY = ("path", "cache")
 # input layouts accepted by each architecture kind
 _LAYOUT_FOR = {("MLP", None): "flat", ("CNN", 1): "signal", ("CNN", 2): "image"}
@@ -50,10 +51,12 @@ class RunConfig:
     """One training run. See the module docstring for conventions; :meth:`validate` checks everything.
 
     ``arch``: spec dict (``MLP(...).to_dict()``) or a spec; ``data``/``data_options``: dataset;
-    ``optimizer``: one of ``OPTIMIZERS``; ``learning_rate``: number or schedule dict
-    (:mod:`widelimit.train.schedules`); ``optimizer_options``: ``momentum``/``nesterov`` or
-    ``b1``/``b2``/``eps``; ``l2``: number, schedule dict, or ``{"kind": "autol2", ...AutoL2 fields}``;
-    ``l2_groups``: glob patterns or ``None``; ``loss``: "mse" | "xent"; ``batch_size``: ``None`` = full
+    ``optimizer``: one of ``OPTIMIZERS``; ``learning_rate``: η, number or schedule dict
+    (:mod:`widelimit.train.schedules`); ``weight_decay``: λ, number, schedule dict, or
+    ``{"kind": "autol2", ...AutoL2 fields}``; ``weight_decay_mask``: glob patterns or ``None`` (all arrays);
+    ``momentum`` (momentum, nesterov, muon), ``b1``/``b2`` (adam, adamw, lion, muon's Adam part), ``eps``
+    (adam, adamw, muon): ``None`` = the optimiser's default (:data:`~widelimit.train.optim.OPTIMIZER_DEFAULTS`),
+    an option the optimiser does not take is an error; ``loss``: "mse" | "xent"; ``batch_size``: ``None`` = full
     batch; ``steps``: number of updates; ``eval_every``: metrics every this many steps (and at the last
     step); ``seed``: initialisation and minibatch order; ``dtype``: "float32" | "float64";
     ``probe_size``: test points whose outputs are recorded; ``tags``: free-form, not part of the run id.
@@ -64,9 +67,12 @@ class RunConfig:
     data_options: Dict[str, Any] = field(default_factory=dict)
     optimizer: str = "gd"
     learning_rate: Union[float, Dict[str, Any]] = 0.1
-    optimizer_options: Dict[str, Any] = field(default_factory=dict)
-    l2: Union[float, Dict[str, Any]] = 0.0
-    l2_groups: Optional[List[str]] = None
+    weight_decay: Union[float, Dict[str, Any]] = 0.0
+    weight_decay_mask: Optional[List[str]] = None
+    momentum: Optional[float] = None
+    b1: Optional[float] = None
+    b2: Optional[float] = None
+    eps: Optional[float] = None
     loss: str = "mse"
     batch_size: Optional[int] = None
     steps: int = 1000
@@ -148,45 +154,41 @@ class RunConfig:
         if self.optimizer not in OPTIMIZERS:
             raise _err("optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         lr = check_schedule(self.learning_rate, "RunConfig.learning_rate", positive=True)
-        if not isinstance(self.optimizer_options, dict):
-            raise _err("optimizer_options", "must be a dict", TypeError)
-        allowed = OPTIMIZER_OPTIONS[self.optimizer]
-        unknown = sorted(set(self.optimizer_options) - set(allowed))
-        if unknown:
-            raise _err("optimizer_options", f"{unknown} not accepted by {self.optimizer!r}; accepted: "
-                       f"{sorted(allowed)}")
-        opt_opts = {**allowed, **self.optimizer_options}
-        for k, v in opt_opts.items():
-            if k == "nesterov":
-                if not isinstance(v, bool):
-                    raise _err("optimizer_options", f"'nesterov' must be True/False, got {v!r}", TypeError)
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise _err("optimizer_options", f"{k!r} must be a finite number, got {v!r}", TypeError)
-            elif k in ("momentum", "b1", "b2") and not 0 <= v < 1:
-                raise _err("optimizer_options", f"{k!r} must be in [0, 1), got {v!r}")
-            elif k == "eps" and v <= 0:
-                raise _err("optimizer_options", f"'eps' must be > 0, got {v!r}")
-            else:
-                opt_opts[k] = float(v) if k != "nesterov" else v
-        # L2
-        if isinstance(self.l2, dict) and self.l2.get("kind") == "autol2":
-            fields_ = {k: v for k, v in self.l2.items() if k != "kind"}
+        allowed = OPTIMIZER_DEFAULTS[self.optimizer]
+        opt_opts = {}
+        for k in OPTIMIZER_OPTIONS:
+            v = getattr(self, k)
+            if v is None:
+                opt_opts[k] = allowed.get(k)
+                continue
+            if k not in allowed:
+                raise _err(k, f"not accepted by optimizer {self.optimizer!r} (it takes {sorted(allowed)})")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise _err(k, f"must be a finite number, got {v!r}", TypeError)
+            if k in ("momentum", "b1", "b2") and not 0 <= v < 1:
+                raise _err(k, f"must be in [0, 1), got {v!r}")
+            if k == "eps" and v <= 0:
+                raise _err(k, f"must be > 0, got {v!r}")
+            opt_opts[k] = float(v)
+        # weight decay
+        wd = self.weight_decay
+        if isinstance(wd, dict) and wd.get("kind") == "autol2":
+            fields_ = {k: v for k, v in wd.items() if k != "kind"}
             try:
-                l2 = AutoL2(**fields_).to_dict()
+                wd = AutoL2(**fields_).to_dict()
             except TypeError as exc:
-                raise _err("l2", f"unknown AutoL2 field ({exc}); fields are "
+                raise _err("weight_decay", f"unknown AutoL2 field ({exc}); fields are "
                            f"{sorted(AutoL2.__dataclass_fields__)}") from exc
             except ValueError as exc:
-                raise _err("l2", str(exc)) from exc
-            l2 = {k: (float(v) if isinstance(v, int) and k in ("init_lam", "factor", "refractory", "min_lam")
-                      else v) for k, v in l2.items()}
+                raise _err("weight_decay", str(exc)) from exc
+            wd = {k: (float(v) if isinstance(v, int) and k in _AUTOL2_FLOATS else v) for k, v in wd.items()}
         else:
-            l2 = check_schedule(self.l2, "RunConfig.l2")
-        if self.l2_groups is not None:
-            if isinstance(self.l2_groups, str) or not isinstance(self.l2_groups, (list, tuple)) or \
-                    not all(isinstance(p, str) and p for p in self.l2_groups):
-                raise _err("l2_groups", f"must be None or a list of glob patterns like '*/W', got "
-                           f"{self.l2_groups!r}", TypeError)
+            wd = check_schedule(wd, "RunConfig.weight_decay")
+        m = self.weight_decay_mask
+        if m is not None:
+            if isinstance(m, str) or not isinstance(m, (list, tuple)) or not all(isinstance(p, str) and p for p in m):
+                raise _err("weight_decay_mask", f"must be None or a list of glob patterns like '*/W', got {m!r}",
+                           TypeError)
         # loss
         if self.loss not in LOSSES:
             raise _err("loss", f"must be one of {LOSSES}, got {self.loss!r}")
@@ -213,8 +215,8 @@ class RunConfig:
         except TypeError as exc:
             raise _err("tags", f"must be JSON-serialisable ({exc})", TypeError) from exc
         return dataclasses.replace(
-            self, arch=spec.to_dict(), data_options=data_opts, learning_rate=lr, optimizer_options=opt_opts,
-            l2=l2, l2_groups=list(self.l2_groups) if self.l2_groups is not None else None)
+            self, arch=spec.to_dict(), data_options=data_opts, learning_rate=lr, weight_decay=wd,
+            weight_decay_mask=list(m) if m is not None else None, **opt_opts)
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError``/``TypeError`` naming the first bad field; return ``self`` when valid."""
@@ -232,24 +234,29 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def structure_key(self) -> str:
-        """Everything but the seed and the *constant* learning-rate / L2 values (AutoL2: its initial value),
+        """Everything but the seed and the *constant* learning-rate / weight-decay values (AutoL2: its initial value),
         as a string: configurations with equal keys share one compiled program and can be vmapped together."""
         d = self.canonical().to_dict()
         d.pop("seed")
         d.pop("tags")
         if not isinstance(d["learning_rate"], dict):
             d["learning_rate"] = None
-        if isinstance(d["l2"], dict) and d["l2"].get("kind") == "autol2":
-            d["l2"] = {**d["l2"], "init_lam": None}
-        elif not isinstance(d["l2"], dict):
-            d["l2"] = None
+        if isinstance(d["weight_decay"], dict) and d["weight_decay"].get("kind") == "autol2":
+            d["weight_decay"] = {**d["weight_decay"], "init_weight_decay": None}
+        elif not isinstance(d["weight_decay"], dict):
+            d["weight_decay"] = None
         return json.dumps(d, sort_keys=True)
+
+    def optimizer_options(self) -> Dict[str, float]:
+        """The optimiser options in effect (defaults filled in), e.g. ``{"momentum": 0.9}``."""
+        c = self.canonical()
+        return {k: getattr(c, k) for k in OPTIMIZER_DEFAULTS[c.optimizer]}
 
     @property
     def autol2(self) -> Optional[AutoL2]:
-        """The AutoL2 hyper-parameters when ``l2`` is AutoL2, else ``None``."""
-        if isinstance(self.l2, dict) and self.l2.get("kind") == "autol2":
-            return AutoL2(**{k: v for k, v in self.l2.items() if k != "kind"})
+        """The AutoL2 hyper-parameters when ``weight_decay`` is AutoL2, else ``None``."""
+        if isinstance(self.weight_decay, dict) and self.weight_decay.get("kind") == "autol2":
+            return AutoL2(**{k: v for k, v in self.weight_decay.items() if k != "kind"})
         return None
 
 

@@ -1,8 +1,8 @@
 """Train many networks in one jit-compiled program: ``vmap`` over seeds and learning-rate / L2 grids.
 
 All members share the architecture, data, optimiser, loss and schedule *shape*; they differ in
-``seed`` (initialisation and minibatch order), constant ``learning_rate`` and constant ``l2`` (for AutoL2:
-the initial coefficient). Member ``i`` of an ensemble computes exactly what ``train(member_config(i))``
+``seed`` (initialisation and minibatch order), constant ``learning_rate`` and constant ``weight_decay`` (for
+AutoL2: the initial coefficient). Member ``i`` of an ensemble computes exactly what ``train(member_config(i))``
 computes (same program, batched by ``jax.vmap``), up to floating-point reassociation in batched kernels.
 """
 from __future__ import annotations
@@ -18,12 +18,16 @@ import numpy as np
 
 from ..data import Dataset, load_dataset
 from .config import RunConfig
+from .hooks import Hooks
+from . import sharding
 from .loop import Program, RunResult, _probe_targets, compile_program, precision
 
 
-@dataclass
+@dataclass(frozen=True)
 class EnsembleResult:
-    """Results of an ensemble: one :class:`RunResult` per member (``runs``) and timings (``info``)."""
+    """Results of an ensemble. ``base``: the first member's canonical config; ``members``: every member's;
+    ``runs``: one :class:`RunResult` per member; ``info``: ``compile_s``/``run_s`` (seconds, whole ensemble),
+    ``members``, ``chunk_size``."""
 
     base: RunConfig
     members: List[RunConfig]
@@ -37,23 +41,24 @@ class EnsembleResult:
 
 
 def member_configs(config: RunConfig, *, seeds: Optional[Sequence[int]] = None,
-                   learning_rates: Optional[Sequence[float]] = None, l2s: Optional[Sequence[float]] = None,
-                   product: bool = True) -> List[RunConfig]:
+                   learning_rates: Optional[Sequence[float]] = None,
+                   weight_decays: Optional[Sequence[float]] = None, product: bool = True) -> List[RunConfig]:
     """The member configurations: the Cartesian product (``product=True``) or the element-wise zip of the
-    given seed / learning-rate / L2 lists (an omitted list keeps the configuration's value).
+    given seed / learning-rate / weight-decay lists (an omitted list keeps the configuration's value).
 
-    ``learning_rates`` needs a constant ``config.learning_rate``; ``l2s`` a constant ``config.l2`` or AutoL2
-    (then they are initial coefficients).
+    ``learning_rates`` needs a constant ``config.learning_rate``; ``weight_decays`` a constant
+    ``config.weight_decay`` or AutoL2 (then they are initial coefficients).
     """
     cfg = config.canonical()
     if learning_rates is not None and isinstance(cfg.learning_rate, dict):
         raise ValueError("learning_rates: the ensemble grid needs a constant RunConfig.learning_rate, got "
                          f"schedule {cfg.learning_rate}")
     auto = cfg.autol2 is not None
-    if l2s is not None and isinstance(cfg.l2, dict) and not auto:
-        raise ValueError(f"l2s: the ensemble grid needs a constant RunConfig.l2 or AutoL2, got {cfg.l2}")
+    if weight_decays is not None and isinstance(cfg.weight_decay, dict) and not auto:
+        raise ValueError("weight_decays: the ensemble grid needs a constant RunConfig.weight_decay or AutoL2, "
+                         f"got {cfg.weight_decay}")
     axes = []
-    for name, vals in (("seeds", seeds), ("learning_rates", learning_rates), ("l2s", l2s)):
+    for name, vals in (("seeds", seeds), ("learning_rates", learning_rates), ("weight_decays", weight_decays)):
         if vals is None:
             axes.append([None])
             continue
@@ -64,30 +69,32 @@ def member_configs(config: RunConfig, *, seeds: Optional[Sequence[int]] = None,
         combos = list(itertools.product(*axes))
     else:
         n = max(len(a) for a in axes)
-        for name, a in zip(("seeds", "learning_rates", "l2s"), axes):
+        for name, a in zip(("seeds", "learning_rates", "weight_decays"), axes):
             if len(a) not in (1, n):
                 raise ValueError(f"{name}: with product=False all lists must have the same length ({n}) "
                                  f"or length 1, got {len(a)}")
         combos = [tuple(a[i] if len(a) > 1 else a[0] for a in axes) for i in range(n)]
     out = []
-    for seed, lr, l2 in combos:
+    for seed, lr, wd in combos:
         changes: Dict[str, Any] = {}
         if seed is not None:
             changes["seed"] = seed
         if lr is not None:
             changes["learning_rate"] = lr
-        if l2 is not None:
-            changes["l2"] = {**cfg.l2, "init_lam": l2} if auto else l2
+        if wd is not None:
+            changes["weight_decay"] = {**cfg.weight_decay, "init_weight_decay": wd} if auto else wd
         out.append(cfg.replace(**changes).canonical())
     return out
 
 
 def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, *,
-                  chunk_size: Optional[int] = None, keep_params: bool = False) -> EnsembleResult:
-    """Train the given member configurations together (they must differ only in seed / constant lr / l2).
+                  chunk_size: Optional[int] = None, keep_params: bool = False,
+                  hooks: Optional[Hooks] = None) -> EnsembleResult:
+    """Train the given member configurations together (they must differ only in seed / constant η / λ).
 
     ``chunk_size`` bounds how many members are vmapped at once (memory); all chunks share one compiled
-    program (the last chunk is padded by repeating its last member).
+    program (the last chunk is padded by repeating its last member). ``hooks``: instrumentation of every
+    member (:mod:`widelimit.train.hooks`).
     """
     members = [m.canonical() for m in members]
     if not members:
@@ -95,19 +102,19 @@ def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, 
     key0 = members[0].structure_key()
     for i, m in enumerate(members[1:], 1):
         if m.structure_key() != key0:
-            raise ValueError(f"members[{i}] differs from members[0] in more than seed / learning_rate / l2 "
-                             "values; train it separately")
+            raise ValueError(f"members[{i}] differs from members[0] in more than seed / learning_rate / "
+                             "weight_decay values; train it separately")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
     base = members[0]
     M = len(members)
-    size = M if chunk_size is None else min(chunk_size, M)
+    size = sharding.chunk_for_devices(M if chunk_size is None else min(chunk_size, M))  # all local devices
     with precision(base.dtype):
         if data is None:
             data = load_dataset(base.data, **base.data_options)
-        prog = Program(base, data)
-        arrays = prog.arrays(data)
+        prog = Program(base, data, hooks)
+        arrays = sharding.replicate(prog.arrays(data))
         keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
         hps = [prog.default_hp(m) for m in members]
         hp = {k: jnp.stack([h[k] for h in hps]) for k in hps[0]}
@@ -117,8 +124,7 @@ def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, 
         for start in range(0, M, size):
             idx = np.arange(start, start + size)
             idx = np.minimum(idx, M - 1)  # pad the last chunk
-            k_c = keys[idx]
-            hp_c = {k: v[idx] for k, v in hp.items()}
+            k_c, hp_c = sharding.shard_members((keys[idx], {k: v[idx] for k, v in hp.items()}))
             if compiled is None:
                 t0 = time.perf_counter()
                 compiled = compile_program(fn, k_c, hp_c, arrays)
@@ -134,7 +140,8 @@ def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, 
         out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
         if keep_params:
             params = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *params)
-        info = {"compile_s": compile_s, "run_s": run_s, "members": M, "chunk_size": size}
+        info = {"compile_s": compile_s, "run_s": run_s, "members": M, "chunk_size": size,
+                "devices": len(sharding.member_devices())}
         runs = []
         for i, m in enumerate(members):
             member_out = jax.tree_util.tree_map(lambda a: a[i], out)
@@ -147,16 +154,18 @@ def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, 
 
 
 def train_ensemble(config: RunConfig, *, seeds: Optional[Sequence[int]] = None,
-                   learning_rates: Optional[Sequence[float]] = None, l2s: Optional[Sequence[float]] = None,
-                   product: bool = True, data: Optional[Dataset] = None, chunk_size: Optional[int] = None,
-                   keep_params: bool = False) -> EnsembleResult:
-    """Train the grid of :func:`member_configs` (seeds x learning rates x L2 values) in one program.
+                   learning_rates: Optional[Sequence[float]] = None,
+                   weight_decays: Optional[Sequence[float]] = None, product: bool = True,
+                   data: Optional[Dataset] = None, chunk_size: Optional[int] = None, keep_params: bool = False,
+                   hooks: Optional[Hooks] = None) -> EnsembleResult:
+    """Train the grid of :func:`member_configs` (seeds × learning rates × weight decays) in one program.
 
     Timings in ``info``: ``compile_s`` (once) and ``run_s`` (all members); per-member results carry their
-    share. Example: ``train_ensemble(cfg, seeds=range(8), l2s=[1e-3, 1e-2])`` trains 16 networks.
+    share. Example: ``train_ensemble(cfg, seeds=range(8), weight_decays=[1e-3, 1e-2])`` trains 16 networks.
     """
-    members = member_configs(config, seeds=seeds, learning_rates=learning_rates, l2s=l2s, product=product)
-    return train_members(members, data, chunk_size=chunk_size, keep_params=keep_params)
+    members = member_configs(config, seeds=seeds, learning_rates=learning_rates, weight_decays=weight_decays,
+                             product=product)
+    return train_members(members, data, chunk_size=chunk_size, keep_params=keep_params, hooks=hooks)
 
 
 __all__ = ["EnsembleResult", "train_ensemble", "train_members", "member_configs"]

@@ -9,16 +9,19 @@ Per step ``k`` (``k`` = updates done so far, physical time ``t_k = sum_{j<k} eta
 training set when ``batch_size is None``; otherwise the ``k``-th batch of a fresh random permutation of the
 training set each epoch, incomplete last batch dropped), loss ``l`` (mse or xent, *without* the L2 term)
 and its gradient, then the optimiser update of :func:`widelimit.train.optim.make_optimizer`
-(``theta <- theta - eta (grad l + lam theta)`` for GD). With AutoL2 the optimiser is fed the training loss
-and accuracy: full batch, those of the current parameters (exact); minibatch, their mean over the batches of
-the last ``measure_every`` steps (no extra forward passes).
+(``θ ← θ − η(∇ℓ + λθ)`` for GD). With AutoL2 the optimiser is fed the training loss and accuracy: full
+batch, those of the current parameters (exact); minibatch, their mean over the batches of the last
+``measure_every`` steps (no extra forward passes), except for ``AutoL2(rule="reference")``, which is fed the
+current batch's (as the reference code measures one training batch). Instrumentation (per-step angles per
+layer and per unit, unit-scale gradient norms, optimiser-state probes, interventions such as a rescaling
+kick) is added with :class:`~widelimit.train.hooks.Hooks` (``train(config, hooks=...)``).
 
 Metrics at steps ``0, eval_every, 2 eval_every, ..., steps`` (all evaluated on the *full* train and test
 sets; for BatchNorm nets this means full-set batch statistics):
 
-* ``metrics``: ``step``, ``time`` (physical), ``lr``, ``lam`` (coefficient in effect; AutoL2: before that
-  step's measurement), ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``param_norm`` (``||theta||``),
-  ``l2_penalty`` (``lam/2 ||theta_S||^2``), and with AutoL2 ``autol2_decays``;
+* ``metrics``: ``step``, ``time`` (physical), ``learning_rate``, ``weight_decay`` (λ in effect; AutoL2: before
+  that step's measurement), ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``param_norm``
+  (``‖θ‖``), ``l2_penalty`` (``λ/2 ‖θ_S‖²``), and with AutoL2 ``autol2_decays``;
 * ``layers`` (keys ``"<quantity>/<layer>"``): ``weight_norm`` ``||W||``, ``grad_norm`` ``||grad_W l||`` (full
   training set), ``angular_update`` (angle between ``W`` before and after the last step into this point),
   ``angular_update_mean`` (mean over the steps since the previous point), and for scale-invariant layers
@@ -42,14 +45,17 @@ import optax
 from .. import _x64
 from ..data import Dataset, load_dataset
 from ..nets import apply, init_params, layer_names, param_count, scale_invariant_mask
-from .autol2 import AutoL2State
+import optax.tree_utils as otu
+
 from .config import RunConfig
+from .hooks import Hooks, StepView
 from .metrics import LOSS_FNS, accuracy, layer_angles, layer_weight_norms, params_sq_norm, sq_norm, \
     weight_layers
-from .optim import current_l2, make_optimizer, resolve_mask
+from .optim import make_optimizer
+from .regularizers import current_weight_decay, resolve_mask
 from .schedules import make_schedule
 
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 
 #: XLA compiler options used for every program this module (and ``ensemble``) compiles; ``None`` = XLA's
 #: defaults. ``{"xla_backend_optimization_level": 0}`` roughly halves CPU compile time at the cost of slower
@@ -83,13 +89,16 @@ def precision(dtype: str):
     return _x64.x64() if dtype == "float64" else contextlib.nullcontext()
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    """Metrics of one run (numpy arrays over the logging points) plus its canonical config.
+    """Metrics of one run (numpy arrays) plus its canonical config.
 
-    ``metrics``: scalar streams; ``layers``: per-layer streams keyed ``"<quantity>/<layer>"``; ``probe``:
-    ``outputs`` ``(n_logs, P, K)``, ``targets`` ``(P, K)``, ``test_index`` ``(P,)``; ``info``: timings,
-    versions, parameter count, scale-invariant layers; ``params``: final parameters (not stored).
+    ``config``: the canonical :class:`RunConfig`; ``run_id``: its id; ``metrics``: scalar streams over the
+    logging points (module docstring); ``layers``: per-layer streams keyed ``"<quantity>/<layer>"``;
+    ``probe``: ``outputs`` ``(n_logs, P, K)``, ``targets`` ``(P, K)``, ``test_index`` ``(P,)``; ``info``:
+    timings (s), versions, parameter count, scale-invariant layers; ``params``: final parameters (not
+    stored); ``steps``: outputs of the step probes of :class:`~widelimit.train.hooks.Hooks`, leading axis
+    ``steps``; ``evals``: outputs of the eval probes, leading axis the logging points.
     """
 
     config: RunConfig
@@ -99,15 +108,17 @@ class RunResult:
     probe: Dict[str, np.ndarray]
     info: Dict[str, Any] = field(default_factory=dict)
     params: Any = None
+    steps: Dict[str, Any] = field(default_factory=dict)
+    evals: Dict[str, Any] = field(default_factory=dict)
 
     def streams(self) -> Dict[str, Dict[str, np.ndarray]]:
-        """The metric streams as stored by :class:`widelimit.results.ResultStore`."""
+        """The metric streams as stored by :class:`widelimit.results.ResultStore` (hook outputs not stored)."""
         return {"metrics": self.metrics, "layers": self.layers, "probe": self.probe}
 
     def summary(self) -> Dict[str, Any]:
         """Final and best values (best test accuracy / lowest test loss with their step and time)."""
         m = self.metrics
-        out = {k: float(m[k][-1]) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lam")}
+        out = {k: float(m[k][-1]) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_decay")}
         for key, pick in (("test_acc", np.nanargmax), ("test_loss", np.nanargmin)):
             vals = m[key]
             if np.all(np.isnan(vals)):
@@ -134,15 +145,19 @@ class RunResult:
 
 
 class Program:
-    """The pure, traceable training program of a configuration (everything but seed, lr and L2 values).
+    """The pure, traceable training program of a configuration (everything but seed, η and λ values).
 
     ``run(key, hp, arrays) -> (metrics, final_params)``: ``key`` a PRNG key (init, then minibatch order);
-    ``hp`` a dict with ``"learning_rate"`` and/or ``"l2"`` scalars overriding the configuration's constant
-    values (for AutoL2, ``"l2"`` is the initial coefficient); ``arrays`` from :meth:`arrays`.
+    ``hp`` a dict with ``"learning_rate"`` and/or ``"weight_decay"`` scalars overriding the configuration's
+    constant values (for AutoL2, ``"weight_decay"`` is the initial coefficient); ``arrays`` from
+    :meth:`arrays`. ``hooks``: instrumentation (:class:`~widelimit.train.hooks.Hooks`), part of the program.
     """
 
-    def __init__(self, config: RunConfig, data: Dataset):
+    def __init__(self, config: RunConfig, data: Dataset, hooks: Optional[Hooks] = None):
         cfg = config.canonical()
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(f"hooks must be None or a widelimit.train.Hooks, got {type(hooks).__name__}")
+        self.hooks = hooks if hooks is not None else Hooks()
         self.config = cfg
         self.spec = spec = cfg.spec
         try:
@@ -161,16 +176,17 @@ class Program:
         self.loss_fn = LOSS_FNS[cfg.loss]
         self.autol2 = cfg.autol2
         self.lr = make_schedule(cfg.learning_rate)
-        self.l2 = None if self.autol2 is not None else make_schedule(cfg.l2)
+        self.weight_decay = None if self.autol2 is not None else make_schedule(cfg.weight_decay)
         shapes = jax.eval_shape(lambda k: init_params(spec, k, self.in_shape), jax.random.PRNGKey(0))
         self.layer_names = layer_names(spec)
         self.weight_layers = weight_layers(shapes)
         si = scale_invariant_mask(spec, shapes)
         self.si_layers = [n for n in self.weight_layers if si[n].get("W", False)]
-        self.l2_mask = resolve_mask(cfg.l2_groups, shapes)
-        if cfg.l2_groups is not None and not any(jax.tree_util.tree_leaves(self.l2_mask)):
+        self.weight_decay_mask = resolve_mask(cfg.weight_decay_mask, shapes)
+        if cfg.weight_decay_mask is not None and not any(jax.tree_util.tree_leaves(self.weight_decay_mask)):
             paths = ["/".join([layer, a]) for layer in shapes for a in shapes[layer]]
-            raise ValueError(f"RunConfig.l2_groups {cfg.l2_groups} match no parameter array; arrays are {paths}")
+            raise ValueError(f"RunConfig.weight_decay_mask {cfg.weight_decay_mask} match no parameter array; "
+                             f"arrays are {paths}")
         self.n_params = param_count(shapes)
 
     # -- inputs ------------------------------------------------------------------------------------
@@ -190,9 +206,9 @@ class Program:
         if not isinstance(cfg.learning_rate, dict):
             hp["learning_rate"] = jnp.asarray(cfg.learning_rate, dt)
         if cfg.autol2 is not None:
-            hp["l2"] = jnp.asarray(cfg.autol2.init_lam, dt)
-        elif not isinstance(cfg.l2, dict):
-            hp["l2"] = jnp.asarray(cfg.l2, dt)
+            hp["weight_decay"] = jnp.asarray(cfg.autol2.init_weight_decay, dt)
+        elif not isinstance(cfg.weight_decay, dict):
+            hp["weight_decay"] = jnp.asarray(cfg.weight_decay, dt)
         return hp
 
     # -- the program -------------------------------------------------------------------------------
@@ -200,10 +216,12 @@ class Program:
         cfg = self.config
         lr = hp.get("learning_rate", self.lr)
         if self.autol2 is not None:
-            l2 = dataclasses.replace(self.autol2, init_lam=hp["l2"]) if "l2" in hp else self.autol2
+            wd = (dataclasses.replace(self.autol2, init_weight_decay=hp["weight_decay"])
+                  if "weight_decay" in hp else self.autol2)
         else:
-            l2 = hp.get("l2", self.l2)
-        return make_optimizer(cfg.optimizer, lr, l2=l2, l2_mask=self.l2_mask, **cfg.optimizer_options), lr
+            wd = hp.get("weight_decay", self.weight_decay)
+        return make_optimizer(cfg.optimizer, lr, weight_decay=wd, weight_decay_mask=self.weight_decay_mask,
+                              **cfg.optimizer_options()), lr
 
     def init_params(self, key):
         """Initial parameters of the run with PRNG key ``key`` (``jax.random.PRNGKey(seed)``):
@@ -228,18 +246,22 @@ class Program:
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         B = cfg.batch_size
         m_every = self.autol2.measure_every if self.autol2 is not None else 1
+        per_batch = self.autol2 is not None and (B is None or self.autol2.rule == "reference")
+        hooks = self.hooks
 
         def batch(k):
             return minibatch(xtr, ytr, batch_key, k, B)
 
         def step(carry, _):
             p, s, k, t, run_l, run_a, run_n = carry
+            if hooks.before_step is not None:
+                p, s = hooks.before_step(p, s, k)
             xb, yb = batch(k)
             (loss, f), g = grad_fn(p, xb, yb)
             acc = accuracy(f, yb)
             extra = {}
             if self.autol2 is not None:
-                if B is None:
+                if per_batch:
                     extra = {"train_loss": loss, "train_accuracy": acc}
                 else:
                     run_l, run_a, run_n = run_l + loss, run_a + acc, run_n + 1
@@ -251,23 +273,25 @@ class Program:
             updates, s = opt.update(g, s, p, **extra)
             new = optax.apply_updates(p, updates)
             angs = layer_angles(p, new)
-            t = t + jnp.asarray(lr_fn(k), dt)
-            return (new, s, k + 1, t, run_l, run_a, run_n), angs
+            lr_k = jnp.asarray(lr_fn(k), dt)
+            view = StepView(k, p, new, g, loss, s, lr_k)
+            rec = {name: fn(view) for name, fn in hooks.step_probes.items()}
+            return (new, s, k + 1, t + lr_k, run_l, run_a, run_n), (angs, rec)
 
         def evaluate(p, s, k, t, ang_last, ang_mean):
             (tr_loss, f_tr), g = grad_fn(p, xtr, ytr)
             f_te = apply(spec, p, xte)
-            lam = jnp.asarray(current_l2(s), dt)
+            lam = jnp.asarray(current_weight_decay(s), dt)
             lr_k = jnp.asarray(lr_fn(k), dt)
             metrics = {
-                "step": k, "time": t, "lr": lr_k, "lam": lam,
+                "step": k, "time": t, "learning_rate": lr_k, "weight_decay": lam,
                 "train_loss": tr_loss, "train_acc": accuracy(f_tr, ytr),
                 "test_loss": loss_fn(f_te, yte), "test_acc": accuracy(f_te, yte),
                 "param_norm": jnp.sqrt(params_sq_norm(p)),
-                "l2_penalty": 0.5 * lam * params_sq_norm(p, self.l2_mask),
+                "l2_penalty": 0.5 * lam * params_sq_norm(p, self.weight_decay_mask),
             }
             if self.autol2 is not None:
-                metrics["autol2_decays"] = _find_autol2(s).n_decays
+                metrics["autol2_decays"] = otu.tree_get(s, "n_decays")
             norms = layer_weight_norms(p)
             gnorm = {n: jnp.sqrt(sq_norm(g[n]["W"])) for n in self.weight_layers}
             layers = {}
@@ -279,27 +303,32 @@ class Program:
             for n in self.si_layers:
                 layers[f"eff_lr/{n}"] = lr_k / norms[n] ** 2
                 layers[f"grad_norm_unit/{n}"] = gnorm[n] * norms[n]
-            return {"metrics": metrics, "layers": layers, "probe": f_te[:self.probe_size]}
+            evals = {name: fn(p, s) for name, fn in hooks.eval_probes.items()}
+            return {"metrics": metrics, "layers": layers, "probe": f_te[:self.probe_size], "evals": evals}
 
         def chunk(carry, length):
-            carry, angs = jax.lax.scan(step, carry, None, length=length)
+            carry, (angs, rec) = jax.lax.scan(step, carry, None, length=length)
             last = {n: a[-1] for n, a in angs.items()}
             mean = {n: jnp.mean(a) for n, a in angs.items()}
             p, s, k, t = carry[:4]
-            return carry, evaluate(p, s, k, t, last, mean)
+            return carry, (evaluate(p, s, k, t, last, mean), rec)
 
         zero = jnp.zeros((), dt)
         nan = {n: jnp.asarray(jnp.nan, dt) for n in self.weight_layers}
         carry = (params, opt_state, jnp.zeros((), jnp.int32), zero, zero, zero, zero)
         logs = [jax.tree_util.tree_map(lambda a: a[None], evaluate(params, opt_state, carry[2], zero, nan, nan))]
+        recs = []
         n_full, rem = divmod(cfg.steps, cfg.eval_every)
         if n_full:
-            carry, stacked = jax.lax.scan(lambda c, _: chunk(c, cfg.eval_every), carry, None, length=n_full)
+            carry, (stacked, rec) = jax.lax.scan(lambda c, _: chunk(c, cfg.eval_every), carry, None, length=n_full)
             logs.append(stacked)
+            recs.append(jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), rec))
         if rem:
-            carry, last = chunk(carry, rem)
+            carry, (last, rec) = chunk(carry, rem)
             logs.append(jax.tree_util.tree_map(lambda a: a[None], last))
+            recs.append(rec)
         out = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *logs)
+        out["steps"] = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *recs)
         return out, carry[0]
 
     # -- results -----------------------------------------------------------------------------------
@@ -312,20 +341,8 @@ class Program:
         info.update({"n_params": self.n_params, "scale_invariant_layers": list(self.si_layers),
                      "weight_layers": list(self.weight_layers), "harness_version": HARNESS_VERSION,
                      "jax_version": jax.__version__, "backend": jax.default_backend()})
-        return RunResult(cfg, cfg.run_id, dict(out["metrics"]), dict(out["layers"]), probe, info, params)
-
-
-def _find_autol2(opt_state) -> AutoL2State:
-    found = []
-
-    def walk(s):
-        if isinstance(s, AutoL2State):
-            found.append(s)
-        elif isinstance(s, (tuple, list)):
-            for c in s:
-                walk(c)
-    walk(opt_state)
-    return found[0]
+        return RunResult(cfg, cfg.run_id, dict(out["metrics"]), dict(out["layers"]), probe, info, params,
+                         dict(out.get("steps", {})), dict(out.get("evals", {})))
 
 
 def _probe_targets(result: RunResult, data: Dataset) -> None:
@@ -333,14 +350,15 @@ def _probe_targets(result: RunResult, data: Dataset) -> None:
 
 
 def train(config: RunConfig, data: Optional[Dataset] = None, *, keep_params: bool = False,
-          program: Optional[Program] = None) -> RunResult:
+          program: Optional[Program] = None, hooks: Optional[Hooks] = None) -> RunResult:
     """Train one network as described by ``config`` and return its metrics.
 
     The configuration is validated before anything else (``ValueError``/``TypeError`` naming the field).
     ``data`` may be passed to reuse an already loaded dataset (it must be the config's). ``program``
     reuses a compiled :class:`Program` of a structurally identical configuration (same everything but
-    seed and constant learning-rate / L2 values); sweeps use this to compile once. Deterministic for a
-    given seed on a given backend.
+    seed and constant learning-rate / weight-decay values); sweeps use this to compile once. ``hooks``:
+    instrumentation (:mod:`widelimit.train.hooks`; outputs in ``RunResult.steps`` / ``.evals``), not allowed
+    together with ``program`` (a program carries its own). Deterministic for a given seed on a backend.
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
@@ -350,8 +368,10 @@ def train(config: RunConfig, data: Optional[Dataset] = None, *, keep_params: boo
             data = load_dataset(cfg.data, **cfg.data_options)
         if program is not None and program.config.structure_key() != cfg.structure_key():
             raise ValueError("program was built for a configuration that differs from config in more than "
-                             "seed / constant learning_rate / constant l2")
-        prog = program if program is not None else Program(cfg, data)
+                             "seed / constant learning_rate / constant weight_decay")
+        if program is not None and hooks is not None:
+            raise ValueError("hooks: pass them to Program(config, data, hooks) when reusing a program")
+        prog = program if program is not None else Program(cfg, data, hooks)
         arrays = prog.arrays(data)
         key = jax.random.PRNGKey(cfg.seed)
         hp = prog.default_hp(cfg)

@@ -1,178 +1,80 @@
-"""Optimisers with L2 / weight decay, built from optax pieces.
+"""Optimisers with weight decay, built from optax pieces (names as in docs/theory.md §1).
 
-Conventions: penalty ``(lam/2) ||theta_S||^2`` on a chosen set S of parameter arrays (all by default),
-i.e. ``lam * theta`` added to the gradient on S. Learning rate ``eta`` and ``lam`` may be constants or
-schedules ``step -> value`` (``step`` = number of updates already done). Physical time ``t = sum_k eta_k``
-(``eta * steps`` at constant rate); gradient flow is ``eta -> 0`` at fixed t.
+``make_optimizer(name, learning_rate, weight_decay=..., weight_decay_mask=..., momentum, b1, b2, eps)``,
+with ``g = ∇ℓ`` (loss without the L2 term), λ = ``weight_decay`` (penalty ``(λ/2)‖θ_S‖²`` on the masked
+arrays S), η = ``learning_rate`` (constants, traced scalars or schedules ``step -> value``):
 
-``make_optimizer(name, learning_rate, l2=..., l2_mask=...)``, with ``g = grad l`` (loss without L2):
+* ``"gd"`` / ``"sgd"``: ``θ ← θ − η(g + λθ)`` (full batch or minibatch is the loop's business).
+* ``"momentum"``: heavy ball ``v ← μv + (g + λθ)``, ``θ ← θ − ηv`` (``optax.trace``; coupled L2).
+* ``"nesterov"``: ``v ← μv + (g + λθ)``, ``θ ← θ − η(μv + g + λθ)`` (``optax.trace(nesterov=True)``).
+* ``"adam"``: Adam with *coupled* L2, ``θ ← θ − η·Adam(g + λθ)``.
+* ``"adamw"``: AdamW, decoupled: ``θ ← θ − η(Adam(g) + λθ)`` (as ``optax.adamw``).
+* ``"lion"``: Lion, decoupled: ``θ ← θ − η(sign(β1 m + (1−β1) g) + λθ)``, ``m ← β2 m + (1−β2) g``
+  (as ``optax.lion(b1, b2, weight_decay=λ)``; optax's default ``b2 = 0.99``).
+* ``"muon"``: ``optax.contrib.muon`` with decoupled weight decay on every masked array:
+  ``θ ← θ − η(u + λθ)``. optax's Muon orthogonalises (Newton–Schulz, ``beta = momentum``, default 0.95,
+  Nesterov) the update of **2-D arrays only** — Dense weights ``(fan_in, fan_out)`` — and updates every
+  other array (biases, gains, conv filters of rank 3/4) with Adam (``b1``, ``b2``, ``eps``), all at the
+  same η. The update direction ``u`` is optax's with its own decay switched off; ours is applied after it.
 
-* ``"gd"`` / ``"sgd"``: ``theta <- theta - eta (g + lam theta)`` (full batch or minibatch is the loop's
-  business; the update is the same).
-* ``"momentum"``: heavy ball ``v <- mu v + (g + lam theta)``, ``theta <- theta - eta v``
-  (``nesterov=True``: ``theta <- theta - eta (mu v + g + lam theta)``); L2 is coupled (inside the momentum).
-* ``"adam"``: Adam with *coupled* L2, ``theta <- theta - eta Adam(g + lam theta)``.
-* ``"adamw"``: AdamW with *decoupled* weight decay, ``theta <- theta - eta (Adam(g) + lam theta)``
-  (optax/PyTorch convention: the decay is multiplied by ``eta``).
-
-``l2`` may be a float, a schedule, or an :class:`~widelimit.train.autol2.AutoL2` (then ``lam`` follows
-the AutoL2 rule and ``update`` takes ``train_loss=``/``train_accuracy=`` extra arguments).
+``weight_decay`` may also be an :class:`~widelimit.train.autol2.AutoL2` (then λ follows the AutoL2 rule and
+``update`` takes ``train_loss=``/``train_accuracy=`` extra arguments). The coefficient in effect is
+:func:`~widelimit.train.regularizers.current_weight_decay`.
 """
 from __future__ import annotations
 
-import fnmatch
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from typing import Optional
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
-ScalarOrSchedule = Union[float, Callable[[Any], Any]]
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "adamw")
+from .autol2 import AutoL2, autol2
+from .regularizers import ScalarOrSchedule, add_weight_decay
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "adamw", "lion", "muon")
+#: options each optimiser takes, with their defaults (RunConfig fills these in)
+OPTIMIZER_DEFAULTS = {"gd": {}, "sgd": {}, "momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9},
+                      "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+                      "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+                      "lion": {"b1": 0.9, "b2": 0.99},
+                      "muon": {"momentum": 0.95, "b1": 0.9, "b2": 0.999, "eps": 1e-8}}
+DECOUPLED = ("adamw", "lion", "muon")
 
 
-def as_schedule(value: ScalarOrSchedule) -> Callable[[Any], Any]:
-    """A constant (possibly a traced scalar) or a schedule, as a function of the step count."""
-    if callable(value):
-        return value
-    if isinstance(value, bool) or value is None:
-        raise TypeError(f"expected a number or a schedule (callable step -> value), got {value!r}")
-    return lambda count: value
+def make_optimizer(name: str, learning_rate: ScalarOrSchedule, *, weight_decay=0.0, weight_decay_mask=None,
+                   momentum: Optional[float] = None, b1: Optional[float] = None, b2: Optional[float] = None,
+                   eps: Optional[float] = None) -> optax.GradientTransformationExtraArgs:
+    """Optimiser ``name`` (one of :data:`OPTIMIZERS`) with weight decay on ``weight_decay_mask``.
 
-
-# ------------------------------------------------------------------------------------------------
-# parameter masks
-# ------------------------------------------------------------------------------------------------
-def mask_from_patterns(patterns: Sequence[str]) -> Callable[[Any], Any]:
-    """Mask function selecting arrays whose path ``"layer/array"`` matches one of the glob ``patterns``.
-
-    Example: ``["*/W"]`` = all weights (no biases/gains); ``["hidden*/*"]`` = every hidden layer;
-    ``["readout/W"]`` = readout weights only. Paths of nested dicts are joined with ``/``.
+    See the module docstring for the exact update rules. Options left ``None`` take the optimiser's
+    default (:data:`OPTIMIZER_DEFAULTS`); passing one the optimiser does not take is a ``ValueError``.
+    ``learning_rate`` and a numeric ``weight_decay`` may be traced scalars (ensembles vmap over them).
     """
-    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"patterns must be a list of glob strings like '*/W', got {patterns!r}")
-    pats = list(patterns)
-
-    def fn(params):
-        def leaf(path, _):
-            name = "/".join(_key_name(k) for k in path)
-            return any(fnmatch.fnmatchcase(name, p) for p in pats)
-        return jax.tree_util.tree_map_with_path(leaf, params)
-    return fn
-
-
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def resolve_mask(mask, params):
-    """``None`` -> all True; a callable is called on ``params``; glob patterns via :func:`mask_from_patterns`;
-    a pytree of bools is returned as is."""
-    if mask is None:
-        return jax.tree_util.tree_map(lambda _: True, params)
-    if callable(mask):
-        return mask(params)
-    if isinstance(mask, (list, tuple)) and all(isinstance(p, str) for p in mask):
-        return mask_from_patterns(mask)(params)
-    return mask
-
-
-def add_scaled_params(updates, params, scale, mask):
-    """``updates + scale * params`` where ``mask`` is True (static bools or boolean arrays)."""
-    def add(u, p, m):
-        if isinstance(m, (bool, np.bool_)):  # static mask: no work at all on unmasked arrays
-            return u + jnp.asarray(scale, u.dtype) * p if m else u
-        return jnp.where(m, u + jnp.asarray(scale, u.dtype) * p, u)
-    return jax.tree_util.tree_map(add, updates, params, mask)
-
-
-# ------------------------------------------------------------------------------------------------
-# L2 / weight decay with a constant or scheduled coefficient
-# ------------------------------------------------------------------------------------------------
-class L2State(NamedTuple):
-    """``count``: updates done; ``lam``: the coefficient the next update will use."""
-
-    count: Any
-    lam: Any
-
-
-def l2_regularization(lam: ScalarOrSchedule, mask=None) -> optax.GradientTransformation:
-    """Add ``lam_k * theta`` to the updates on the masked arrays (gradient of ``(lam/2)||theta||^2``).
-
-    Before the optimiser it is a coupled L2 penalty; after ``scale_by_adam`` and before the learning
-    rate it is decoupled weight decay. ``lam``: float (possibly traced) or schedule ``step -> lam``.
-    """
-    sched = as_schedule(lam)
-
-    def init_fn(params):
-        leaves = jax.tree_util.tree_leaves(params)
-        dtype = leaves[0].dtype if leaves else jnp.float32
-        return L2State(jnp.asarray(0, jnp.int32), jnp.asarray(sched(jnp.asarray(0, jnp.int32)), dtype))
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("l2_regularization needs params: call update(updates, state, params)")
-        lam_k = jnp.asarray(sched(state.count), state.lam.dtype)
-        updates = add_scaled_params(updates, params, lam_k, resolve_mask(mask, params))
-        nxt = state.count + 1
-        return updates, L2State(nxt, jnp.asarray(sched(nxt), state.lam.dtype))
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def current_l2(opt_state) -> Any:
-    """The coefficient ``lam`` the next update will use, found in an optimiser state built here."""
-    from .autol2 import AutoL2State
-
-    found = []
-
-    def walk(s):
-        if isinstance(s, (L2State, AutoL2State)):
-            found.append(s.lam)
-        elif isinstance(s, (tuple, list)):
-            for c in s:
-                walk(c)
-    walk(opt_state)
-    if not found:
-        raise ValueError("opt_state contains no L2 state (was it built by make_optimizer?)")
-    return found[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# optimisers
-# ------------------------------------------------------------------------------------------------
-def make_optimizer(name: str, learning_rate: ScalarOrSchedule, *, l2=0.0, l2_mask=None,
-                   momentum: float = 0.9, nesterov: bool = False, b1: float = 0.9, b2: float = 0.999,
-                   eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
-    """Optimiser ``name`` (one of ``OPTIMIZERS``) with L2/weight decay ``l2`` on ``l2_mask``.
-
-    See the module docstring for the exact update rules. ``learning_rate`` and a numeric ``l2`` may be
-    traced scalars (so ensembles can vmap over them) or schedules ``step -> value``.
-    """
-    from .autol2 import AutoL2, autol2
-
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name must be one of {OPTIMIZERS}, got {name!r}")
-    if isinstance(l2, AutoL2):
-        decay = autol2(l2.init_lam, learning_rate=learning_rate, factor=l2.factor,
-                       measure_every=l2.measure_every, patience=l2.patience, refractory=l2.refractory,
-                       criterion=l2.criterion, min_lam=l2.min_lam, mask=l2_mask)
+    given = {k: v for k, v in dict(momentum=momentum, b1=b1, b2=b2, eps=eps).items() if v is not None}
+    extra = sorted(set(given) - set(OPTIMIZER_DEFAULTS[name]))
+    if extra:
+        raise ValueError(f"{extra} not accepted by optimizer {name!r}; it takes {sorted(OPTIMIZER_DEFAULTS[name])}")
+    o = {**OPTIMIZER_DEFAULTS[name], **given}
+    if isinstance(weight_decay, AutoL2):
+        decay = autol2(weight_decay, learning_rate=learning_rate, mask=weight_decay_mask)
     else:
-        decay = l2_regularization(l2, l2_mask)
+        decay = add_weight_decay(weight_decay, weight_decay_mask)
     lr = optax.scale_by_learning_rate(learning_rate)
     if name in ("gd", "sgd"):
         return optax.chain(decay, lr)
-    if name == "momentum":
-        return optax.chain(decay, optax.trace(decay=momentum, nesterov=nesterov), lr)
-    adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    if name in ("momentum", "nesterov"):
+        return optax.chain(decay, optax.trace(decay=o["momentum"], nesterov=name == "nesterov"), lr)
     if name == "adam":
-        return optax.chain(decay, adam, lr)
-    return optax.chain(adam, decay, lr)
+        return optax.chain(decay, optax.scale_by_adam(b1=o["b1"], b2=o["b2"], eps=o["eps"]), lr)
+    if name == "adamw":
+        return optax.chain(optax.scale_by_adam(b1=o["b1"], b2=o["b2"], eps=o["eps"]), decay, lr)
+    if name == "lion":
+        return optax.chain(optax.scale_by_lion(b1=o["b1"], b2=o["b2"]), decay, lr)
+    # muon: optax's direction (learning rate -1 turns its final scale_by_learning_rate into the identity)
+    direction = optax.contrib.muon(-1.0, beta=o["momentum"], eps=o["eps"], adam_b1=o["b1"], adam_b2=o["b2"],
+                                   weight_decay=0.0, adam_weight_decay=0.0)
+    return optax.chain(direction, decay, lr)
 
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "l2_regularization", "L2State", "current_l2", "as_schedule",
-           "mask_from_patterns", "resolve_mask", "add_scaled_params"]
+__all__ = ["OPTIMIZERS", "OPTIMIZER_DEFAULTS", "DECOUPLED", "make_optimizer"]

@@ -76,11 +76,17 @@ def warn_validity(rows: Sequence[Tuple[str, object]], prog: str) -> int:
 
 def _explain():
     from widelimit.validity import Validity as V
+    try:
+        from widelimit.predict.models import NO_LEARNING_RTOL, TOO_FAST_STEPS
+    except ImportError:
+        NO_LEARNING_RTOL, TOO_FAST_STEPS = 0.01, 5
     return {V.OK: "inside the theory's range",
-            V.NO_LEARNING: "the best loss is within 1% of the zero function's: nothing is learned in this budget",
+            V.NO_LEARNING: f"the best loss is within {NO_LEARNING_RTOL:.0%} of the zero function's: nothing is "
+                           "learned in this budget",
             V.GRID_EDGE: "the optimum is on the edge of the searched grid: the value is only a bound",
-            V.UNSTABLE: "η·μ_max ≥ 2: gradient descent at this learning rate diverges; the flow does not apply",
-            V.TOO_FAST: "shorter than a few optimiser steps: discrete steps differ from the flow",
+            V.UNSTABLE: "η·μ_max ≥ 2 or η·λ ≥ 1: gradient descent at this learning rate diverges; the flow "
+                        "does not apply",
+            V.TOO_FAST: f"shorter than {TOO_FAST_STEPS:g} optimiser steps: discrete steps differ from the flow",
             V.BELOW_STEP: "the relaxation is shorter than one step: the continuous-time theory does not apply",
             V.NO_INTERIOR_OPTIMUM: "the curve is monotone: no interior optimum"}
 

@@ -10,16 +10,21 @@ with ``g(x; s) = f(x; s theta_0)`` and the cross-scale NTK ``Theta`` of
 :mod:`widelimit.kernels.cross_scale`. For MSE (``grad = (f - y)/(N K)``) this is a linear Volterra
 equation of the second kind in ``f_tau(X)``; for an L-homogeneous net it reduces to :class:`L2Flow`.
 
-Quadrature. Time is mapped to ``u = log(1 + t/t0)``, ``t0 = 1/mu_max`` (``mu_max`` the top eigenvalue of
-``Theta(X, X; 1, 1)/(N K)``), where every mode ``exp(-mu t)`` and the kernel's drift ``exp(-lam t)`` have
-bounded derivatives. The integral is the trapezoidal rule in ``u`` (composite over the segments between
-requested times, so every requested time is a node; the diagonal term is implicit: one linear solve per
-node). The trapezoidal Nystrom method has an error expansion in even powers of the step, so the solver
-runs on three nested grids (steps ``h, h/2, h/4``) and returns the Romberg value ``R`` (order ``h^6``); the
-stated ``error_estimate`` is ``max|R - R_1| / scale`` with ``R_1`` the once-extrapolated fine value
-(an over-estimate of the error of ``R``) and ``scale = max(|f|, |y|)``. A grid too coarse for ``rtol``
-(by the a-priori estimate ``(h / 8)^4``, see :func:`default_step`) is refused before any
-kernel is evaluated; an a-posteriori estimate above ``rtol`` raises FloatingPointError.
+Quadrature. Time is mapped to ``v = log(1 + t/t0) + lam t``, ``t0 = 1/mu_max`` (``mu_max`` the top
+eigenvalue of ``Theta(X, X; 1, 1)/(N K)``), in which every mode ``exp(-mu t)``, the kernel's drift through
+``s = exp(-lam t)`` and the memory factor ``exp(-lam (t - tau))`` have bounded derivatives. The integral is
+the trapezoidal rule in ``v`` (composite over the segments between requested times, so every requested
+time is a node; the diagonal term is implicit: one linear solve per node; history with
+``exp(-lam (t - tau)) < 1e-20`` is dropped). The trapezoidal Nystrom method has an error expansion in even
+powers of the step when the kernel is smooth on ``tau <= t`` (true for the infinite-width kernels of every
+native activation: the only non-smooth point, ``s = s'`` for an input with itself, is the endpoint
+``tau = t``; NOT true for the empirical kernels of finite ReLU nets, whose units switch as ``s`` changes),
+so the solver runs on three nested grids (steps ``h, h/2, h/4``) and returns the Romberg value ``R``
+(order ``h^6``); the stated ``error_estimate`` is ``max|R - R_1| / scale`` with ``R_1`` the
+once-extrapolated fine value (an over-estimate of the error of ``R`` where the expansion holds) and
+``scale = max(|f|, |y|)``. A step too coarse for ``rtol`` by the a-priori estimate ``(h / 8)^4`` (see
+:func:`default_step`) is refused before any kernel is evaluated; an a-posteriori estimate above ``rtol``
+raises FloatingPointError.
 
 Cost per solve: ``~ 10 n^2`` cross-scale kernel evaluations of size ``N x N`` for ``n`` base nodes and
 ``~ 21 n (N^3/3 + n N^2 K)`` flops; memory ``O(n N^2)`` (rows of the kernel are computed in blocks).
@@ -40,6 +45,7 @@ from .ntk_l2 import _as_float_array, _check_lam, _check_targets
 _BLOCK_ELEMS = 2 ** 22        # kernel rows are evaluated in blocks of at most this many entries
 _CALIBRATED_H = 8.0           # a-priori error estimate ~ (h / 8)^4 (relative; see default_step)
 _LEVELS = 3
+_MEMORY = 46.0                # history older than exp(-lam (t - tau)) < 1e-20 is dropped
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,12 @@ def _check_rtol(rtol) -> float:
 
 def _check_step(step) -> float:
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not (0 < step <= 2):
-        raise ValueError(f"step must be a number in (0, 2] (base step in u = log(1 + t/t0)), got {step!r}")
+        raise ValueError(f"step must be a number in (0, 2] (base step in v = log(1 + t/t0) + lam t), got {step!r}")
     return float(step)
 
 
 def default_step(rtol: float) -> float:
-    """Base step ``h`` in ``u`` whose a-priori error estimate ``(h / 8)^4`` is ``rtol / 10``.
+    """Base step ``h`` in ``v`` whose a-priori error estimate ``(h / 8)^4`` is ``rtol / 10``.
 
     The estimate stated by the solver, ``|R - R_1|``, falls like ``h^4``; ``h_c = 8`` is the smallest
     ``h / estimate^(1/4)`` measured over the problems of ``tests/test_volterra.py`` (ReLU with and
@@ -85,26 +91,47 @@ def default_step(rtol: float) -> float:
     return _CALIBRATED_H * (_check_rtol(rtol) / 10) ** (1 / 4)
 
 
-def _nodes(times: np.ndarray, t0: float, h: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Base-grid segments: per requested time (sorted, > 0) the number of steps and the u-values."""
-    ub = np.log1p(times / t0)
-    edges = np.concatenate([[0.0], ub])
+def _v_of_t(t: np.ndarray, t0: float, lam: float) -> np.ndarray:
+    """Grid variable ``v = log(1 + t/t0) + lam t`` (resolves both the modes and the memory exp(-lam(t-tau)))."""
+    return np.log1p(t / t0) + lam * t
+
+
+def _t_of_v(v: np.ndarray, t0: float, lam: float) -> np.ndarray:
+    """Inverse of :func:`_v_of_t` by Newton's method from below (v(t) is concave: monotone convergence)."""
+    if lam == 0:
+        return t0 * np.expm1(v)
+    t = np.zeros_like(v)
+    for _ in range(100):
+        step = (v - _v_of_t(t, t0, lam)) / (1 / (t + t0) + lam)
+        t = t + step
+        if np.all(np.abs(step) <= 1e-15 * (t + t0)):
+            break
+    return t
+
+
+def _nodes(times: np.ndarray, t0: float, lam: float, h: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Base-grid segments in ``v``: edges (0 and every requested time) and steps per segment."""
+    edges = np.concatenate([[0.0], _v_of_t(times, t0, lam)])
     counts = np.maximum(1, np.ceil(np.diff(edges) / h - 1e-9)).astype(int)
-    return edges, counts, ub
+    return edges, counts
 
 
-def _grid(edges: np.ndarray, counts: np.ndarray, t0: float, refine: int):
-    """Nodes ``t``, trapezoid weights ``v`` (full, for j < i), diagonal weights ``w`` and requested indices."""
-    us, du, req = [0.0], [0.0], []
+def _grid(edges: np.ndarray, counts: np.ndarray, t0: float, lam: float, refine: int, times: np.ndarray):
+    """Nodes ``t``, trapezoid weights ``v`` (full, for j < i), diagonal weights ``w`` and requested indices
+    (the requested times themselves are set exactly at their nodes)."""
+    vs, dv, req = [0.0], [0.0], []
     for a, b, m in zip(edges[:-1], edges[1:], counts * refine):
-        if b > a:
-            us.extend(a + (b - a) * np.arange(1, m + 1) / m)
-            du.extend([(b - a) / m] * m)
-        req.append(len(us) - 1)
-    u, du = np.array(us), np.array(du)
-    tprime = t0 * np.exp(u)                       # dt/du
-    nxt = np.append(du[1:], 0.0)
-    return t0 * np.expm1(u), (du + nxt) / 2 * tprime, du / 2 * tprime, np.array(req)
+        vs.extend(a + (b - a) * np.arange(1, m + 1) / m)
+        dv.extend([(b - a) / m] * m)
+        req.append(len(vs) - 1)
+    v, dv = np.array(vs), np.array(dv)
+    t = _t_of_v(v, t0, lam)
+    req = np.array(req)
+    t[req] = times
+    t[0] = 0.0
+    tprime = 1 / (1 / (t + t0) + lam)           # dt/dv
+    nxt = np.append(dv[1:], 0.0)
+    return t, (dv + nxt) / 2 * tprime, dv / 2 * tprime, req
 
 
 class CrossScaleFlow:
@@ -114,7 +141,7 @@ class CrossScaleFlow:
     Args:
       spec: :class:`widelimit.arch.MLP` (``norm=None``), or None when ``kernel_fn`` is given.
       x_train (N, d), y_train (N,) or (N, K); x_test (M, d) optional.
-      rtol: target relative quadrature error (default 1e-6). step: base step in ``u`` (default from rtol).
+      rtol: target relative quadrature error (default 1e-6). step: base step in ``v`` (default from rtol).
       kernel_fn: instead of ``spec``, any ``kernel_fn(x1, x2, scale1, scale2) -> (ntk, nngp)`` with the
         signature of :func:`widelimit.kernels.cross_scale.cross_scale_kernels` (``x2=None``: ``x2 = x1``;
         scales 1-D arrays of ``P`` pairs; arrays ``(P, N1, N2)``), e.g. the empirical cross-scale
@@ -189,18 +216,19 @@ class CrossScaleFlow:
         test_out = [] if src_test is not None else None
         req_pos = {int(i): r for r, i in enumerate(req)}
         for i in range(n):
-            rows = self._rows(self.x_train, s[i], s[:i + 1], "ntk")
-            coef = v[:i] * np.exp(-lam * (t[i] - t[:i]))
-            hist = np.einsum("j,jab,jbc->ac", coef, rows[:i], q[:i]) if i else 0.0
-            kd = w[i] * rows[i]
+            lo = int(np.searchsorted(t, t[i] - _MEMORY / lam)) if lam > 0 else 0   # exp(-lam dt) < 1e-20
+            rows = self._rows(self.x_train, s[i], s[lo:i + 1], "ntk")
+            coef = v[lo:i] * np.exp(-lam * (t[i] - t[lo:i]))
+            hist = np.einsum("j,jab,jbc->ac", coef, rows[:-1], q[lo:i]) if i > lo else 0.0
+            kd = w[i] * rows[-1]
             if grad is None:
                 u[i] = np.linalg.solve(np.eye(N) + kd / a, src_train[i] - hist)
                 q[i] = u[i] / a
             else:
                 u[i], q[i] = _newton(src_train[i] - hist, kd, grad)
             if test_out is not None and i in req_pos:
-                tr = self._rows(self.x_test, s[i], s[:i + 1], "ntk")
-                ht = np.einsum("j,jab,jbc->ac", np.append(coef, w[i]), tr, q[:i + 1])
+                tr = self._rows(self.x_test, s[i], s[lo:i + 1], "ntk")
+                ht = np.einsum("j,jab,jbc->ac", np.append(coef, w[i]), tr, q[lo:i + 1])
                 test_out.append(src_test[req_pos[i]] - ht)
         return u[req], None if test_out is None else np.stack(test_out)
 
@@ -219,10 +247,10 @@ class CrossScaleFlow:
 
     def _romberg(self, lam, times, build):
         """Run ``build(t, v, w, req) -> tuple of arrays`` on three nested grids; Romberg-combine."""
-        edges, counts, _ = _nodes(times, self.t0, self.step)
+        edges, counts = _nodes(times, self.t0, lam, self.step)
         results, n_nodes = [], 0
         for level in range(_LEVELS):
-            t, v, w, req = _grid(edges, counts, self.t0, 2 ** level)
+            t, v, w, req = _grid(edges, counts, self.t0, lam, 2 ** level, times)
             results.append(build(t, v, w, req))
             n_nodes = len(t)
         combined, err, scale = [], 0.0, 0.0

@@ -321,6 +321,20 @@ def test_table_ntk_lambda_opt_is_the_theory_optimum(problem, tmp_path, capsys):
         else:
             assert r["rule c/(ηT)"] == pytest.approx(c / (0.1 * T), rel=1e-12)
             assert r["test loss (rule)"] >= r["test loss at λ_opt"] - 1e-12
+    # the same numbers as the Python API with its defaults (one prediction path)
+    from widelimit.arch import MLP
+    from widelimit.kernels import DataKernels
+    from widelimit.kernels import analytic_kernels
+    from widelimit.predict import lambda_opt, predict_model, t_star
+    ds = problem.ds
+    an = lambda a, b=None: analytic_kernels(MLP(depth=3), a, b).nngp  # noqa: E731
+    dk = DataKernels(problem.k_tt, problem.k_xt, ds.y_train, ds.y_test, 3, an(ds.x_train), an(ds.x_test, ds.x_train),
+                     np.diag(an(ds.x_test)))
+    py_t = t_star(predict_model(dk), weight_decays=[0.1, 0.01], learning_rate=0.1)
+    np.testing.assert_allclose([r["t*"] for r in per_lam], py_t.t_star, rtol=1e-12)
+    assert [r["validity"] for r in per_lam] == [v.value for v in py_t.validity]
+    py_l = lambda_opt(predict_model(dk), steps=[100, 1000], learning_rate=0.1)
+    np.testing.assert_allclose([r["λ_opt"] for r in per_budget], py_l.weight_decay_opt, rtol=1e-12)
     # CSV with --out writes one self-describing file per table; Markdown goes to stdout by default
     rc = cli.main(["table", "ntk"] + DATA_ARGS + ["--weight-decay", "0.1", "--budgets", "100", "--learning-rate",
                                                   "0.1", "--out", str(tmp_path / "t.csv"), "--no-progress"])

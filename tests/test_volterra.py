@@ -162,3 +162,16 @@ def test_non_homogeneous_net_runs_through_predict_and_biases_matter():
     plain = VolterraLoss(MLP(depth=2, activation="erf"), x, y, xt, yt, f0="zero", rtol=1e-4)
     t = np.array([1.0, 10.0])
     assert np.max(np.abs(biased.test_loss(0.1, t) - plain.test_loss(0.1, t))) > 1e-3
+
+
+def test_symbolic_derivation_checks_pass(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "derivations" / "cross_scale.py"
+    spec = importlib.util.spec_from_file_location("derivation_cross_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(tmp_path / "cross_scale.md")
+    assert res and all(res.values()), res
+    assert "passes" in (tmp_path / "cross_scale.md").read_text()

@@ -150,3 +150,21 @@ def test_float32_memmap_kernel(problem, tmp_path):
     flow = L2Flow(k32.astype(np.float64), p["y"], 0.0, p["L"], ntk_test_train=p["nxt"].astype(np.float32))
     for lam in LAMS:
         assert np.max(_rel(m.test_outputs(lam, S / lam), flow.with_weight_decay(lam).test(S / lam))) < 1e-9
+
+
+def test_predict_solver_switch(problem):
+    from widelimit.kernels import DataKernels
+    from widelimit.predict import lambda_opt, predict_model, t_star
+    p = problem
+    dk = DataKernels(p["ntt"], p["nxt"], p["y"], p["yt"], 3, p["ktt"], p["kxt"], p["kxx"])
+    kr, de = predict_model(dk, solver="krylov", f0="zero"), predict_model(dk, solver="eigh", f0="zero")
+    assert isinstance(kr, KrylovLoss) and not isinstance(de, KrylovLoss)
+    assert isinstance(predict_model(dk, f0="zero"), type(de))         # auto: dense below KRYLOV_MIN_N
+    lams = [1e-4, 1e-3, 1e-2]
+    np.testing.assert_allclose(t_star(kr, weight_decays=lams).t_star, t_star(de, weight_decays=lams).t_star,
+                               rtol=1e-6)
+    steps = [300, 3000, 30000]
+    np.testing.assert_allclose(lambda_opt(kr, steps=steps).weight_decay_opt,
+                               lambda_opt(de, steps=steps).weight_decay_opt, rtol=1e-5)
+    with pytest.raises(ValueError, match="solver"):
+        predict_model(dk, solver="lu")

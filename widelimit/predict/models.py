@@ -24,19 +24,29 @@ from ..validity import Validity
 NO_LEARNING_RTOL = 0.01    # best loss >= (1 - 1%) * zero-function loss: nothing learned
 TOO_FAST_STEPS = 5.0       # t* below this many steps: outside the flow's range
 F0_CHOICES = ("nngp", "zero")
+SOLVERS = ("auto", "eigh", "krylov")
+KRYLOV_MIN_N = 8000        # solver="auto": the Krylov path from this many training points (docs/theory.md §4)
 
 
-def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp"):
+def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp", solver: str = "auto"):
     """The default prediction model for a :class:`widelimit.kernels.DataKernels`.
 
     ``f0="nngp"`` (default): :class:`ExpectedLoss` (needs the NNGP blocks); ``"zero"``: :class:`FlowLoss`
     started from ``f0 = 0``. ``learning_rate``: ``None`` for gradient flow, else full-batch GD at eta.
+    ``solver``: ``"eigh"`` (dense eigendecomposition), ``"krylov"``
+    (:class:`~widelimit.dynamics.krylov.KrylovLoss`, matrix-free) or ``"auto"`` (Krylov from
+    :data:`KRYLOV_MIN_N` training points).
     """
     if f0 not in F0_CHOICES:
         raise ValueError(f"f0 must be one of {F0_CHOICES}, got {f0!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     for name in ("ntk_train_train", "ntk_test_train", "y_test", "L"):
         if not hasattr(kernels, name):
             raise TypeError(f"kernels must be a widelimit.kernels.DataKernels, got {type(kernels).__name__}")
+    if solver == "krylov" or (solver == "auto" and kernels.ntk_train_train.shape[0] >= KRYLOV_MIN_N):
+        from ..dynamics.krylov import KrylovLoss
+        return KrylovLoss.from_kernels(kernels, learning_rate=learning_rate, f0=f0)
     if f0 == "zero":
         return FlowLoss.from_kernels(kernels, learning_rate=learning_rate)
     return ExpectedLoss.from_kernels(kernels, learning_rate=learning_rate)

@@ -244,6 +244,24 @@ class KrylovLoss:
         g = gq[:, :basis.dim] @ w if (use_test and need_test) else None
         return basis, g, w.T @ (basis.q.T @ start)
 
+    @classmethod
+    def from_kernels(cls, kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp",
+                     L: Optional[int] = None, **options) -> "KrylovLoss":
+        """From a :class:`widelimit.kernels.DataKernels`: ``f0="nngp"`` (expected loss; needs the NNGP
+        blocks) or ``"zero"`` (the f0 = 0 function); ``options`` go to the constructor."""
+        if f0 not in ("nngp", "zero"):
+            raise ValueError(f"f0 must be 'nngp' or 'zero', got {f0!r}")
+        kw = dict(ntk_test_train=kernels.ntk_test_train, y_test=kernels.y_test, learning_rate=learning_rate)
+        if f0 == "nngp":
+            missing = [f for f in ("nngp_train_train", "nngp_test_train", "nngp_test_test")
+                       if getattr(kernels, f, None) is None]
+            if missing:
+                raise ValueError(f"the expected loss over f0 ~ NNGP needs the NNGP kernels; missing {missing}")
+            kxx = np.asarray(kernels.nngp_test_test)
+            kw.update(nngp_train_train=kernels.nngp_train_train, nngp_test_train=kernels.nngp_test_train,
+                      nngp_test_test_diag=np.diag(kxx) if kxx.ndim == 2 else kxx)
+        return cls(kernels.ntk_train_train, kernels.y_train, kernels.L if L is None else L, **kw, **options)
+
     @staticmethod
     def _probes(test: KernelMatrix, m: int, sketch: int, n_probes: int, seed: int):
         """Test-space probes ``Z`` (M, s) and weights ``c`` with ``tr B ~ sum_j c_j z_j^T B z_j`` (Hutch++).

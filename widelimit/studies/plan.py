@@ -3,7 +3,8 @@
 For every study the size table (``SIZES`` / ``_SETTINGS`` of the study module) is turned into
 *workloads* (:class:`Workload`): groups of runs that share one compiled program (same architecture,
 data, optimiser and step count; seeds / η / λ vmapped). Per run, with ``F`` the forward FLOPs of one
-example (MLP: ``2 Σ_l d_l d_{l+1}``; CNN: ``2 k^nd C_in C_out P`` per convolution over ``P`` positions),
+example (MLP of ``depth`` weight layers: ``2 Σ_l d_l d_{l+1}``; CNN: ``2 C_in C_out T`` per convolution, ``T`` the filter taps inside the input summed over positions, ≈
+``k^nd P`` for ``P`` positions),
 ``B`` the batch (``n_train`` for full-batch GD), ``S`` steps and ``E = S / eval_every + 1`` evaluations::
 
     FLOPs/run   = 3 F B S  +  F (n_train + n_test) E          (forward + backward = 3 forwards)
@@ -76,16 +77,18 @@ def _layers(w: Workload) -> Tuple[float, float, float, int]:
     out = int(a.get("out_dim", 1))
     depth = int(a["depth"])
     if a["kind"] == "MLP":
-        dims = [int(math.prod(w.in_shape))] + [int(a["width"])] * depth + [out]
+        dims = [int(math.prod(w.in_shape))] + [int(a["width"])] * (depth - 1) + [out]  # depth weight layers
         macs = sum(d0 * d1 for d0, d1 in zip(dims[:-1], dims[1:]))
         return 2.0 * macs, float(macs), float(sum(dims[1:-1])), int(a["width"])
     ch, k, nd = int(a["channels"]), int(a.get("kernel_size", 3)), int(a.get("ndim", 2))
     pos = int(math.prod(w.in_shape[:-1]))
+    # SAME padding, stride 1: filter taps that land inside the input, summed over output positions
+    taps = math.prod(k * n - (k // 2) * ((k - 1) // 2 + 1) for n in w.in_shape[:-1])
     c_in = int(w.in_shape[-1])
     macs = params = 0
     for _ in range(depth):
         params += k ** nd * c_in * ch
-        macs += k ** nd * c_in * ch * pos
+        macs += taps * c_in * ch
         c_in = ch
     params += ch * out
     macs += ch * out
@@ -309,7 +312,7 @@ def plan(size: str = "full", device: str = "H200", studies: Sequence[str] = STUD
 def proposed_full() -> Dict[str, Any]:
     """Resized ``full`` entries (per study, built from the current tables) that fit about 9 minutes of one
     H200 together (:func:`plan` with ``overrides=proposed_full()``): 8 seeds everywhere the study takes
-    seeds, 1000–4000 training examples, MLPs of width 1024 (up to 8192 in the width study), CNNs of 128
+    seeds, 1000–4000 training examples, MLPs of width 1024–2048 (up to 8192 in the width and linear-vs-deep checks), CNNs of 128
     channels, fewer steps than the unplanned ``full`` (which predicts ~10 h). Proposed to the studies'
     owners; the studies' own tables are not changed here."""
     import copy
@@ -319,15 +322,15 @@ def proposed_full() -> Dict[str, Any]:
     from . import autol2, lambda_opt, linear_vs_deep, quick, scale_invariant, tstar, width
     s8 = list(range(8))
     q = dict(quick.SIZES["full"])
-    q.update(n_train=1000, width=1024, steps=800, eval_every=10, seeds=s8, lams=list(np.geomspace(1e-4, 2e-2, 11)),
-             budgets=[100, 300, 800], short_steps=200, short_eval=2)
+    q.update(n_train=1000, width=1024, steps=1500, eval_every=10, seeds=s8, lams=list(np.geomspace(1e-4, 2e-2, 11)),
+             budgets=[150, 500, 1500], short_steps=200, short_eval=2)
     t = copy.deepcopy(tstar.SIZES["full"])
     t[0].update(data_options=dict(n_train=1000, n_test=1000, seed=0),
                 arch=dict(kind="MLP", depth=3, width=1024, out_dim=10), seeds=s8,
                 groups=[dict(lams=[0.02, 0.01, 0.005], steps=400, eval_every=2),
-                        dict(lams=[0.002, 0.001, 5e-4, 2e-4], steps=1500, eval_every=10)],
+                        dict(lams=[0.002, 0.001, 5e-4, 2e-4], steps=2500, eval_every=10)],
                 eta_sweep=dict(lam=0.005, etas=[0.5, 1.0, 2.0, 4.0], steps=600, eval_every=4),
-                width_check=dict(lam=0.001, widths=[256, 2048], steps=1000, eval_every=10))
+                width_check=dict(lam=0.001, widths=[256, 2048], steps=1500, eval_every=10))
     for v in t[1:]:
         v.update(seeds=s8, arch={**v["arch"], "channels": 128},
                  groups=[dict(lams=[0.1, 0.05, 0.02, 0.01], steps=320, eval_every=4),
@@ -336,14 +339,14 @@ def proposed_full() -> Dict[str, Any]:
             v["sampled"] = dict(v["sampled"], ntk_seeds=[0, 1, 2, 3], nngp_samples=256)
         v["eta_sweep"] = None
     lo = dict(lambda_opt.SIZES["full"])
-    lo.update(data_options=dict(n_train=2000, n_test=1000, seed=0), arch=dict(kind="MLP", depth=3, width=512, out_dim=10),
+    lo.update(data_options=dict(n_train=2000, n_test=1000, seed=0), arch=dict(kind="MLP", depth=3, width=1024, out_dim=10),
               seeds=s8, lams=list(np.geomspace(1e-4, 2e-2, 13)), budgets=[100, 300, 600, 1200], steps=1200,
               eval_every=20)
     wi = dict(width.SIZES["full"])
     wi.update(widths=[256, 512, 1024, 2048, 4096, 8192], seeds=s8, n_train=256, n_test=101, steps=200)
     ld = copy.deepcopy(linear_vs_deep.SIZES["full"])
-    ld.update(data_options=dict(n_train=1000, n_test=1000, seed=0, targets="onehot"), width=1024, steps=2000,
-              eval_every=20, seeds=s8, width_check=dict(depth=2, widths=[2048]))
+    ld.update(data_options=dict(n_train=1000, n_test=1000, seed=0, targets="onehot"), width=2048, steps=2000,
+              eval_every=20, seeds=s8, width_check=dict(depth=2, widths=[8192]))
     au = copy.deepcopy(autol2._SETTINGS["full"])
     au["seeds"] = tuple(s8)
     for su in au["setups"]:

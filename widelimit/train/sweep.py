@@ -159,6 +159,17 @@ def train_task(root: str, code_version: str, configs: Sequence[Dict[str, Any]], 
     return TaskResult(trained, by_others, own_code(), socket.gethostname())
 
 
+class _NoBar:
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def run_sweep(configs: Iterable[RunConfig], store, *, progress: bool = True, ensemble: bool = False,
               ensemble_size: int = 32, train_fn: Optional[Callable[[RunConfig], RunResult]] = None,
               executor: Any = None) -> SweepReport:
@@ -207,8 +218,11 @@ def run_sweep(configs: Iterable[RunConfig], store, *, progress: bool = True, ens
     else:
         tasks = [[rid] for rid in todo]
 
-    from tqdm.auto import tqdm
-
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # a bare GPU machine: no progress bar
+        progress = False
+        tqdm = _NoBar
     bar = tqdm(total=len(canon), initial=len(report.skipped), disable=not progress, desc="sweep",
                unit="run", dynamic_ncols=True)
     import concurrent.futures as cf

@@ -222,14 +222,15 @@ def coherence_transient(opt, shape, decay) -> np.ndarray:
     with the exact non-stationary correlation of ``c_k`` and ``c_{k-i}``
     (``Cov = A_k q^(i-1) [a0_{k-i} + A_{k-i} q (1 - q^(2(k-i)))/(1-q^2)]``,
     ``Var_k = a0_k^2 + A_k^2 (1-q^(2k))/(1-q^2)``). ``decay``: ``eta*lam`` per step (1-D). Evaluated exactly
-    while the buffers remember step 0 (``q^k > 1e-12``), then by :func:`coherence_series`."""
+    while the buffers remember step 0 (``q^k > 1e-5``; the switch to the stationary value is then a
+    relative step of order 1e-5), then by :func:`coherence_series`."""
     el = np.asarray(decay, dtype=np.float64)
     if el.ndim != 1:
         raise ValueError("decay must be 1-D (one eta*lam per step)")
     alpha_sq = 2.0 / math.pi if opt.name == "lion" else muon_spectrum_stats(opt, shape)[1] ** 2
     _, _, q = _geometric(opt)
     n = el.size
-    K = n if q == 0.0 else min(n, int(math.ceil(math.log(1e-12) / math.log(q))) + 1)
+    K = n if q == 0.0 else min(n, int(math.ceil(math.log(1e-5) / math.log(q))) + 1)
     out = np.empty(n)
     if K < n:
         out[K:] = coherence_series(opt, shape, el[K:])

@@ -97,3 +97,57 @@ def test_racing_writers_cannot_both_publish(tmp_path):
         b._publish(b._run_dir("r"), "r", json.dumps({"who": "b"}).encode(), {}, {},
                    {"code_version": CV}, 0.0)
     assert b.load("r").config == {"who": "a"} and os.listdir(tmp_path / "runs") == [f"r@{CV}"]
+
+
+SWEEPER = """
+import os, sys, time
+import numpy as np
+from widelimit.arch import MLP
+from widelimit.train import RunConfig, RunResult, run_sweep
+
+store, log, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+configs = [RunConfig(arch=MLP(depth=2, width=8, out_dim=1), data="teacher", data_options=dict(n_train=8, n_test=4),
+                     steps=3, eval_every=1, seed=s) for s in range(n)]
+if sys.argv[4] == "reverse":
+    configs = configs[::-1]
+
+def fake_train(c):
+    with open(log, "a") as fh:
+        fh.write(f"start {c.run_id} {os.getpid()}\\n")
+    time.sleep(0.3)
+    m = {k: np.linspace(1.0, 0.5, 3) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_decay",
+                                                "lam", "time")}
+    m["step"] = np.arange(3)
+    return RunResult(c.canonical(), c.run_id, m, {}, {"outputs": np.zeros((3, 1, 1))})
+
+with open(log + ".ready", "a") as fh:  # start together: wait for the other sweep
+    fh.write("ready\\n")
+t0 = time.time()
+while open(log + ".ready").read().count("ready") < 2 and time.time() - t0 < 120:
+    time.sleep(0.01)
+rep = run_sweep(configs, store, progress=False, train_fn=fake_train)
+print("REPORT", len(rep.trained), len(rep.by_others), len(rep.skipped), rep.complete)
+"""
+
+
+def test_two_concurrent_sweeps_train_each_run_once(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script, log, store = tmp_path / "sweeper.py", tmp_path / "log", tmp_path / "store"
+    script.write_text(SWEEPER)
+    env = dict(os.environ, PYTHONPATH=str(root))
+    n = 8
+    procs = [subprocess.Popen([sys.executable, str(script), str(store), str(log), str(n), order], env=env,
+                              cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for order in ("forward", "reverse")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    starts = Counter(line.split()[1] for line in log.read_text().splitlines())
+    assert len(starts) == n and set(starts.values()) == {1}, starts  # each run trained exactly once
+    reports = [line.split()[1:] for o in outs for line in o[0].splitlines() if line.startswith("REPORT")]
+    assert sum(int(r[0]) for r in reports) == n and all(r[3] == "True" for r in reports)
+    assert all(int(r[0]) >= 1 for r in reports), reports  # both sweeps really shared the work
+    assert len(ResultStore(store)) == n

@@ -119,3 +119,11 @@ def test_full_rehearsal_all_studies_smoke(tmp_path):
     assert {r["study"] for r in s["studies"]} == set(json.loads(json.dumps(s["plan"]["predicted_s"])))
     assert all(r["status"] == "done" for r in s["studies"])
     assert s["throughput"]["samples_per_s"] > 0
+
+
+def test_dry_run_plans_full_and_checks_the_planned_sizes(tmp_path):
+    p, _ = _call(tmp_path / "o", tmp_path / "w", "--dry-run", timeout=200)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "**total**" in p.stdout and "PROBLEM" not in p.stdout
+    total = float(p.stdout.split("**total** | **")[1].split("**")[0])
+    assert 420 < total < 580  # the planned full sizes fit one ~9-minute GPU command

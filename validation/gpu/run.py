@@ -199,6 +199,26 @@ def throughput(width: int, n_train: int, steps: int, members: int) -> dict:
             "devices": [str(d) for d in jax.devices()]}
 
 
+def check_planned_sizes(studies) -> list:
+    """Each planned entry must have exactly the keys of the study's own ``full`` entry (per variant for
+    list-valued tables), so that the study reads it as it reads its table; returns the problems found."""
+    import importlib
+
+    from widelimit.studies.plan import proposed_full
+    ov, problems = proposed_full(), []
+    for name in studies:
+        mod = importlib.import_module(f"widelimit.studies.{name}")
+        own = (getattr(mod, "SIZES", None) or getattr(mod, "_SETTINGS"))["full"]
+        new = ov[name]
+        pairs = list(zip(own, new)) if isinstance(own, list) else [(own, new)]
+        if isinstance(own, list) and len(own) != len(new):
+            problems.append(f"{name}: {len(new)} variants planned, the table has {len(own)}")
+        for o, n in pairs:
+            if set(o) != set(n):
+                problems.append(f"{name}: planned keys differ from the table's: {sorted(set(o) ^ set(n))}")
+    return problems
+
+
 def _pack(out: Path, work: Path, reports: Path) -> list:
     made = []
     with tarfile.open(out / "results.tar.gz", "w:gz") as tf:
@@ -225,6 +245,7 @@ def main(argv=None) -> int:
     ap.add_argument("--table-sizes", action="store_true", help="full: the studies' own tables, not the plan's")
     ap.add_argument("--throughput", default="auto", help="'off', or WIDTH,N_TRAIN,STEPS,MEMBERS")
     ap.add_argument("--bundle-data", action="store_true", help="write the data bundle and exit")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, check the planned sizes, train nothing")
     a = ap.parse_args(argv)
     if a.bundle_data:
         print(bundle_data())
@@ -258,6 +279,13 @@ def main(argv=None) -> int:
     reports = work / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     planned = a.size == "full" and not a.table_sizes
+    if a.dry_run:
+        from widelimit.studies.plan import format_plan
+        problems = check_planned_sizes(studies) if planned else []
+        print(format_plan(plan(a.size, "H200", studies, overrides=proposed_full() if planned else None)))
+        for msg in problems:
+            print("PROBLEM", msg)
+        return 1 if problems else 0
     try:
         pl = plan(a.size, "H200", studies, overrides=proposed_full() if planned else None)
         order = sorted(studies, key=lambda s: pl.study_s.get(s, 0.0))

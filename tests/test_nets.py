@@ -269,3 +269,26 @@ def test_apply_equals_neural_tangents_apply(spec, in_shape):
         assert [a.shape for a in jax.tree_util.tree_leaves(nt_p)] == \
             [a.shape for a in jax.tree_util.tree_leaves(ref_p)]
         np.testing.assert_allclose(apply(spec, p, x), nt_apply(nt_p, x), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("norm, kind", [("batch", "unit"), ("weight", "unit"), ("layer", "matrix")])
+def test_invariance_groups_per_unit_vs_whole_matrix(norm, kind):
+    """Scaling one output unit's weights W[:, j] leaves f unchanged for BatchNorm/WeightNorm (per-unit groups)
+    but not for LayerNorm, where only the whole matrix is invariant."""
+    from widelimit.nets import invariance_groups
+
+    spec = MLP(depth=3, width=6, out_dim=2, norm=norm, parameterization="standard")
+    params = init_params(spec, jax.random.PRNGKey(0), (5,))
+    groups = invariance_groups(spec, params)
+    assert groups == {"hidden0": kind, "hidden1": kind, "readout": None}
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 5))
+    f0 = apply(spec, params, x)
+    W = params["hidden1"]["W"]
+    one = {**params, "hidden1": {**params["hidden1"], "W": W.at[:, 2].multiply(3.0)}}
+    whole = {**params, "hidden1": {**params["hidden1"], "W": 3.0 * W}}
+    np.testing.assert_allclose(apply(spec, whole, x), f0, rtol=1e-4, atol=1e-5)
+    changed = float(jnp.max(jnp.abs(apply(spec, one, x) - f0)))
+    if kind == "unit":
+        assert changed < 1e-4
+    else:
+        assert changed > 1e-2

@@ -119,8 +119,9 @@ def test_autol2_smoke_report(autol2_report):
     for s in [*autos.values(), *fixed.values()]:
         assert 0.0 <= s["final_mean"] <= s["best_mean"] <= 1.0
         assert len(s["acc_curve"]) == len(s["steps"])
-    best = max(fixed, key=lambda k: (fixed[k]["final_mean"], fixed[k]["best_mean"]))
+    best = max(fixed, key=lambda k: fixed[k]["val_final_mean"])  # picked on the validation half, not the test half
     assert float(best) == setup["best_lam"]
+    assert isinstance(setup["fixed_lams_differ"], bool) and "Fixed λ values" in text
     for a, s in autos.items():
         for lam in s["lam_curves"]:
             lam = np.asarray(lam)
@@ -131,6 +132,19 @@ def test_autol2_smoke_report(autol2_report):
                 "AutoL2 lambda must only drop by factors of 10"
     for p in out.glob("*.png"):
         assert f"({p.name})" in text
+
+
+def test_split_test_halves_are_disjoint_and_accuracy_per_split():
+    from widelimit.studies.autol2 import split_accuracy, split_test
+
+    val, held = split_test(11)
+    assert len(val) == 5 and len(held) == 6 and not set(val) & set(held) and set(val) | set(held) == set(range(11))
+    assert not np.array_equal(val, np.arange(5))  # a permutation, not the first half in file order
+    y = np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1]]
+    f = np.stack([y, np.roll(y, 1, axis=1)])  # logging point 0: all right; 1: all wrong
+    np.testing.assert_array_equal(split_accuracy(f, y, val), [1.0, 0.0])
+    with pytest.raises(ValueError, match="n_test"):
+        split_test(1)
 
 
 def test_steps_to():
@@ -149,7 +163,9 @@ def test_bad_inputs_raise_before_work(tmp_path):
 
     for mod in (scale_invariant, autol2):
         with pytest.raises(ValueError, match="size"):
-            mod.run("medium", tmp_path)
+            mod.run("huge", tmp_path)
+        with pytest.raises(ValueError, match="size"):
+            mod.run("medium", tmp_path)  # not offered by these two studies (yet)
         with pytest.raises(TypeError, match="out_dir"):
             mod.run("smoke", 3)
     with pytest.raises(TypeError, match="config"):

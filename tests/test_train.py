@@ -92,7 +92,7 @@ def test_config_json_roundtrip_and_stable_run_id():
         RunConfig.from_dict({**cfg.to_dict(), "lr": 1})
 
 
-def test_data_shape_mismatch_and_empty_l2_groups_are_caught_before_training():
+def test_data_shape_mismatch_and_empty_weight_decay_mask_are_caught_before_training():
     data = load_dataset("teacher", **TEACHER)
     with pytest.raises(ValueError, match="weight_decay_mask"):
         Program(_cfg(weight_decay=0.1, weight_decay_mask=["nothing/*"]), data)
@@ -334,3 +334,18 @@ def test_cnn_xent_autol2_run():
     np.testing.assert_allclose(lam, 0.01 * 10.0 ** (-decays.astype(float)), rtol=1e-5)
     assert decays[-1] >= 1
     assert r.metrics["train_acc"][-1] > 0.9
+
+
+def test_reference_autol2_in_the_loop_and_vmapped():
+    """AutoL2(rule="reference") in the harness: vmapped over initial λ it matches single runs, λ only ever drops
+    by the factor, and the rule is fed the current minibatch (so it is not the default rule's schedule)."""
+    auto = {"kind": "autol2", "init_weight_decay": 0.5, "rule": "reference", "refractory": 0.01}
+    cfg = _cfg(batch_size=8, weight_decay=auto, learning_rate=0.3, steps=60, eval_every=10)
+    ens = train_ensemble(cfg, weight_decays=[0.5, 0.2])
+    single = train(ens.members[1])
+    np.testing.assert_allclose(ens.runs[1].metrics["weight_decay"], single.metrics["weight_decay"], rtol=1e-6)
+    for r in ens.runs:
+        lam = np.asarray(r.metrics["weight_decay"], float)
+        ratio = lam[1:] / lam[:-1]
+        assert np.all(np.isclose(ratio, 1.0) | np.isclose(ratio, 0.1) | np.isclose(ratio, 0.01))
+        assert r.metrics["autol2_decays"][-1] >= 1 and lam[-1] < lam[0]

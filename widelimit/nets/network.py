@@ -24,7 +24,7 @@ activation, with no affine parameters:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -144,6 +144,17 @@ def scale_invariant_mask(spec, params: Params) -> Dict[str, Dict[str, bool]]:
     hidden_w = spec.norm in ("weight", "batch") or (spec.norm == "layer" and not spec.has_bias)
     return {name: {key: bool(key == "W" and name != "readout" and hidden_w) for key in layer}
             for name, layer in params.items()}
+
+
+def invariance_groups(spec, params: Params) -> Dict[str, Optional[str]]:
+    """The invariant group of each layer's ``"W"``: ``"unit"`` when every output unit ``W[..., j]`` is
+    scale-invariant on its own (BatchNorm: each unit is standardised separately; WeightNorm: ``v_j/‖v_j‖``),
+    ``"matrix"`` when only the whole matrix is (LayerNorm without biases: standardisation across the units of
+    an example), ``None`` when ``W`` is not scale-invariant (see :func:`scale_invariant_mask`). Per-unit
+    groups are also invariant as a whole matrix, so whole-matrix measurements apply to every SI layer."""
+    mask = scale_invariant_mask(spec, params)
+    kind = "unit" if spec.norm in ("batch", "weight") else "matrix"
+    return {name: (kind if m.get("W", False) else None) for name, m in mask.items()}
 
 
 def param_count(params: Params) -> int:

@@ -456,6 +456,8 @@ def run(size: str = "quick", out_dir="validation", progress: bool = True, resume
     from .common import PointCache, Stopwatch, check_out_dir, check_size, progress_iter, write_report
 
     size = check_size(size)
+    if size not in _SETTINGS:  # no "medium" size for this study yet
+        raise ValueError(f"size must be one of {tuple(_SETTINGS)} for study {NAME}, got {size!r}")
     out = check_out_dir(out_dir)
     if not isinstance(progress, bool) or not isinstance(resume, bool):
         raise TypeError("progress and resume must be bools")

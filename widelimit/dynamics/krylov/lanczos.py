@@ -113,7 +113,7 @@ def block_lanczos(matmat: Callable[[np.ndarray], np.ndarray], start: np.ndarray,
         raise ValueError("the starting block (targets, initial outputs, probes) is all zeros")
     block, _, _ = _orthonormal_columns(start, 1e-13 * scale0)
     block = block[:, :max_dim]
-    q = np.empty((n, max_dim))
+    q = np.empty((n, max_dim), order="F")      # columns contiguous: only the used ones are touched
     t_mat = np.zeros((max_dim, max_dim))
     r, n_blocks, r_checked = 0, 0, 0
     sols: List[List[np.ndarray]] = []

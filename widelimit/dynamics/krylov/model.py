@@ -2,22 +2,25 @@
 
 Implements :class:`~widelimit.dynamics.protocol.LossModel` like :class:`~widelimit.dynamics.loss.FlowLoss`
 and :class:`~widelimit.dynamics.loss.ExpectedLoss`, but replaces the eigendecomposition of the normalised
-NTK ``A = Theta/(N K)`` by ONE block Krylov basis ``Q`` (docs/theory.md §4), reused for every
+NTK ``A = Theta/(N K)`` by block Krylov bases ``Q`` (docs/theory.md §4), each reused for every
 ``weight_decay``, ``t``, ``L`` and learning rate. With Ritz pairs ``T = Q^T A Q = W diag(theta) W^T`` the
 per-mode closed form (:func:`~widelimit.dynamics.modes.mode_response`, flow or GD) is evaluated at the Ritz
 values, and with ``G = Theta~_xX Q W`` and ``S_v = W^T Q^T v`` for each start vector ``v``:
 
     f_x(t) = d f0_x - G diag(g(theta)) S_f0 + G diag(j(theta)) S_y,       d = decay, g = gap/mu, j = J/mu.
 
-The starting block is ``[y, f0_X, Theta~_Xx Z]``: targets, given initial outputs, and -- for the expected
-loss over ``f0 ~ NNGP`` -- probe vectors ``u_i = Theta~_Xx z_i`` with Rademacher ``z_i`` (M,) (or
-``Z = I_M``, exact, with ``variance_probes="exact"``). The test variance averaged over test points is
+Basis 1 starts from ``[y, f0_X]`` (targets and given initial outputs; tolerance ``tol``) and gives the
+outputs and the mean-function loss. For the expected loss over ``f0 ~ NNGP`` basis 2 starts from probe
+vectors ``u_i = Theta~_Xx z_i`` (tolerance ``variance_tol``): Hutch++ test-space probes ``z_i`` -- the top
+``variance_sketch`` directions of ``Theta~_xX Theta~_Xx`` traced exactly plus ``variance_probes``
+Rademacher vectors for the rest (or ``Z = I_M``, exact, with ``variance_probes="exact"``).
+The test variance averaged over test points is
 
     mean_x Var f_x = d^2 mean(K_xx) + (1/M) E_z[-2 d w^T g(A) u + (g(A) u)^T K_XX (g(A) u)],   w = K_Xx z,
 
-(the trace of docs/theory.md §2's expression written as ``E_z z^T B z``), estimated as the mean over the
-probes with standard error ``std / sqrt(s)`` (:meth:`KrylovLoss.variance_error`); ``K_XX`` enters only as
-``W^T Q^T K_XX Q W`` (one pass over the NNGP kernel).
+(the trace of docs/theory.md §2's expression), estimated from the probes with one standard error from
+the spread of the random ones (:meth:`KrylovLoss.variance_error`); ``K_XX`` enters only as
+``W^T Q^T K_XX Q W`` on basis 2 (one pass over the NNGP kernel). Details: docs/theory.md §4.
 """
 from __future__ import annotations
 
@@ -65,7 +68,9 @@ class KrylovLoss:
         ``weight_decay_range`` and ``t`` up to ``horizon / weight_decay``.
       tol: relative tolerance of the a-posteriori error estimate (:class:`KrylovBasis`).
       max_dim: largest basis size (default ``min(N, 3000)``); its memory is checked before starting.
-      variance_probes: number ``s`` of Rademacher probes, or ``"exact"`` (``Z = I_M``).
+      variance_tol: tolerance of basis 2 (the variance probes).
+      variance_sketch: Hutch++ sketch rank (directions traced exactly).
+      variance_probes: number of Rademacher probes for the rest, or ``"exact"`` (``Z = I_M``).
       on_failure: ``"warn"`` (:class:`KrylovConvergenceWarning`) or ``"raise"`` when not converged.
       normalization: kernel divisor, default ``N K``.
     """

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from widelimit.train.loop import _compile
 
     cfg = RunConfig(arch=MLP(depth=3, width=args.width, out_dim=10), data="digits",
-                    data_options=dict(n_train=args.n_train, n_test=256), learning_rate=1.0, l2=1e-3,
+                    data_options=dict(n_train=args.n_train, n_test=256), learning_rate=1.0, weight_decay=1e-3,
                     steps=args.steps, eval_every=max(1, args.steps // 5))
     members = member_configs(cfg, seeds=list(range(args.members)))
     data = load_dataset(cfg.data, **cfg.canonical().data_options)

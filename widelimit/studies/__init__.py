@@ -33,6 +33,7 @@ STUDIES: dict[str, tuple[str, str]] = {
                "5. AutoL2 against the best fixed lambda"),
     "linear_vs_deep": ("widelimit.studies.linear_vs_deep",
                        "6. L = 1 (ridge limit) against L >= 2 (decay to zero)"),
+    "bridge": ("widelimit.studies.bridge", "8. norm relaxation time against the best weight decay per budget; per-unit check"),
 }
 
 

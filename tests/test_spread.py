@@ -154,3 +154,70 @@ def test_bad_input_is_rejected_before_work(problem):
         t_star_spread(ExpectedLoss.from_kernels(dk), [0.01], seeds=2)
     with pytest.raises(ValueError, match="draws"):
         sp.prior_draws(1)
+
+
+def test_spread_study_smoke(tmp_path):
+    """The study at smoke size: every claim's measured interval overlaps its predicted band (no FAILS), and
+    the calibration claim and its data are stored."""
+    import json
+
+    from widelimit.studies import get_study
+    from widelimit.validity import Verdict
+    get_study("spread")("smoke", tmp_path, progress=False)
+    js = json.loads((tmp_path / "spread.json").read_text())
+    verdicts = {c["name"]: c["verdict"] for c in js["claims"]}
+    assert any(n.startswith("calibration") for n in verdicts) and len(verdicts) == 5
+    assert Verdict.FAILS.value not in verdicts.values(), verdicts
+    cal = js["data"]["calibration"]
+    assert 0.0 <= cal["fraction"] <= 1.0 and sum(cal["count"]) >= 10
+    assert (tmp_path / "spread.png").exists()
+
+
+def test_cli_seeds_prints_the_python_intervals(tmp_path, capsys):
+    """``widelimit table ntk --seeds n``: the interval columns are predict.spread's for the same kernels; the
+    flag needs --f0 nngp; a kernel file with only the test-test diagonal is a one-line usage error."""
+    from widelimit import cli
+    import json
+    args = ["--data", "digits", "--classes", "3,8", "--targets", "pm1", "--n-train", "30", "--n-test", "20",
+            "--depth", "3", "--weight-decay", "0.03", "--no-progress"]
+    out = tmp_path / "t.json"
+    assert cli.main(["table", "ntk"] + args + ["--seeds", "4", "--out", str(out)]) == 0   # computed kernels
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["t* 80% low (4 seeds)"] < row["t*"] < row["t* 80% high (4 seeds)"]
+    ds = load_dataset("digits", classes=[3, 8], targets="pm1", n_train=30, n_test=20, seed=0)
+    k = analytic_kernels(MLP(depth=3, out_dim=1), np.concatenate([ds.x_train, ds.x_test]))
+    dk = DataKernels(k.ntk[:N, :N], k.ntk[N:, :N], ds.y_train, ds.y_test, 3, k.nngp[:N, :N], k.nngp[N:, :N],
+                     k.nngp[N:, N:])
+    full = tmp_path / "full.npz"
+    dk.save(full)
+    assert cli.main(["table", "ntk", "--kernels", str(full), "--weight-decay", "0.03", "--seeds", "4",
+                     "--learning-rate", "0.1", "--budgets", "300", "--no-progress", "--out", str(out),
+                     "--force"]) == 0
+    tabs = json.loads(out.read_text())["tables"]
+    rows, opt = tabs["tstar"]["rows"], tabs["lambda_opt"]["rows"][0]
+    ref = t_star_spread(spread_model(dk), [0.03], seeds=4)
+    ref_opt = lambda_opt_spread(spread_model(dk), steps=[300], learning_rate=0.1, seeds=4)
+    np.testing.assert_allclose([opt["λ_opt 80% low (4 seeds)"], opt["λ_opt 80% high (4 seeds)"]],
+                               [ref_opt.low[0], ref_opt.high[0]], rtol=1e-9)
+    np.testing.assert_allclose([rows[0]["t* 80% low (4 seeds)"], rows[0]["t* 80% high (4 seeds)"]],
+                               [ref.low[0], ref.high[0]], rtol=1e-9)
+    assert cli.main(["table", "ntk"] + args + ["--seeds", "4", "--f0", "zero"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    kfile = tmp_path / "k.npz"
+    dk.replace(nngp_test_test=np.diag(dk.nngp_test_test)).save(kfile)
+    assert cli.main(["table", "ntk", "--kernels", str(kfile), "--weight-decay", "0.03", "--seeds", "4",
+                     "--no-progress"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_spread_study_sizes_are_valid_configurations():
+    """Every size of the spread study (medium/full not run here) builds valid training configurations."""
+    from widelimit.studies import spread
+    from widelimit.train import RunConfig
+    for size, p in spread.SIZES.items():
+        opts = dict(classes=spread.CLASSES, targets="pm1", n_train=p["n_train"], n_test=p["n_test"])
+        for w in (p["width_init"], p["width"]):
+            RunConfig(arch=MLP(depth=p["depth"], width=w, out_dim=1), data="digits", data_options=opts,
+                      optimizer="gd", learning_rate=p["eta"], weight_decay=p["weight_decays"][0],
+                      steps=p["steps"], eval_every=p["eval_every"]).validate()
+        assert p["seeds_init"] // p["n_init"] >= 2 and p["seeds"] // p["n_train_groups"] >= 2, size

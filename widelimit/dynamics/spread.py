@@ -118,7 +118,7 @@ class LossSpread(ExpectedLoss):
 
     @property
     def label(self) -> str:
-        return f"spread over f0 ~ NNGP, {self._kind()}"
+        return f"E over f0 ~ NNGP with its spread, {self._kind()}"
 
     # -- the quadratic form -----------------------------------------------------------------------
     def _coef(self, weight_decay: float, t: np.ndarray):

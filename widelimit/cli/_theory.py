@@ -23,6 +23,33 @@ def loss_model(prob, f0: str, learning_rate: Optional[float] = None):
         raise CommandError(f"cannot build the {f0} model from {prob.source}: {e}") from e
 
 
+def spread_model(prob, learning_rate: Optional[float] = None):
+    """:func:`widelimit.predict.spread.spread_model` of the problem's kernels (``--seeds``): the expected loss
+    over f0 ~ NNGP and its distribution; needs the full test-test NNGP block."""
+    from widelimit.predict.spread import spread_model as _spread_model
+    try:
+        return _spread_model(prob.kernels, learning_rate=learning_rate)
+    except ValueError as e:
+        raise UsageError(f"--seeds: {' '.join(str(e).split())} (with --kernels: save nngp_test_test as the "
+                         "full (M, M) block)") from None
+
+
+def t_star_spread(model, weight_decays: Sequence[float], seeds: int):
+    """:func:`widelimit.predict.spread.t_star_spread` (central 80% interval of t* for ``seeds`` seeds)."""
+    from widelimit.predict.spread import t_star_spread as _t_star_spread
+    return _t_star_spread(model, list(weight_decays), seeds=seeds)
+
+
+def lambda_opt_spread(model, steps: Sequence[int], learning_rate: float, seeds: int, weight_decays=None):
+    """:func:`widelimit.predict.spread.lambda_opt_spread` (central 80% interval of λ_opt for ``seeds`` seeds)."""
+    from widelimit.predict.spread import lambda_opt_spread as _lambda_opt_spread
+    try:
+        return _lambda_opt_spread(model, steps=list(steps), learning_rate=learning_rate, seeds=seeds,
+                                  weight_decays=weight_decays)
+    except ValueError as e:
+        raise UsageError(f"--search-weight-decay: {e}") from None
+
+
 def t_star(model, weight_decays: Sequence[float], learning_rate: Optional[float]):
     """:func:`widelimit.predict.t_star` (a :class:`~widelimit.predict.TStar`, one validity per row)."""
     from widelimit.predict import t_star as _t_star

@@ -6,6 +6,7 @@ import math
 from typing import List, Optional
 
 from . import _theory
+from .argtypes import positive_int
 from .errors import UsageError
 from .progress import progress
 
@@ -29,11 +30,26 @@ def add_model_options(g) -> None:
 def check_model_options(args) -> None:
     if getattr(args, "gd", False) and args.learning_rate is None:
         raise UsageError("--gd models discrete steps: give the learning rate with --learning-rate")
+    if getattr(args, "seeds", None) is not None and args.f0 != "nngp":
+        raise UsageError("--seeds: the spread over n seeds is that of random initial functions f0 ~ NNGP; "
+                         "it needs --f0 nngp (the default)")
+
+
+def add_seeds_option(g) -> None:
+    """``--seeds n``: the predicted central interval for an average over n seeds (docs/theory.md §3.5)."""
+    g.add_argument("--seeds", type=positive_int, default=None, metavar="n",
+                   help="also give the predicted central 80%% interval of each number for an average over n "
+                        "seeds (the spread over random initial functions f0 ~ NNGP, by sampling f0 through "
+                        "the closed form); default: the infinite-seed mean only")
 
 
 def build_model(prob, args, f0=None):
-    """The prediction model of ``prob`` (``--f0``, flow or ``--gd``), as Python's ``predict_model``."""
-    return _theory.loss_model(prob, f0 or args.f0, args.learning_rate if getattr(args, "gd", False) else None)
+    """The prediction model of ``prob`` (``--f0``, flow or ``--gd``), as Python's ``predict_model``; with
+    ``--seeds`` the spread model (the same expected loss, and its distribution over f0)."""
+    lr = args.learning_rate if getattr(args, "gd", False) else None
+    if getattr(args, "seeds", None) is not None and (f0 or args.f0) == "nngp":
+        return _theory.spread_model(prob, lr)
+    return _theory.loss_model(prob, f0 or args.f0, lr)
 
 
 def tstar_rows(model, lams, args) -> List[_theory.Row]:
@@ -44,15 +60,19 @@ def tstar_rows(model, lams, args) -> List[_theory.Row]:
     return rows
 
 
-def tstar_table(prob, model, rows, args, accuracy_model=None):
+def tstar_table(prob, model, rows, args, accuracy_model=None, spread=None):
     """The per-λ table: λ, t*, (steps*), c = λt*, test loss at t*, (test acc at t*, f0 = 0), kernel and
-    output decay times, validity."""
+    output decay times, validity; with ``spread`` (a :class:`widelimit.predict.spread.SeedSpread` of t*
+    over the same λ, ``--seeds``) the predicted central interval of t* for that many seeds."""
     from widelimit.tables import Table
     eta: Optional[float] = args.learning_rate
-    cols = ["λ", "t*"] + (["steps*"] if eta else []) + ["c = λt*", "test loss at t*"] \
+    spread_cols = [] if spread is None else [f"t* {spread.level:.0%} low ({spread.seeds} seeds)",
+                                             f"t* {spread.level:.0%} high ({spread.seeds} seeds)"]
+    cols = ["λ", "t*"] + (["steps*"] if eta else []) + spread_cols + ["c = λt*", "test loss at t*"] \
         + (["test acc at t*"] if accuracy_model is not None else []) + ["kernel decay", "output decay", "validity"]
+    units = dict(TSTAR_UNITS, **{c: "η·steps" for c in spread_cols})
     table = Table(cols, title="Best test time t* per weight decay λ",
-                  units={c: TSTAR_UNITS[c] for c in cols},
+                  units={c: units[c] for c in cols},
                   caption=f"{prob.source}; L = {prob.L}" + (f"; η = {eta:g}" if eta else ""),
                   notes=[f"t* = time of the minimum of the infinite-width test MSE over λt ∈ [1e-3, 1e2] "
                          f"({model.label}); {F0_NOTE[args.f0]}; c = λ·t* (docs/theory.md §3)",
@@ -62,8 +82,13 @@ def tstar_table(prob, model, rows, args, accuracy_model=None):
                          + " (ok: inside the theory's range; see docs/theory.md §3)"],
                   meta={"L": prob.L, "learning_rate": eta, "f0": args.f0, "model": model.label,
                         "source": prob.source})
-    for r in rows:
-        row = [r.weight_decay, r.t_star] + ([r.t_star / eta] if eta else []) + [r.weight_decay * r.t_star, r.loss]
+    if spread is not None:
+        table.notes.append(f"t* low/high: the predicted central {spread.level:.0%} interval of t* of a "
+                           f"{spread.seeds}-seed average test loss ({spread.method}; docs/theory.md §3.5)")
+    for i, r in enumerate(rows):
+        row = [r.weight_decay, r.t_star] + ([r.t_star / eta] if eta else [])
+        row += [] if spread is None else [float(spread.low[i]), float(spread.high[i])]
+        row += [r.weight_decay * r.t_star, r.loss]
         if accuracy_model is not None:
             row.append(float(accuracy_model.test_accuracy(r.weight_decay, [r.t_star])[0])
                        if math.isfinite(r.t_star) else None)

@@ -66,7 +66,10 @@ def load_problem(args) -> Problem:
     announce(args, f"kernels of {ds.n_train} train / {ds.n_test} test points",
              kernel_cost_s(ds.n_train, ds.n_test, spec.depth, dim, cnn=args.arch == "cnn"))
     jobs = [(ds.x_train, None), (ds.x_test, ds.x_train)]
-    if nngp:  # only the test-test diagonal is needed: blocks of 256 on the diagonal
+    full_test = nngp and getattr(args, "seeds", None) is not None   # --seeds: the spread needs all of K(x, x')
+    if full_test:
+        jobs.append((ds.x_test, None))
+    elif nngp:  # only the test-test diagonal is needed: blocks of 256 on the diagonal
         jobs += [(ds.x_test[i:i + 256], None) for i in range(0, ds.n_test, 256)]
     try:
         k = kernel_fn(spec)
@@ -74,8 +77,9 @@ def load_problem(args) -> Problem:
     except (ImportError, NotImplementedError, ValueError) as e:
         raise CommandError(f"cannot compute the infinite-width NTK of {describe_spec(spec)} here: {e}") from e
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    extra = ((f64(out[0].nngp), f64(out[1].nngp), np.concatenate([np.diag(f64(o.nngp)) for o in out[2:]]))
-             if nngp else (None, None, None))
+    kxx = f64(out[2].nngp) if full_test else (
+        np.concatenate([np.diag(f64(o.nngp)) for o in out[2:]]) if nngp else None)
+    extra = (f64(out[0].nngp), f64(out[1].nngp), kxx) if nngp else (None, None, None)
     src = (f"{name}: {ds.n_train} train / {ds.n_test} test"
            + (f", classes {list(ds.labels)}" if ds.labels is not None else "") + f"; {describe_spec(spec)}")
     DataKernels = require("widelimit.kernels", "DataKernels")

@@ -4,10 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import _theory
 from .argtypes import integer, positive_float
 from .errors import EXIT_OK, UsageError
-from .ntk_common import (F0_NOTE, add_model_options, build_model, check_model_options, tstar_rows, tstar_table,
-                         validity_warnings)
+from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_model, check_model_options,
+                         tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, check_problem_args
 from .paths import check_out_dir
 from .problem import load_problem
@@ -45,6 +46,7 @@ def register(sub, fmt) -> None:
     g.add_argument("--steps-max", type=positive_float, default=None, help="grid end in steps (needs --learning-rate)")
     g.add_argument("--n-times", type=integer(2), default=200, help="grid points (default 200)")
     add_model_options(g)
+    add_seeds_option(g)
     o = ps.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("widelimit-solve"),
                    help="output directory (default ./widelimit-solve)")
@@ -115,7 +117,9 @@ def run(args) -> int:
             row = [lam, tj] + ([tj / eta] if eta else []) + [train[i, j], test[i, j]]
             row += [mean_test[i, j]] if mean_test is not None else []
             traj.add_row(row + ([acc[i, j]] if acc is not None else []))
-    summary = tstar_table(prob, model, rows, args, accuracy_model=mean if prob.classification else None)
+    spread = None if args.seeds is None else _theory.t_star_spread(model, lams, args.seeds)
+    summary = tstar_table(prob, model, rows, args, accuracy_model=mean if prob.classification else None,
+                          spread=spread)
 
     args.out.mkdir(parents=True, exist_ok=True)
     written = [traj.save(args.out / "trajectories.csv"), traj.save(args.out / "trajectories.json"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 from . import _theory
 from .argtypes import positive_float, positive_int
 from .errors import EXIT_OK, UsageError
-from .ntk_common import (F0_NOTE, add_model_options, build_model, check_model_options, tstar_rows, tstar_table,
-                         validity_warnings)
+from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_model, check_model_options,
+                         tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, add_table_output, check_problem_args
 from .problem import load_problem
 from .progress import add_progress_option
@@ -40,6 +40,7 @@ def register(tsub, fmt) -> None:
                    default=None, metavar="λ",
                    help="λ grid searched for λ_opt (default: 24 per decade over λ·ηT ∈ [1e-3, 1e2], refined)")
     add_model_options(g)
+    add_seeds_option(g)
     add_table_output(pn)
     add_progress_option(pn)
     pn.set_defaults(_parser=pn, func=run)
@@ -63,7 +64,8 @@ def run(args) -> int:
     acc_model = (model if args.f0 == "zero" else build_model(prob, args, "zero")) if prob.classification else None
     lams = sorted(set(args.weight_decay), reverse=True)
     rows = tstar_rows(model, lams, args)
-    tables = {"tstar": tstar_table(prob, model, rows, args, accuracy_model=acc_model)}
+    spread = None if args.seeds is None else _theory.t_star_spread(model, lams, args.seeds)
+    tables = {"tstar": tstar_table(prob, model, rows, args, accuracy_model=acc_model, spread=spread)}
     warnings = validity_warnings(rows)
 
     if args.budgets is not None:
@@ -73,8 +75,16 @@ def run(args) -> int:
         rule = _theory.lambda_rule(model, lams, budgets, eta)
         ok = [float(x) for x in rule.reference_weight_decay]
         c = rule.c if ok else None
+        opt_spread = None if args.seeds is None else _theory.lambda_opt_spread(
+            model, budgets, eta, args.seeds, args.search_weight_decay)
         cols = list(BUDGET_UNITS)
-        per_budget = Table(cols, title="Weight decay for a step budget T", units=BUDGET_UNITS,
+        units = dict(BUDGET_UNITS)
+        if opt_spread is not None:
+            extra = [f"λ_opt {opt_spread.level:.0%} low ({args.seeds} seeds)",
+                     f"λ_opt {opt_spread.level:.0%} high ({args.seeds} seeds)"]
+            cols[3:3] = extra
+            units.update({c: "1/(η·steps)" for c in extra})
+        per_budget = Table(cols, title="Weight decay for a step budget T", units={c: units[c] for c in cols},
                            caption=f"{prob.source}; L = {prob.L}; η = {eta:g}",
                            notes=["λ_opt: the λ minimising the theory's test MSE after T steps (time ηT) over "
                                   + ("the --search-weight-decay grid" if args.search_weight_decay else
@@ -87,10 +97,15 @@ def run(args) -> int:
                                   "validity: of λ_opt (no-learning: loss within 1% of the zero function's; "
                                   "grid-edge: λ_opt only a bound; unstable: η·μ_max ≥ 2)"],
                            meta={"L": prob.L, "learning_rate": eta, "f0": args.f0, "c": c, "model": model.label})
-        for r in opt:
+        if opt_spread is not None:
+            per_budget.notes.append(f"λ_opt low/high: the predicted central {opt_spread.level:.0%} interval of "
+                                    f"λ_opt of a {args.seeds}-seed average test loss ({opt_spread.method}; "
+                                    "docs/theory.md §3.5)")
+        for i, r in enumerate(opt):
             lam_rule = c / r.time if c is not None else None
             loss_rule = float(model.test_loss(lam_rule, [r.time])[0]) if lam_rule is not None else None
-            per_budget.add_row([r.steps, r.time, r.weight_decay, r.loss, r.validity, lam_rule, loss_rule])
+            band = [] if opt_spread is None else [float(opt_spread.low[i]), float(opt_spread.high[i])]
+            per_budget.add_row([r.steps, r.time, r.weight_decay] + band + [r.loss, r.validity, lam_rule, loss_rule])
             warnings.append((f"T = {r.steps} steps: λ_opt", r.validity))
         tables["lambda_opt"] = per_budget
     write_tables(tables, args)

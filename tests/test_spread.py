@@ -221,3 +221,17 @@ def test_spread_study_sizes_are_valid_configurations():
                       optimizer="gd", learning_rate=p["eta"], weight_decay=p["weight_decays"][0],
                       steps=p["steps"], eval_every=p["eval_every"]).validate()
         assert p["seeds_init"] // p["n_init"] >= 2 and p["seeds"] // p["n_train_groups"] >= 2, size
+
+
+def test_study_initial_networks_are_the_training_harness_initial_networks():
+    """Part A of the study (vmapped initialisation, no training) sees the same f0 as widelimit.train."""
+    from widelimit.studies.spread import _initial_test_losses
+    from widelimit.train import RunConfig, train
+    opts = dict(classes=[3, 8], targets="pm1", n_train=12, n_test=16, seed=0)
+    ds = load_dataset("digits", **opts)
+    cfg = RunConfig(arch=MLP(depth=3, width=64, out_dim=1), data="digits", data_options=opts, optimizer="gd",
+                    learning_rate=0.1, weight_decay=0.01, steps=1, eval_every=1, dtype="float32")
+    mine = _initial_test_losses(cfg, ds, [0, 1, 2])
+    ref = [float(np.asarray(train(cfg.replace(seed=s)).metrics["test_loss"])[0]) for s in (0, 1, 2)]
+    np.testing.assert_allclose(mine, ref, rtol=1e-5)
+    assert np.ptp(mine) > 0

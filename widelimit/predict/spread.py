@@ -156,6 +156,13 @@ def _group_weights(draws: int, seeds: int, groups: int, rng) -> np.ndarray:
     return w
 
 
+def _draws_and_groups(m: LossSpread, draws: int, seeds: int, groups: int, seed: int):
+    """Prior draws (:meth:`LossSpread.prior_draws`) and the group averaging matrix, from independent streams
+    of ``seed``."""
+    s_z, s_g = np.random.SeedSequence(seed).generate_state(2)
+    return m.prior_draws(draws, int(s_z)), _group_weights(draws, seeds, groups, np.random.default_rng(s_g))
+
+
 def _argmin_refined(x: np.ndarray, curves: np.ndarray):
     """Per row of ``curves`` (G, X) on the grid ``x`` (X,): the minimiser refined by a parabola in log x
     through the grid minimum and its neighbours, and whether the grid minimum sat at an end."""
@@ -211,9 +218,7 @@ def t_star_spread(model, weight_decays, *, seeds: int, level: float = 0.8, draws
     lo_s, hi_s = s_range
     if not (0 < lo_s < hi_s < np.inf) or int(n_grid) < 3:
         raise ValueError(f"s_range must be (lo, hi) with 0 < lo < hi and n_grid >= 3, got {s_range}, {n_grid}")
-    rng = np.random.default_rng(seed)
-    z = m.prior_draws(draws, seed)
-    w = _group_weights(draws, n, groups, rng)
+    z, w = _draws_and_groups(m, draws, n, groups, seed)
     s = np.geomspace(lo_s, hi_s, int(n_grid))
     gd = m.learning_rate
     vals, edge = np.full((groups, lams.size), np.nan), np.zeros((groups, lams.size), bool)
@@ -262,9 +267,7 @@ def lambda_opt_spread(model, *, steps, learning_rate: Optional[float] = None, se
     if gd is not None:
         grid = grid[[not unstable(m, gd, float(x)) for x in grid]]
     bad_all = (gd is not None and gd * m.mu_max >= 2.0) or grid.size < 3
-    rng = np.random.default_rng(seed)
-    z = m.prior_draws(draws, seed)
-    w = _group_weights(draws, n, groups, rng)
+    z, w = _draws_and_groups(m, draws, n, groups, seed)
     vals, edge = np.full((groups, time.size), np.nan), np.zeros((groups, time.size), bool)
     inf_vals = np.full(time.size, np.nan)
     if not bad_all:

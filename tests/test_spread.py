@@ -1,4 +1,4 @@
-"""The predicted spread over initial functions (docs/theory.md §3.1) against independent Monte Carlo.
+"""The predicted spread over initial functions (docs/theory.md §3.5) against independent Monte Carlo.
 
 References: 10^4 initial functions drawn from the joint NNGP with numpy's ``multivariate_normal`` (not the
 model's square root), pushed through :class:`L2Flow` (its own closed form / GD recursion, all draws as

@@ -1,5 +1,5 @@
 """Spread over initial functions: the distribution of the test and train MSE over ``f0 ~ NNGP``
-(docs/theory.md §3.1).
+(docs/theory.md §3.5).
 
 The infinite-width outputs are linear in the initial function (docs/theory.md §2.1-2.4): per output
 ``k`` (the K outputs are independent and share the kernels),

@@ -1,4 +1,4 @@
-"""What the theory predicts for an average over n seeds, not only for infinitely many (docs/theory.md §3.1).
+"""What the theory predicts for an average over n seeds, not only for infinitely many (docs/theory.md §3.5).
 
 A finite-seed measurement averages the test MSE over ``n`` initial functions; the theory knows their
 distribution (f0 ~ NNGP, the dynamics linear in f0), so it predicts the distribution of the n-seed value:

@@ -1,5 +1,5 @@
 """Study 7: the predicted spread over seeds against many cheap seeds of wide finite networks
-(docs/theory.md §3.1).
+(docs/theory.md §3.5).
 
 Setup: sklearn digits 3 vs 8 (±1 targets, one output, MSE), bias-free ReLU MLP (L = depth, NTK
 parameterisation), float32. Theory: :class:`~widelimit.dynamics.spread.LossSpread` from the analytic NTK and

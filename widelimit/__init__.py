@@ -35,6 +35,7 @@ _EXPORTS = {
     "widelimit.train": ["RunConfig", "RunResult", "train_ensemble", "run_sweep", "AutoL2", "autol2",
                         "make_optimizer"],
     "widelimit.tables": ["Table"],
+    "widelimit.comparison": ["compare", "CompareResult"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["__version__"]

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import derive, solve, table_norms, table_ntk, validate
+from . import compare, derive, solve, table_norms, table_ntk, validate
 from .errors import EXIT_FAIL, EXIT_USAGE, CommandError, UsageError
 
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     table_norms.register(tsub, fmt)
     validate.register(sub, fmt)
     derive.register(sub, fmt)
+    compare.register(sub, fmt)
     return parser
 
 

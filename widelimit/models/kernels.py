@@ -11,7 +11,7 @@
 Monte-Carlo errors are estimated and returned: for the NNGP the standard error of the mean over
 samples of the trace-normalised kernel; for the NTK, over ``ntk_seeds`` when more than one is given.
 These kernels are *measured inputs* of the theory for a user's model (docs/theory.md §8): predictions
-built on them are labelled as such by :func:`widelimit.compare.compare`.
+built on them are labelled as such by :func:`widelimit.compare`.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class SampledKernels:
 
     Attributes:
       ntk_train_train (N, N), ntk_test_train (M, N): empirical NTK (mean over ``ntk_seeds``).
-      nngp_train_train (N, N), nngp_test_train (M, N), nngp_test_test (M,): Monte-Carlo NNGP (diagonal
-        on the test block).
+      nngp_train_train (N, N), nngp_test_train (M, N), nngp_test_test (M,) or (M, M): Monte-Carlo NNGP
+        (the test block's diagonal, or the full block with ``full_test=True``: the n-seed spread needs it).
       ntk_rel_error: relative standard error of the NTK over seeds (NaN with one seed).
       nngp_rel_error: relative standard error of the NNGP trace over samples.
       f0_mean_rms: RMS over points of the sample mean of f0 (≈ 0 for a centred prior).
@@ -54,11 +54,12 @@ class SampledKernels:
 
 def model_kernels(model: UserModel, x_train, x_test, *, ntk_seeds: Optional[Sequence[int]] = None,
                   nngp_samples: int = 256, seed0: int = 10_000, chunk: int = 32, batch_size: int = 32,
-                  max_bytes: int = 2 ** 28, progress: bool = False) -> SampledKernels:
+                  max_bytes: int = 2 ** 28, progress: bool = False, full_test: bool = False) -> SampledKernels:
     """Empirical NTK and Monte-Carlo NNGP of ``model`` (see the module docstring).
 
     ``ntk_seeds=None``: the NTK of ``model.params`` itself; a list of seeds: mean over ``model.init(key)``.
-    The NNGP needs ``model.init``. Inputs are used in the parameters' dtype.
+    The NNGP needs ``model.init``. Inputs are used in the parameters' dtype. ``full_test``: return the
+    full (M, M) test-test NNGP block instead of its diagonal.
     """
     import jax
     import jax.numpy as jnp
@@ -96,7 +97,7 @@ def model_kernels(model: UserModel, x_train, x_test, *, ntk_seeds: Optional[Sequ
 
     batched = jax.jit(jax.vmap(outputs))
     n, m = xtr.shape[0], xte.shape[0]
-    s_tt, s_xt, s_xx = np.zeros((n, n)), np.zeros((m, n)), np.zeros(m)
+    s_tt, s_xt, s_xx = np.zeros((n, n)), np.zeros((m, n)), np.zeros((m, m) if full_test else m)
     s_mean, traces, done = np.zeros(n + m), [], 0
     keys = jax.random.split(jax.random.PRNGKey(seed0), nngp_samples)
     for lo in _progress(range(0, nngp_samples, chunk), progress, "Monte-Carlo NNGP"):
@@ -104,7 +105,7 @@ def model_kernels(model: UserModel, x_train, x_test, *, ntk_seeds: Optional[Sequ
         f_tr, f_te = f[:, :n], f[:, n:]
         s_tt += np.einsum("cik,cjk->ij", f_tr, f_tr)
         s_xt += np.einsum("cik,cjk->ij", f_te, f_tr)
-        s_xx += np.einsum("cik,cik->i", f_te, f_te)
+        s_xx += np.einsum("cik,cjk->ij" if full_test else "cik,cik->i", f_te, f_te)
         s_mean += f.mean(-1).sum(0)
         traces.extend(np.einsum("cik,cik->c", f_tr, f_tr) / (n * f.shape[-1]))
         done += f.shape[0]

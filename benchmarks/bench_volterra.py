@@ -45,7 +45,7 @@ def run(n: int, n_lam: int, n_budget: int, rtol: float, seed: int = 0) -> dict:
     spec = MLP(depth=3)
     t0 = time.perf_counter()
     ktt, kxt = mlp_kernels(spec, x)[0], mlp_kernels(spec, xt, x)[0]
-    closed = FlowLoss(L2Flow(ktt, y, 0.0, 3, k_test_train=kxt), yt)
+    closed = FlowLoss(L2Flow(ktt, y, 0.0, 3, ntk_test_train=kxt), yt)
     ref = table(closed, lams, times)
     t_closed = time.perf_counter() - t0
     out = {"N": n, "M": m, "closed_s": t_closed}

@@ -45,12 +45,10 @@ _SETTINGS: Dict[str, Dict[str, Any]] = {
     # steps, 2 seeds); on digits they did not (0.981-0.983 for λ = 0...0.01): that setup is in medium/full
     "quick": dict(setups=[_BN_MLP], lams=(0.0, 1e-3, 3e-3, 1e-2, 0.1),
                   auto_init=((0.1, _W), (0.1, _R)), seeds=tuple(range(8)), targets=(0.6, 0.64)),
-    "medium": dict(setups=[dict(_BN_MLP, width=256, steps=3000, eval_every=100, targets=(0.65, 0.7)),
-                           dict(name="mlp", data="digits", data_options={}, depth=3, width=256, norm=None,
-                                parameterization="ntk", optimizer="sgd", lr=1.0, momentum=None, batch_size=64,
-                                steps=2000, eval_every=50, targets=(0.95, 0.97))],
-                   lams=(0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1), auto_init=((0.1, _W), (0.1, _R), (0.01, _W)),
-                   seeds=tuple(range(8)), targets=(0.65, 0.7)),
+    # medium: a wider bn-mlp for longer (estimated ~12 min on 2 free cores: 56 runs of 2000 steps, vmapped)
+    "medium": dict(setups=[dict(_BN_MLP, width=256, steps=2000, eval_every=50, targets=(0.62, 0.66))],
+                   lams=(0.0, 1e-3, 3e-3, 1e-2, 0.1), auto_init=((0.1, _W), (0.1, _R)), seeds=tuple(range(8)),
+                   targets=(0.62, 0.66)),
     "full": dict(setups=[dict(name="bn-cnn", data="mnist1d", data_options={"layout": "signal"}, depth=3,
                               width=64, norm="batch", parameterization="standard", optimizer="momentum",
                               lr=0.02, momentum=0.9, batch_size=128, steps=4000, eval_every=100),

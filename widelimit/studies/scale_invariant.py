@@ -169,7 +169,8 @@ def _jsonable(data):
 
 
 def _hp_closed(g: Dict[str, Any]):
-    """(angle, τ) per layer from hyper-parameters alone (``equilibrium`` without G); NaN where G is needed."""
+    """(angle, τ, ‖w‖²) per layer from hyper-parameters alone (``equilibrium`` without G); NaN where G is
+    needed (everything of Adam + L2; the norm of the SGD family)."""
     from ..dynamics.norms import equilibrium
 
     c = g["case"]
@@ -178,10 +179,10 @@ def _hp_closed(g: Dict[str, Any]):
     for d in g["d"]:
         try:
             eq = equilibrium(name, c["lr"], c["lam"], d=d, momentum=c["momentum"], b1=g["b1"], b2=g["b2"])
-            a, t = float(np.asarray(eq.angular_update)), float(np.asarray(eq.relaxation_steps))
+            vals = [float(np.asarray(v)) for v in (eq.angular_update, eq.relaxation_steps, eq.norm_sq)]
         except (TypeError, ValueError):
-            a, t = float("nan"), float("nan")
-        out.append((a if np.isfinite(a) else float("nan"), t if np.isfinite(t) else float("nan")))
+            vals = [float("nan")] * 3
+        out.append(tuple(v if np.isfinite(v) else float("nan") for v in vals))
     return out
 
 
@@ -207,7 +208,7 @@ def claims_from_data(data: Dict[str, Any], size: str) -> list:
         hp = _hp_closed(g)
         for j, layer in enumerate(g["layers"]):
             col = lambda k: [row[j] for row in g[k]]  # noqa: E731
-            a_hp, t_hp = hp[j]
+            a_hp, t_hp, _ = hp[j]
             driven_a = not np.isfinite(a_hp)
             a_pred = float(np.nanmean(np.asarray(col("angle_eq_closed"), float))) if driven_a else a_hp
             iv = _iv(col("angle_eq_meas"))
@@ -222,14 +223,19 @@ def claims_from_data(data: Dict[str, Any], size: str) -> list:
                 out.append(judge(Claim(f"{name} {layer}: relaxation time", f"e-folding steps after the ×{KICK_FACTOR:g} kick",
                                        t_pred, TOLERANCES["tau"], driven=driven_t, study=NAME, size=size,
                                        note="closed form at the measured G" if driven_t else "from η, λ, μ"), iv))
-        # driven: closed-form norm and η_eff at the measured G, norm map at the kick (layers pooled per seed)
-        for key, meas, tol, q in (("norm_eq_closed", "norm_eq_meas", "norm_closed", "closed-form ‖w‖ / measured"),
-                                  ("eff_eq_closed", "eff_eq_meas", "eff_closed", "closed-form η_eff / measured")):
+        # closed-form norm (from η, λ, d alone for AdamW, else at the measured G) and η_eff (needs κ, so the
+        # measured G), and the norm map at the kick: layers pooled per seed
+        norm_hp = all(np.isfinite(h[2]) for h in hp)
+        for key, meas, tol, q, drv in (
+                ("norm_eq_closed", "norm_eq_meas", "norm_closed", "closed-form ‖w‖ / measured", not norm_hp),
+                ("eff_eq_closed", "eff_eq_meas", "eff_closed", "closed-form η_eff / measured", True)):
             ratio = [float(np.mean(np.asarray(p, float) / np.asarray(m, float))) for p, m in zip(g[key], g[meas])]
             iv = _iv(ratio)
             if iv is not None:
-                out.append(judge(Claim(f"{name}: {q.split(' /')[0]} at the window-mean G", q + " (layers averaged)",
-                                       1.0, TOLERANCES[tol], driven=True, study=NAME, size=size), iv))
+                out.append(judge(Claim(f"{name}: {q.split(' /')[0]}" + (" at the window-mean G" if drv else ""),
+                                       q + " (layers averaged)", 1.0, TOLERANCES[tol], driven=drv, study=NAME,
+                                       size=size, note="closed form at the measured G" if drv else "from η, λ, d"),
+                                 iv))
         iv = _iv([1.0 + float(np.mean(e)) for e in g["map_norm_end"]])
         if iv is not None:
             out.append(judge(Claim(f"{name}: ‖w‖ before the kick, map driven by the measured G", "map ‖w‖ / measured ‖w‖",

@@ -75,8 +75,8 @@ _SETTINGS = {
                   kick=80, eval_every=20, batch_size=32, seeds=4, norms=()),
     "quick": dict(data_options={}, width=64, depth=3, channels=32, steps=1000, kick=600, eval_every=50,
                   batch_size=64, seeds=8, norms=("batch",)),
-    "medium": dict(data_options={}, width=128, depth=3, channels=32, steps=1600, kick=1000, eval_every=100,
-                   batch_size=64, seeds=8, norms=("batch", "layer", "weight")),
+    "medium": dict(data_options={}, width=128, depth=3, channels=32, steps=1200, kick=800, eval_every=50,
+                   batch_size=64, seeds=8, norms=("batch", "weight")),
     "full": dict(data_options={}, width=512, depth=4, channels=64, steps=3000, kick=2000, eval_every=100,
                  batch_size=128, seeds=8, norms=("batch", "layer", "weight")),
 }

@@ -96,7 +96,7 @@ def _measure(v: Dict[str, Any], o: Dict[str, Any], p: Dict[str, Any], cache: Poi
                      optimizer=o["name"], learning_rate=float(o["learning_rate"]), weight_decay=0.0,
                      weight_decay_mask=["hidden*/W"], loss="xent", batch_size=p["batch_size"], steps=p["steps"],
                      eval_every=p["eval_every"], probe_size=0, **kw)
-    g = train_grid(cache, base, seeds=p["seeds"], l2s=[float(x) for x in o["lams"]], progress=progress)
+    g = train_grid(cache, base, seeds=p["seeds"], weight_decays=[float(x) for x in o["lams"]], progress=progress)
     return g.step, g.metrics["test_loss"], g.metrics["test_acc"]
 
 
@@ -174,11 +174,14 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     data = {"fit": summary_dict(frac), "lambda_opt": rows, "t_star": trows, "slopes": slopes,
             "tolerances": TOLERANCES, "budget_window": BUDGET_WINDOW}
     if size != "smoke":
-        from .bridge_units import UNIT_SIZES, measure_units, unit_claims, unit_tables
+        from .bridge_units import (UNIT_SIZES, measure_units, unit_claims, unit_from_streams, unit_streams,
+                                   unit_tables)
         up = UNIT_SIZES[size]
         units, pus = [], []
         for r in progress_iter(up["runs"], "per-unit runs", progress):
-            u = measure_units(up, r)
+            pt = cache.get_or_compute({"per_unit": up, "run": r},
+                                      lambda r=r: unit_streams(measure_units(up, r)))
+            u = unit_from_streams(pt.streams, pt.summary)
             cl, pu = unit_claims(u, size, NAME)
             claims += cl
             units.append(u)
@@ -237,25 +240,50 @@ def _sections(p, budgets, frac, rows, trows, slopes, meas, out: Path):
                title="Slope of log t* against log λ (prediction −1)")
     for s in slopes:
         t3.add_row([s["variant"], s["optimizer"], s["n"], s["slope"], s["low"], s["high"]])
+    t4 = Table(["network", "optimizer", "budgets", "median measured/bridge", "median measured/naive",
+                "holds/inconclusive/fails", "median ηλ_opt·T", "median τ(λ_opt)/T"],
+               title="Where the bridge holds and where it fails (out-of-sample rows)",
+               notes=["measured/bridge = 1 is the relaxation-time prediction; measured/naive = 1 would mean "
+                      "ηλ_opt·T is the same for every optimiser (no optimiser-dependent relaxation time). "
+                      "For the fitted optimiser the two coincide."])
+    for key in dict.fromkeys((r["variant"], r["optimizer"]) for r in rows):
+        sel = [r for r in rows if (r["variant"], r["optimizer"]) == key and not r["in_sample"]]
+        if not sel:
+            continue
+        v = [r["verdict"] for r in sel]
+        t4.add_row([key[0], key[1], len(sel), float(np.median([r["ratio"] for r in sel])),
+                    float(np.median([r["naive_ratio"] for r in sel])),
+                    f"{v.count('holds')}/{v.count('inconclusive')}/{v.count('fails')}",
+                    float(np.median([r["eta_lam"] * r["budget"] for r in sel])),
+                    float(np.median([r["r_point"] for r in sel]))])
     panels = []
+    colour = {"sgd": "C0", "momentum": "C1", "nesterov": "C4", "adamw": "C2"}
     for name in dict.fromkeys(m["variant"] for m in meas):
         ser = []
         for m in (m for m in meas if m["variant"] == name):
+            col = colour.get(m["opt"].name)
             lam = np.array([x[0] for x in m["lam_opt"]])
             lo = np.array([x[2].low for x in m["lam_opt"]])
             hi = np.array([x[2].high for x in m["lam_opt"]])
-            ser.append(Series(budgets, lam, "o", f"{m['opt'].name} measured", yerr=np.stack([lam - lo, hi - lam])))
-            ser.append(Series(budgets, [frac.predict(m["opt"], T)[0] for T in budgets], "-", f"{m['opt'].name} bridge"))
+            hi = np.where(np.isfinite(hi), hi, lam)
+            ser.append(Series(budgets, lam, "o", f"{m['opt'].name} measured", col,
+                              yerr=np.stack([lam - lo, hi - lam])))
+            ser.append(Series(budgets, [frac.predict(m["opt"], T)[0] for T in budgets], "-",
+                              f"{m['opt'].name} bridge", col))
+            ser.append(Series(budgets, [naive_lambda(frac.optimizer, frac.lambda_opt, frac.budget, m["opt"], T)
+                                        for T in budgets], ":", f"{m['opt'].name} naive ηλT", col))
         panels.append(Panel(ser, "budget T [steps]", "λ_opt", f"{name}: λ_opt vs T"))
         ser = []
         for m in (m for m in meas if m["variant"] == name):
             ts = [(r["lam"], r["t_star"]) for r in trows if r["variant"] == name and r["optimizer"] == m["opt"].label()
                   and r["where"] == "interior"]
             if ts:
-                ser.append(Series([a for a, _ in ts], [b for _, b in ts], "o-", f"{m['opt'].name} t*"))
+                ser.append(Series([a for a, _ in ts], [b for _, b in ts], "o-", f"{m['opt'].name} t*",
+                                  colour.get(m["opt"].name)))
         if ser:
             panels.append(Panel(ser, "λ", "t* [steps]", f"{name}: t* vs λ"))
     png = plot_panels(out / f"{NAME}.png", panels, ncols=2)
-    return [("λ_opt against the budget", [t1, Figure(png.name, "λ_opt vs budget (measured, 90% interval over "
-                                                                "seeds; lines: bridge prediction) and t* vs λ")]),
+    return [("Where it holds and where it fails", [t4]),
+            ("λ_opt against the budget", [t1, Figure(png.name, "λ_opt vs budget (measured, 90% interval over "
+                                                                "seeds; solid: bridge prediction; dotted: naive ηλT rule) and t* vs λ")]),
             ("t* against λ", [t2, t3])]

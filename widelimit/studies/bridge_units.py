@@ -35,7 +35,8 @@ import numpy as np
 from ..evidence import Claim, ClaimResult, Interval, bootstrap_interval, judge
 from ..validity import Verdict
 
-__all__ = ["UNIT_SIZES", "UNIT_TOLERANCES", "UnitRun", "measure_units", "unit_claims", "unit_tables"]
+__all__ = ["UNIT_SIZES", "UNIT_TOLERANCES", "UnitRun", "measure_units", "unit_claims", "unit_tables",
+           "unit_streams", "unit_from_streams"]
 
 #: relative tolerances on the RMS angle, declared before anything is measured (heavy ball is looser: on
 #: real networks curvature correlates the gradient with the momentum buffer, docs/theory.md §6 "Known limits")
@@ -135,6 +136,26 @@ def measure_units(p: Dict[str, Any], run: Dict[str, Any]) -> UnitRun:
             ang_pred, tau = float(eq.angular_update[0]), float(eq.relaxation_steps[0])
     return UnitRun(run["optimizer"], {"learning_rate": eta, "weight_decay": lam, "momentum": mu}, layers, shapes,
                    (first, last), rms, blocks, nsq_m, G_m, ang_pred, pred_norm, tau)
+
+
+_ARRAYS = ("rms_angle", "block_sq", "norm_sq", "G", "predicted_norm_sq")
+
+
+def unit_streams(u: UnitRun):
+    """``(streams, summary)`` of a :class:`UnitRun` for :class:`~widelimit.studies.common.PointCache`."""
+    summary = {"optimizer": u.optimizer, "hyper": u.hyper, "layers": list(u.layers),
+               "shapes": [list(s) for s in u.shapes], "window": list(u.window),
+               "predicted_angle": u.predicted_angle, "relaxation_steps": u.relaxation_steps}
+    return {"unit": {k: getattr(u, k) for k in _ARRAYS}}, summary
+
+
+def unit_from_streams(streams, summary) -> UnitRun:
+    """Inverse of :func:`unit_streams`."""
+    arr = {k: np.asarray(streams["unit"][k], np.float64) for k in _ARRAYS}
+    return UnitRun(summary["optimizer"], dict(summary["hyper"]), tuple(summary["layers"]),
+                   tuple(tuple(int(v) for v in s) for s in summary["shapes"]),
+                   tuple(int(v) for v in summary["window"]), predicted_angle=float(summary["predicted_angle"]),
+                   relaxation_steps=float(summary["relaxation_steps"]), **arr)
 
 
 def load_in_shape(p: Dict[str, Any]) -> Tuple[int, ...]:

@@ -231,7 +231,7 @@ def test_study_initial_networks_are_the_training_harness_initial_networks():
     ds = load_dataset("digits", **opts)
     cfg = RunConfig(arch=MLP(depth=3, width=64, out_dim=1), data="digits", data_options=opts, optimizer="gd",
                     learning_rate=0.1, weight_decay=0.01, steps=1, eval_every=1, dtype="float32")
-    mine = _initial_test_losses(cfg, ds, [0, 1, 2])
-    ref = [float(np.asarray(train(cfg.replace(seed=s)).metrics["test_loss"])[0]) for s in (0, 1, 2)]
+    mine = _initial_test_losses(cfg, ds, [0, 1])
+    ref = [float(np.asarray(train(cfg.replace(seed=s)).metrics["test_loss"])[0]) for s in (0, 1)]
     np.testing.assert_allclose(mine, ref, rtol=1e-5)
     assert np.ptp(mine) > 0

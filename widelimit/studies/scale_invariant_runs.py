@@ -23,7 +23,7 @@ import numpy as np
 NAME = "scale_invariant"
 
 # harness optimiser name (widelimit.train) -> norm-dynamics optimiser name (widelimit.dynamics.norms)
-_DYN_NAME = {"sgd": "sgd", "gd": "sgd", "momentum": "momentum", "adam": "adam_l2", "adamw": "adamw"}
+_DYN_NAME = {"sgd": "sgd", "gd": "sgd", "momentum": "momentum", "adam": "adam", "adamw": "adamw"}
 _SHORT = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam+L2", "adamw": "AdamW"}
 _OPTS = ("sgd", "momentum", "adam", "adamw")
 KICK_FACTOR = 2.0  # the scale-invariant weights are doubled at the kick (the function does not change)

@@ -166,7 +166,7 @@ def test_spread_study_smoke(tmp_path):
     get_study("spread")("smoke", tmp_path, progress=False)
     js = json.loads((tmp_path / "spread.json").read_text())
     verdicts = {c["name"]: c["verdict"] for c in js["claims"]}
-    assert any(n.startswith("calibration") for n in verdicts) and len(verdicts) == 5
+    assert any(n.startswith("calibration") for n in verdicts) and len(verdicts) == 8
     assert Verdict.FAILS.value not in verdicts.values(), verdicts
     cal = js["data"]["calibration"]
     assert 0.0 <= cal["fraction"] <= 1.0 and sum(cal["count"]) >= 10

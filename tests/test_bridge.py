@@ -128,3 +128,30 @@ def test_smoke_measurements_are_sane(smoke):
         assert r["where"] in ("interior", "first", "last")
     for t in js["data"]["t_star"]:
         assert 0 < t["t_star"] <= 200 and t["best_loss"] < math.log(10)
+
+
+@pytest.mark.parametrize("size", ["smoke", "quick", "medium", "full"])
+def test_every_size_is_a_valid_design(size):
+    """Each size's configurations validate (no training), budgets are logged steps, the λ grids span >= 2
+    decades with η·λ < 1, >= 4 budgets, >= 8 seeds above smoke, and the per-unit window starts after >= 5
+    relaxation times."""
+    from widelimit.studies.bridge import SIZES, base_config
+    from widelimit.studies.bridge_units import UNIT_SIZES
+    p = SIZES[size]
+    assert len(p["budgets"]) >= 4 and p["fit_budget"] in p["budgets"]
+    assert all(b % p["eval_every"] == 0 and b <= p["steps"] for b in p["budgets"])
+    if size != "smoke":
+        assert len(p["seeds"]) >= 8
+    for v in p["variants"]:
+        for o in v["optimizers"]:
+            base_config(v, o, p).canonical()
+            lams = np.asarray(o["lams"])
+            if size != "smoke":
+                assert lams.max() / lams.min() >= 99.9
+            assert o["learning_rate"] * lams.max() < 1
+    if size != "smoke":
+        u = UNIT_SIZES[size]
+        assert len(u["seeds"]) >= 8
+        for r in u["runs"]:
+            tau = (1 - r.get("momentum", 0.0)) / (4 * r["learning_rate"] * r["weight_decay"])
+            assert u["window"][0] >= 5 * tau

@@ -86,17 +86,22 @@ def _opt(o: Dict[str, Any], arch: Dict[str, Any]) -> OptimizerSpec:
                          int(arch.get("width", arch.get("channels", 1))))
 
 
-def _measure(v: Dict[str, Any], o: Dict[str, Any], p: Dict[str, Any], cache: PointCache, progress: bool):
-    """Train one (variant, optimiser) grid: returns step, test loss/acc (n_lam, n_seeds, n_logs)."""
+def base_config(v: Dict[str, Any], o: Dict[str, Any], p: Dict[str, Any]):
+    """The :class:`~widelimit.train.RunConfig` of one (variant, optimiser) at size ``p`` (λ = 0 placeholder)."""
     from ..arch import from_dict
     from ..train import RunConfig
-    from .ntk_tools import train_grid
     kw = {"momentum": o["momentum"]} if "momentum" in o else {}
-    base = RunConfig(arch=from_dict(dict(v["arch"])), data=v["data"], data_options=v["data_options"],
+    return RunConfig(arch=from_dict(dict(v["arch"])), data=v["data"], data_options=v["data_options"],
                      optimizer=o["name"], learning_rate=float(o["learning_rate"]), weight_decay=0.0,
                      weight_decay_mask=["hidden*/W"], loss="xent", batch_size=p["batch_size"], steps=p["steps"],
                      eval_every=p["eval_every"], probe_size=0, **kw)
-    g = train_grid(cache, base, seeds=p["seeds"], weight_decays=[float(x) for x in o["lams"]], progress=progress)
+
+
+def _measure(v: Dict[str, Any], o: Dict[str, Any], p: Dict[str, Any], cache: PointCache, progress: bool):
+    """Train one (variant, optimiser) grid: returns step, test loss/acc (n_lam, n_seeds, n_logs)."""
+    from .ntk_tools import train_grid
+    g = train_grid(cache, base_config(v, o, p), seeds=p["seeds"], weight_decays=[float(x) for x in o["lams"]],
+                   progress=progress)
     return g.step, g.metrics["test_loss"], g.metrics["test_acc"]
 
 

@@ -102,7 +102,7 @@ def part_ivp(lines: list, n: int, m: int) -> None:
     t_relam = np.inf
     for _ in range(3):
         t0 = time.perf_counter()
-        sol.with_lam(3 * lam)(ts)           # another lam: the eigendecomposition is reused
+        sol.with_weight_decay(3 * lam)(ts)   # another weight decay: the eigendecomposition is reused
         t_relam = min(t_relam, time.perf_counter() - t0)
     err_ivp = max(np.abs(num.train - tr).max(), np.abs(num.test - te).max())
     # accuracy of the closed form itself: against a much tighter integration on a sub-problem
@@ -122,7 +122,7 @@ def part_ivp(lines: list, n: int, m: int) -> None:
         f"| solve_ivp RK45 rtol 1e-8, atol 1e-10 ({info.nfev} right-hand sides) | {t_ivp:.2f} | "
         f"{err_ivp:.1e} vs closed form |", "",
         f"Speed-up: **{t_ivp / t_closed:.1f}x** for one problem (same process). Each further lam on the same "
-        f"kernel (``with_lam``, eigendecomposition reused) costs the closed form {t_relam:.2f} s: "
+        f"kernel (``with_weight_decay``, eigendecomposition reused) costs the closed form {t_relam:.2f} s: "
         f"**{t_ivp / t_relam:.0f}x** less than another solve_ivp run.", ""]
 
 

@@ -177,7 +177,7 @@ def problem():
 def _direct(problem, lam, t):
     """Direct closed form: train/test MSE 1/(2NK) sum (f - y)^2 and test accuracy at times t."""
     from widelimit.dynamics.ntk_l2 import L2Flow
-    fl = L2Flow(problem.k_tt, problem.ds.y_train, lam, problem.L, k_test_train=problem.k_xt)
+    fl = L2Flow(problem.k_tt, problem.ds.y_train, lam, problem.L, ntk_test_train=problem.k_xt)
     f_tr, f_te = fl.train(np.asarray(t)), fl.test(np.asarray(t))
     y_tr, y_te = problem.ds.y_train, problem.ds.y_test
     tr = 0.5 * np.mean((f_tr - y_tr) ** 2, axis=(-2, -1))
@@ -632,7 +632,7 @@ def test_solve_cnn_with_neural_tangents(tmp_path):
     ds = load_dataset("digits", n_train=20, n_test=20, classes=[0, 1], targets="pm1", layout="image")
     spec = CNN(depth=1, channels=8, ndim=2)
     fl = L2Flow(analytic_kernels(spec, ds.x_train).ntk, ds.y_train, 0.1, 2,
-                k_test_train=analytic_kernels(spec, ds.x_test, ds.x_train).ntk)
+                ntk_test_train=analytic_kernels(spec, ds.x_test, ds.x_train).ntk)
     t = np.geomspace(0.1, 100, 6)
     te = 0.5 * np.mean((fl.test(t) - ds.y_test) ** 2, axis=(-2, -1))
     rows = _read_csv(tmp_path / "trajectories.csv")

@@ -81,7 +81,7 @@ def test_shapes_scalar_array_and_vector_targets():
     np.testing.assert_allclose(sol1.test([1.0, 2.0]), sol1k.test([1.0, 2.0])[..., 0], rtol=1e-14)
     no_test = L2Flow(p["ktt"], p["y"], 0.1, 3)
     assert no_test(1.0).test is None
-    with pytest.raises(ValueError, match="k_test_train"):
+    with pytest.raises(ValueError, match="ntk_test_train"):
         no_test.test(1.0)
 
 
@@ -97,16 +97,16 @@ def test_outputs_are_independent_per_output_column():
         np.testing.assert_allclose(col.test(ts), full.test(ts)[..., k], rtol=1e-12, atol=1e-14)
 
 
-def test_normalization_and_with_lam():
+def test_normalization_and_with_weight_decay():
     p = _problem()
     n = p["y"].size
     a = L2Flow(p["ktt"], p["y"], 0.1, 3, ntk_test_train=p["kxt"], f0_train=p["f0"])
     b = L2Flow(p["ktt"] / n, p["y"], 0.1, 3, ntk_test_train=p["kxt"] / n, f0_train=p["f0"], normalization=1.0)
     ts = np.array([0.0, 2.0, 30.0])
     np.testing.assert_allclose(a.test(ts), b.test(ts), rtol=1e-12, atol=1e-14)
-    c = a.with_lam(0.02, L=5)
+    c = a.with_weight_decay(0.02, L=5)
     fresh = L2Flow(p["ktt"], p["y"], 0.02, 5, ntk_test_train=p["kxt"], f0_train=p["f0"])
-    assert c.eigenvectors is a.eigenvectors and c.lam == 0.02 and a.lam == 0.1
+    assert c.eigenvectors is a.eigenvectors and c.weight_decay == 0.02 and a.weight_decay == 0.1
     np.testing.assert_allclose(c.test(ts), fresh.test(ts), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(c.train(ts), fresh.train(ts), rtol=1e-12, atol=1e-14)
 
@@ -118,8 +118,19 @@ def test_rank_deficient_kernel_is_fine():
     a = x @ x.T
     sol = L2Flow(a[:20, :20], rng.normal(size=(20, 2)), 0.1, 3, ntk_test_train=a[20:, :20],
                  f0_train=rng.normal(size=(20, 2)), f0_test=rng.normal(size=(5, 2)))
-    out = sol(np.array([0.0, 1.0, 100.0, np.inf]))
+    ts = np.array([0.0, 1.0, 100.0, np.inf])
+    out = sol(ts)
     assert np.all(np.isfinite(out.train)) and np.all(np.isfinite(out.test))
+    # the component of f_X in the kernel's null space is never learned: it only decays, as e^{-beta t}
+    mu, v = np.linalg.eigh(a[:20, :20])
+    null = v[:, mu < 1e-9 * mu.max()]
+    assert null.shape[1] == 14                      # rank 6
+    beta = 3 * 0.1
+    want = np.exp(-beta * ts)[:, None, None] * (null.T @ sol.f0_train)[None]
+    np.testing.assert_allclose(np.einsum("nk,tnc->tkc", null, out.train), want, rtol=0, atol=1e-10)
+    # L = 3: every output ends at zero
+    np.testing.assert_allclose(out.train[-1], 0.0, atol=1e-12)
+    np.testing.assert_allclose(out.test[-1], 0.0, atol=1e-12)
 
 
 def test_memory_is_not_n_squared_times_t():
@@ -207,31 +218,31 @@ def test_from_kernel_fn_with_stax():
 # -- bad input ---------------------------------------------------------------------------------
 def _bad(**over):
     p = _problem()
-    args = dict(k_train_train=p["ktt"], y_train=p["y"], lam=0.1, L=3, ntk_test_train=p["kxt"],
+    args = dict(ntk_train_train=p["ktt"], y_train=p["y"], weight_decay=0.1, L=3, ntk_test_train=p["kxt"],
                 f0_train=None, f0_test=None)
     args.update(over)
-    return L2Flow(args.pop("k_train_train"), args.pop("y_train"), args.pop("lam"), args.pop("L"), **args)
+    return L2Flow(args.pop("ntk_train_train"), args.pop("y_train"), args.pop("weight_decay"), args.pop("L"), **args)
 
 
 @pytest.mark.parametrize("over,exc,match", [
-    (dict(k_train_train=np.triu(np.ones((30, 30)))), ValueError, "k_train_train is not symmetric"),
-    (dict(k_train_train=-np.eye(30)), ValueError, "k_train_train is not positive semi-definite"),
-    (dict(k_train_train=np.diag(np.r_[np.ones(29), -0.5]) + 0.0), ValueError, "k_train_train is not positive"),
-    (dict(k_train_train=np.eye(30) + 2 * (np.eye(30, k=1) + np.eye(30, k=-1))), ValueError,
+    (dict(ntk_train_train=np.triu(np.ones((30, 30)))), ValueError, "ntk_train_train is not symmetric"),
+    (dict(ntk_train_train=-np.eye(30)), ValueError, "ntk_train_train is not positive semi-definite"),
+    (dict(ntk_train_train=np.diag(np.r_[np.ones(29), -0.5]) + 0.0), ValueError, "ntk_train_train is not positive"),
+    (dict(ntk_train_train=np.eye(30) + 2 * (np.eye(30, k=1) + np.eye(30, k=-1))), ValueError,
      "smallest eigenvalue"),
-    (dict(k_train_train=np.full((30, 30), np.nan)), ValueError, "k_train_train contains NaN"),
-    (dict(k_train_train=np.ones((30, 29))), ValueError, "k_train_train must be a non-empty square"),
-    (dict(k_train_train="kernel"), TypeError, "k_train_train"),
+    (dict(ntk_train_train=np.full((30, 30), np.nan)), ValueError, "ntk_train_train contains NaN"),
+    (dict(ntk_train_train=np.ones((30, 29))), ValueError, "ntk_train_train must be a non-empty square"),
+    (dict(ntk_train_train="kernel"), TypeError, "ntk_train_train"),
     (dict(y_train=np.ones((29, 3))), ValueError, "y_train must have 30 rows"),
     (dict(y_train=np.array([[np.inf] * 3] * 30)), ValueError, "y_train contains NaN or inf"),
-    (dict(ntk_test_train=np.ones((5, 29))), ValueError, "k_test_train must have shape"),
-    (dict(ntk_test_train=np.full((5, 30), np.inf)), ValueError, "k_test_train contains NaN"),
+    (dict(ntk_test_train=np.ones((5, 29))), ValueError, "ntk_test_train must have shape"),
+    (dict(ntk_test_train=np.full((5, 30), np.inf)), ValueError, "ntk_test_train contains NaN"),
     (dict(f0_train=np.ones((30, 4))), ValueError, "f0_train must have shape"),
     (dict(f0_test=np.ones((3, 3))), ValueError, "f0_test must have shape"),
     (dict(ntk_test_train=None, f0_test=np.ones((12, 3))), ValueError, "f0_test was given without"),
-    (dict(lam=-0.1), ValueError, "lam must be finite and >= 0"),
-    (dict(lam=float("nan")), ValueError, "lam must be finite"),
-    (dict(lam="0.1"), TypeError, "lam must be a real number"),
+    (dict(weight_decay=-0.1), ValueError, "weight_decay must be finite and >= 0"),
+    (dict(weight_decay=float("nan")), ValueError, "weight_decay must be finite"),
+    (dict(weight_decay="0.1"), TypeError, "weight_decay must be a real number"),
     (dict(L=0), ValueError, "L must be >= 1"),
     (dict(L=2.5), TypeError, "L must be an int"),
     (dict(L=True), TypeError, "L must be an int"),
@@ -251,5 +262,5 @@ def test_bad_times_and_normalization_are_rejected():
         sol.train("soon")
     with pytest.raises(ValueError, match="normalization must be finite and > 0"):
         _bad(normalization=0.0)
-    with pytest.raises(ValueError, match="lam must be"):
-        sol.with_lam(-1.0)
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        sol.with_weight_decay(-1.0)

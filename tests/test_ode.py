@@ -119,7 +119,7 @@ def test_bad_input():
         integrate_flow(ktt, y[:, 0], 0.1, 2, 1.0, loss="xent")
     with pytest.raises(ValueError, match="ntk_test_train must have shape"):
         integrate_flow(ktt, y, 0.1, 2, 1.0, ntk_test_train=kxt[:, :5])
-    with pytest.raises(ValueError, match="lam must be"):
+    with pytest.raises(ValueError, match="weight_decay must be"):
         integrate_flow(ktt, y, -0.1, 2, 1.0)
     with pytest.raises(ValueError, match="ntk_train_train is not symmetric"):
         integrate_flow(np.triu(ktt), y, 0.1, 2, 1.0)

@@ -10,7 +10,6 @@ from widelimit.predict import (lambda_opt, lambda_rule, loss_curves, predict_mod
                                to_rows)
 from widelimit.validity import Validity
 
-FlowMetrics = FlowLoss
 
 
 def _problem(seed=0, N=40, M=30, K=4, D=30, f0=False, f0_test_only=False):
@@ -41,7 +40,7 @@ def _kernels(seed=0, N=40, M=30, K=4, D=30):
 
 
 def _direct_loss(flow, lam, t, yt):
-    return np.array([np.sum((f - yt) ** 2) / (2 * yt.size) for f in flow.with_lam(lam).test(t)])
+    return np.array([np.sum((f - yt) ** 2) / (2 * yt.size) for f in flow.with_weight_decay(lam).test(t)])
 
 
 @pytest.mark.parametrize("f0", ["none", "both", "test only"])
@@ -50,7 +49,7 @@ def test_loss_matches_direct_evaluation(f0, gram, monkeypatch):
     if not gram:
         monkeypatch.setattr(loss_module, "_GRAM_BYTES", 0)
     flow, yt = _problem(f0=f0 == "both", f0_test_only=f0 == "test only")
-    m = FlowMetrics(flow, yt)
+    m = FlowLoss(flow, yt)
     assert m._gram is gram
     t = np.array([0.0, 0.5, 5.0, 50.0, 500.0, np.inf])
     for lam in (0.0, 0.003, 0.1):
@@ -59,9 +58,9 @@ def test_loss_matches_direct_evaluation(f0, gram, monkeypatch):
 
 def test_accuracy_and_train_loss_match_direct_evaluation():
     flow, yt = _problem(f0=True)
-    m = FlowMetrics(flow, yt)
+    m = FlowLoss(flow, yt)
     t = np.array([0.0, 3.0, 30.0])
-    fl = flow.with_lam(0.02)
+    fl = flow.with_weight_decay(0.02)
     acc = [np.mean(np.argmax(f, 1) == np.argmax(yt, 1)) for f in fl.test(t)]
     np.testing.assert_array_equal(m.test_accuracy(0.02, t), acc)
     tr = [np.sum((f - flow.y_train) ** 2) / (2 * flow.y_train.size) for f in fl.train(t)]
@@ -69,8 +68,8 @@ def test_accuracy_and_train_loss_match_direct_evaluation():
     # one output: accuracy is sign agreement
     flow1 = L2Flow(flow.ntk_train_train, 2 * flow.y_train[:, 0] - 1, 0.01, 3, ntk_test_train=flow.ntk_test_train)
     yt1 = 2 * yt[:, 0] - 1
-    want = [np.mean(np.sign(f) == yt1) for f in flow1.with_lam(0.02).test(t)]
-    np.testing.assert_array_equal(FlowMetrics(flow1, yt1).test_accuracy(0.02, t), want)
+    want = [np.mean(np.sign(f) == yt1) for f in flow1.with_weight_decay(0.02).test(t)]
+    np.testing.assert_array_equal(FlowLoss(flow1, yt1).test_accuracy(0.02, t), want)
 
 
 def test_curves_shapes_and_rows():
@@ -89,7 +88,7 @@ def test_curves_shapes_and_rows():
 
 def test_t_star_is_the_minimum_of_the_test_loss():
     flow, yt = _problem()
-    m = FlowMetrics(flow, yt)
+    m = FlowLoss(flow, yt)
     lams = np.array([0.003, 0.01, 0.03])
     r = t_star(m, weight_decays=lams, learning_rate=0.5)
     assert r.validity == (Validity.OK,) * 3
@@ -150,7 +149,7 @@ def test_lambda_opt_matches_brute_force_and_depends_on_eta_times_steps():
     assert {"learning_rate", "steps", "time", "weight_decay_opt", "c", "best", "validity"} <= set(rows[0])
     acc = lambda_opt(flow, yt, weight_decays=lams, steps=steps, learning_rate=0.5, metric="accuracy")
     for j, s in enumerate(steps):
-        accs = [FlowMetrics(flow, yt).test_accuracy(lam, [0.5 * s])[0] for lam in lams]
+        accs = [FlowLoss(flow, yt).test_accuracy(lam, [0.5 * s])[0] for lam in lams]
         assert acc.best[j] == max(accs)
 
 
@@ -166,11 +165,11 @@ def test_t_star_rows():
 def test_bad_input():
     flow, yt = _problem()
     with pytest.raises(ValueError, match="y_test must have shape"):
-        FlowMetrics(flow, yt[:-1])
+        FlowLoss(flow, yt[:-1])
     with pytest.raises(ValueError, match="no test points"):
-        FlowMetrics(L2Flow(flow.ntk_train_train, flow.y_train, 0.1, 2), yt)
+        FlowLoss(L2Flow(flow.ntk_train_train, flow.y_train, 0.1, 2), yt)
     with pytest.raises(TypeError, match="flow must be an L2Flow"):
-        FlowMetrics("flow", yt)
+        FlowLoss("flow", yt)
     with pytest.raises(ValueError, match="metric must be one of"):
         t_star(flow, yt, weight_decays=[0.1], metric="f1")
     with pytest.raises(ValueError, match="weight_decays must be finite and > 0"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from widelimit.evidence import Claim, Interval, judge
-from widelimit.studies import common
+from widelimit.studies import machine
 from widelimit.studies.common import check_provenance, write_report
 from widelimit.studies.report import (README_BEGIN, README_END, findings_markdown, readme_with_findings,
                                       report_text)
@@ -61,7 +61,7 @@ def test_report_opens_with_claims_failures_first(tmp_path):
 
 
 def test_reports_into_validation_refuse_a_dirty_tree(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "git_state", lambda root=None: common.GitState("abc1234", True))
+    monkeypatch.setattr(machine, "git_state", lambda root=None: machine.GitState("abc1234", True))
     monkeypatch.delenv("WIDELIMIT_ALLOW_DIRTY", raising=False)
     with pytest.raises(RuntimeError, match="uncommitted"):
         check_provenance(VALIDATION / "quick")

@@ -175,7 +175,7 @@ def test_quick_smoke(tmp_path):
     lams = np.array(d["lams"])
     th = np.array([r[0] for r in d["theory_tstar"]], float)
     assert np.all(np.isfinite(th)) and np.all(th > 0)
-    assert np.all(np.diff(th) < 0)                     # larger lambda, earlier optimum
+    assert np.all(np.diff(lams) > 0) and np.all(np.diff(th) < 0)     # larger lambda, earlier optimum
     assert np.all(np.isfinite(np.array(d["measured_test_loss_mean"], float)))
     lo = [r[0] for r in d["theory_lambda_opt"] if r[2] == "interior"]
     assert lo and all(v > 0 for v in lo)

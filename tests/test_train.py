@@ -1,6 +1,7 @@
 """Training harness: configs, optimiser update rules, the loop against hand-written GD, metrics, ensembles."""
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +80,7 @@ def test_config_json_roundtrip_and_stable_run_id():
     assert back == cfg and back.run_id == cfg.run_id
     assert json.loads(cfg.to_json())["arch"]["kind"] == "MLP"
     rid = cfg.run_id
-    assert len(rid) == 16 and int(rid, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", rid), rid    # 16 lower-case hex digits, nothing else
     # spelled-out defaults, different tags: same run; any real change: a different run
     explicit = cfg.replace(data_options={**TEACHER, "noise": 0.0, "teacher": "relu"}, tags={})
     assert explicit.run_id == rid

@@ -31,7 +31,8 @@ everything runs in NumPy/SciPy float64 without JAX.
 from __future__ import annotations
 
 import numbers
-from typing import Callable, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import scipy.linalg
@@ -95,13 +96,14 @@ def _check_targets(name: str, value, n: int) -> np.ndarray:
     return y
 
 
-def _check_lam(lam) -> float:
-    """L2 coefficient: a finite real >= 0."""
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"lam must be a real number, got {type(lam).__name__} ({lam!r})")
-    lam = float(lam)
+def _check_lam(weight_decay) -> float:
+    """The ``weight_decay`` argument (L2 coefficient lambda): a finite real >= 0."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real):
+        raise TypeError(f"weight_decay must be a real number, got {type(weight_decay).__name__} "
+                        f"({weight_decay!r})")
+    lam = float(weight_decay)
     if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam must be finite and >= 0, got {lam}")
+        raise ValueError(f"weight_decay must be finite and >= 0, got {lam}")
     return lam
 
 
@@ -149,11 +151,22 @@ def _check_initial(name: str, value, shape: tuple) -> np.ndarray:
         raise ValueError(f"{name} must have shape {shape} (or broadcast to it), got {f0.shape}") from None
 
 
-class FlowOutputs(NamedTuple):
-    """Outputs on the training points and (if a test kernel was given) the test points."""
+@dataclass(frozen=True)
+class FlowOutputs:
+    """Outputs on the training points and (if a test kernel was given) the test points.
+
+    Fields:
+      train: outputs at the training points, shape ``t.shape + y_train.shape``.
+      test: outputs at the test points, shape ``t.shape + (M,) + y_train.shape[1:]``, or None.
+
+    Unpacks as ``f_train, f_test = outputs``.
+    """
 
     train: np.ndarray
     test: Optional[np.ndarray]
+
+    def __iter__(self):
+        return iter((self.train, self.test))
 
 
 def _kernels_from_fn(kernel_fn: Callable, x1, x2, get: tuple = ("ntk", "nngp")) -> tuple:
@@ -206,18 +219,13 @@ class L2Flow:
       learning_rate: ``None`` (default): gradient flow, ``t`` any time ``>= 0``. A number ``eta``:
         full-batch GD at that learning rate, evaluated at ``round(t / eta)`` steps
         (:func:`~widelimit.dynamics.modes.gd_mode_coefficients`; docs/theory.md §2.4).
-      k_test_train: older spelling of ``ntk_test_train`` (accepted until every caller has switched).
 
     Memory: O(N^2 + N M) for the decomposition plus O(T (N + M) K) per evaluation.
     """
 
     def __init__(self, ntk_train_train, y_train, weight_decay: float, L: int, *, ntk_test_train=None,
                  f0_train=None, f0_test=None, normalization: Optional[float] = None,
-                 learning_rate: Optional[float] = None, k_test_train=None):
-        if k_test_train is not None:
-            if ntk_test_train is not None:
-                raise TypeError("give ntk_test_train or its older spelling k_test_train, not both")
-            ntk_test_train = k_test_train
+                 learning_rate: Optional[float] = None):
         k = _check_square_symmetric("ntk_train_train", ntk_train_train)
         n = k.shape[0]
         y = _check_targets("y_train", y_train, n)
@@ -293,25 +301,6 @@ class L2Flow:
         if not (isinstance(learning_rate, str) and learning_rate == "same"):
             new.learning_rate = check_learning_rate(learning_rate)
         return new
-
-    def with_lam(self, lam: float, L: Optional[int] = None) -> "L2Flow":
-        """Older name of :meth:`with_weight_decay` (kept until every caller has switched)."""
-        return self.with_weight_decay(lam, L)
-
-    @property
-    def lam(self) -> float:
-        """Older name of :attr:`weight_decay`."""
-        return self.weight_decay
-
-    @property
-    def k_train_train(self) -> np.ndarray:
-        """Older name of :attr:`ntk_train_train`."""
-        return self.ntk_train_train
-
-    @property
-    def k_test_train(self) -> Optional[np.ndarray]:
-        """Older name of :attr:`ntk_test_train`."""
-        return self.ntk_test_train
 
     @property
     def mu_max(self) -> float:

@@ -46,12 +46,11 @@ def xent_grad(f: np.ndarray, y: np.ndarray) -> np.ndarray:
 def integrate_flow(ntk_train_train, y_train, weight_decay: float, L: int, t, *, ntk_test_train=None,
                    f0_train=None, f0_test=None, loss: Union[str, Callable] = "mse",
                    method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
-                   max_step: float = np.inf, return_result: bool = False, k_test_train=None):
+                   max_step: float = np.inf, return_result: bool = False):
     """Integrate the infinite-width flow with a decaying kernel and return outputs at times ``t``.
 
     Args:
-      ntk_train_train, ntk_test_train: unnormalised NTK, (N, N) and (M, N) (``k_test_train``: older
-        spelling of ``ntk_test_train``).
+      ntk_train_train, ntk_test_train: unnormalised NTK, (N, N) and (M, N).
       y_train: targets (N,) or (N, K) (one-hot / probabilities for ``"xent"``).
       weight_decay, L: L2 coefficient ``lam >= 0`` (penalty ``(lam/2)||theta||^2``) and homogeneity degree
         ``>= 1``.
@@ -64,10 +63,6 @@ def integrate_flow(ntk_train_train, y_train, weight_decay: float, L: int, t, *, 
       ``FlowOutputs(train t.shape + y.shape, test t.shape + (M,) + y.shape[1:] or None)``; with
       ``return_result=True`` also the ``solve_ivp`` result (``nfev``, ``status``, ...; None if all t = 0).
     """
-    if k_test_train is not None:
-        if ntk_test_train is not None:
-            raise TypeError("give ntk_test_train or its older spelling k_test_train, not both")
-        ntk_test_train = k_test_train
     k = _check_square_symmetric("ntk_train_train", ntk_train_train)
     n = k.shape[0]
     y = _check_targets("y_train", y_train, n)

@@ -33,7 +33,7 @@ stay finite as ``mu -> 0``. Accuracy against an mpmath reference is ~1e-13 relat
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.special import gamma as _gamma_fn
@@ -47,8 +47,10 @@ _LOG_TINY_Z = math.log(1e-150)  # below: U(a, z) from its leading term in log z
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(32)
 
 
-class ModeCoefficients(NamedTuple):
+@dataclass(frozen=True)
+class ModeCoefficients:
     """Per-mode coefficients of ``f(t) = P f(0) + J y`` (all float64, broadcast shape of ``mu``, ``t``).
+    Iterates over its five arrays in field order (``ModeCoefficients(*(g(x) for x in c))`` maps them).
 
     * ``P``: propagator of the initial value, ``exp(-beta t - mu tau)``;
     * ``J``: gain of the target;
@@ -62,6 +64,9 @@ class ModeCoefficients(NamedTuple):
     decay: np.ndarray
     J_over_mu: np.ndarray
     gap_over_mu: np.ndarray
+
+    def __iter__(self):
+        return iter(tuple(getattr(self, f.name) for f in fields(self)))
 
 
 def rates(lam: float, L: int) -> tuple[float, float]:

@@ -14,7 +14,8 @@ LayerNorm, CNNs, and any user ``stax`` triple or ``kernel_fn``). ``"auto"`` pick
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -24,11 +25,20 @@ from .container import FORMAT_VERSION, DataKernels
 BACKENDS = ("auto", "native", "nt")
 
 
-class Kernels(NamedTuple):
-    """Infinite-width kernels between two sets of inputs, float64 arrays of shape ``(N1, N2)``, per output."""
+@dataclass(frozen=True)
+class Kernels:
+    """Infinite-width kernels between two sets of inputs, per output (unpacks as ``ntk, nngp = k``).
+
+    Fields:
+      ntk: unnormalised NTK Theta(x1, x2), float64 ``(N1, N2)``.
+      nngp: NNGP kernel K(x1, x2) (prior covariance of f0), float64 ``(N1, N2)``.
+    """
 
     ntk: np.ndarray
     nngp: np.ndarray
+
+    def __iter__(self):
+        return iter((self.ntk, self.nngp))
 
 
 def _resolve_backend(model, backend: str) -> str:

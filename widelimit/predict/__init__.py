@@ -11,18 +11,15 @@ learning rate; ``predict_model(kernels, f0="zero")`` is the ``f0 = 0`` flow. doc
     t_star(model, weight_decays=[1e-2, 1e-3]).t_star              # η·steps, with .validity per row
     lambda_opt(model, steps=[1000, 10000]).weight_decay_opt       # the theory's own optimum
 
-Conventions: penalty ``(lam/2)||theta||^2``; physical time ``t = eta * steps``; test loss the MSE
+Conventions: penalty ``(lambda/2)||theta||^2`` with ``lambda = weight_decay``; physical time ``t = eta * steps``; test loss the MSE
 ``1/(2 M K) sum (f - y)^2``; accuracy the fraction of test points with ``argmax_k f = argmax_k y``
 (``K >= 2``) or matching sign (``K = 1``).
 """
-from ..dynamics import FlowLoss
 from .models import NO_LEARNING_RTOL, TOO_FAST_STEPS, as_model, predict_model
 from .results import Curves, LambdaOpt, LambdaRule, TStar
 from .rows import table_rows, to_rows
 from .search import METRICS, POINTS_PER_DECADE, lambda_opt, lambda_rule, loss_curves, t_star
 
-FlowMetrics = FlowLoss   # older name (FlowMetrics(flow, y_test)), kept until every caller has switched
-
 __all__ = ["predict_model", "as_model", "t_star", "lambda_opt", "lambda_rule", "loss_curves", "to_rows",
            "table_rows", "Curves", "TStar", "LambdaOpt", "LambdaRule", "METRICS", "POINTS_PER_DECADE",
-           "NO_LEARNING_RTOL", "TOO_FAST_STEPS", "FlowMetrics"]
+           "NO_LEARNING_RTOL", "TOO_FAST_STEPS"]

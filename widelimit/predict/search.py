@@ -63,19 +63,20 @@ def _run_learning_rate(m, learning_rate) -> Optional[float]:
 
 
 def t_star(model, y_test=None, *, weight_decays=None, learning_rate: Optional[float] = None,
-           metric: str = "loss", s_range: tuple = (1e-3, 1e2), n_grid: int = 200, refine: bool = True,
-           lams=None) -> TStar:
+           metric: str = "loss", s_range: tuple = (1e-3, 1e2), n_grid: int = 200, refine: bool = True
+           ) -> TStar:
     """Time ``t*`` (η·steps) of the best test loss (or accuracy) for each weight decay, with validity.
 
     ``model``: any :class:`~widelimit.dynamics.LossModel`, an :class:`L2Flow` / :class:`L2FlowEnsemble`
     with ``y_test``, or a :class:`widelimit.kernels.DataKernels` (-> :func:`predict_model`).
     ``learning_rate``: the run's eta, for ``steps_star`` and the UNSTABLE / TOO_FAST checks (GD models
     use their own). The search runs on ``t = s / lam`` with ``n_grid`` log-spaced ``s`` in ``s_range``
-    (``lams`` is the older name of ``weight_decays``).
     """
     m = as_model(model, y_test)
     fn = _metric_fn(m, metric)
-    lams = _floats("weight_decays", lams if weight_decays is None else weight_decays, positive=True)
+    if weight_decays is None:
+        raise TypeError("t_star needs weight_decays (the L2 coefficients to search t* for)")
+    lams = _floats("weight_decays", weight_decays, positive=True)
     lo, hi = s_range
     if not (0 < lo < hi < np.inf):
         raise ValueError(f"s_range must be (lo, hi) with 0 < lo < hi < inf, got {s_range}")
@@ -126,7 +127,7 @@ def _refine_time(fn, lam, t_lo, t_hi, gd, t0, v0, metric):
 
 
 def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=None, metric: str = "loss",
-               s_range: tuple = (1e-3, 1e2), refine: bool = True, lams=None, eta=None) -> LambdaOpt:
+               s_range: tuple = (1e-3, 1e2), refine: bool = True) -> LambdaOpt:
     """The theory's own best weight decay for budgets of ``steps`` at ``learning_rate`` (default 1 for a
     flow model; a GD model's own), with validity per budget.
 
@@ -134,14 +135,9 @@ def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=N
     :data:`POINTS_PER_DECADE` from ``s_range[0] / max(time)`` to ``s_range[1] / min(time)`` (for GD capped
     below ``1/eta``); the grid minimum is refined by bounded minimisation in ``log lam`` between its
     neighbours (loss only: accuracy is piecewise constant and is reported at the best grid point).
-    ``lams`` and ``eta`` are the older names of ``weight_decays`` and ``learning_rate``.
     """
     m = as_model(model, y_test)
     fn = _metric_fn(m, metric)
-    if eta is not None:
-        if learning_rate is not None:
-            raise TypeError("give learning_rate or its older name eta, not both")
-        learning_rate = eta
     gd = getattr(m, "learning_rate", None)
     eta_a = np.asarray(gd if learning_rate is None and gd is not None
                        else (1.0 if learning_rate is None else learning_rate), dtype=np.float64)
@@ -153,14 +149,14 @@ def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=N
     eta_b, steps_b = np.broadcast_arrays(eta_a, steps_a)
     time = eta_b * steps_b
     tf = time.reshape(-1)
-    if weight_decays is None and lams is None:
+    if weight_decays is None:
         lo = s_range[0] / max(tf.max(), 1e-300)
         hi = s_range[1] / max(tf[tf > 0].min() if np.any(tf > 0) else 1.0, 1e-300)
         if gd is not None:
             hi = min(hi, (1.0 - 1e-9) / gd)
         grid = np.geomspace(lo, hi, max(3, int(math.ceil(POINTS_PER_DECADE * math.log10(hi / lo))) + 1))
     else:
-        grid = np.sort(_floats("weight_decays", lams if weight_decays is None else weight_decays))
+        grid = np.sort(_floats("weight_decays", weight_decays))
     zero = float(m.zero_loss())
     u_t, inv = np.unique(tf, return_inverse=True)
     bad_all = gd is not None and gd * m.mu_max >= 2.0
@@ -223,12 +219,12 @@ def lambda_rule(model, y_test=None, *, reference_weight_decays, steps, learning_
                       Validity.OK if np.any(ok) else Validity.NO_INTERIOR_OPTIMUM)
 
 
-def loss_curves(model, y_test=None, *, weight_decays=None, t, accuracy: bool = False, train_loss: bool = False,
-                lams=None) -> Curves:
+def loss_curves(model, y_test=None, *, weight_decays, t, accuracy: bool = False, train_loss: bool = False
+                ) -> Curves:
     """Test loss (and optionally accuracy and train loss) for every weight decay at times ``t``
     (η·steps): ``t`` is (T,) shared or (P, T) per weight decay. Returns :class:`Curves` with (P, T) arrays."""
     m = as_model(model, y_test)
-    lams = _floats("weight_decays", lams if weight_decays is None else weight_decays)
+    lams = _floats("weight_decays", weight_decays)
     ts = np.asarray(t, dtype=np.float64)
     if ts.ndim not in (1, 2) or np.any(np.isnan(ts)) or np.any(ts < 0):
         raise ValueError("t must be a (T,) or (P, T) array of times >= 0")

@@ -1,15 +1,14 @@
-"""Shared helpers for the validation studies: sizes, machine description, command line, resumable
-per-point caching and report writing.
+"""Shared helpers for the validation studies: sizes, resumable per-point caching, report writing and
+the extremum search that treats theory and measurement alike (how a report was made -- git state,
+machine, command line -- is :mod:`widelimit.studies.machine`, re-exported here).
 
 Every study module exposes ``run(size, out_dir, progress=True, resume=True) -> Path`` and uses the
 pieces here:
 
 * :func:`check_size` — validate ``size`` (``"quick"``, ``"full"``, or ``"smoke"``: a tiny size used
   only by the test suite) before any expensive work.
-* :func:`machine_info` — a JSON-able description of the machine (CPU model, cores available, memory,
-  JAX version/backend/devices, Python/NumPy versions, git commit).
-* :func:`command_line` — the exact command line of this process (``sys.argv``), shell-quoted, plus
-  :func:`reproduce_command`, the canonical Python call that regenerates a study.
+* :func:`~widelimit.studies.machine.machine_info`, :func:`~widelimit.studies.machine.command_line`,
+  :func:`~widelimit.studies.machine.check_provenance` — the machine, the command, the git state.
 * :class:`PointCache` — resumable per-point cache on top of :class:`widelimit.results.ResultStore`:
   ``cache.get_or_compute(config, compute)`` returns the stored arrays/summary for a JSON config,
   computing and storing them atomically the first time. A killed study resumes where it stopped.
@@ -36,14 +35,11 @@ Example (a study in ten lines)::
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
-import platform
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +50,9 @@ import numpy as np
 from ..plots import Panel, Series, plot_panels  # noqa: F401  (the one plotting stack; re-exported)
 from ..results import ResultStore, to_jsonable
 from ..tables import Table
+from . import machine as _made
+from .machine import (GitState, allow_dirty_from_env, check_provenance, command_line,  # noqa: F401 (re-exported)
+                      format_machine, git_state, machine_info, reproduce_command)
 
 SIZES_ALL = ("smoke", "quick", "medium", "full")
 CACHE_DIRNAME = ".cache"
@@ -83,168 +82,6 @@ def check_out_dir(out_dir: PathLike) -> Path:
         raise ValueError(f"out_dir {str(p)!r} exists and is not a directory")
     p.mkdir(parents=True, exist_ok=True)
     return p
-
-
-# -- machine and command ----------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mem_total_gib() -> Optional[float]:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class GitState:
-    """The code a report was made with: ``commit`` (short hash, None outside a git checkout) and ``dirty``
-    (tracked files outside ``validation/`` differ from the commit: the report may not be reproducible
-    from ``commit``)."""
-
-    commit: Optional[str]
-    dirty: bool
-
-    def describe(self) -> str:
-        if self.commit is None:
-            return "unknown (not a git checkout)"
-        return self.commit + (" (with uncommitted changes outside validation/)" if self.dirty else " (clean)")
-
-
-def git_state(root: Optional[PathLike] = None) -> GitState:
-    """Commit and dirtiness of the checkout at ``root`` (default: this package's repository). Generated
-    outputs under ``validation/`` do not count as dirty: regenerating several studies changes them."""
-    root = Path(root) if root is not None else REPO_ROOT
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)validation"], cwd=root, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return GitState(None, False)
-    return GitState(sha or None, bool(dirty) if sha else False)
-
-
-def _git_commit() -> Optional[str]:
-    g = git_state()
-    return None if g.commit is None else g.describe()
-
-
-def allow_dirty_from_env() -> bool:
-    """``WIDELIMIT_ALLOW_DIRTY=1`` in the environment: write committed reports from a dirty tree anyway."""
-    return os.environ.get("WIDELIMIT_ALLOW_DIRTY", "") not in ("", "0")
-
-
-def check_provenance(out_dir: PathLike, allow_dirty: Optional[bool] = None) -> GitState:
-    """Refuse (RuntimeError) to write reports into the repository's committed ``validation/`` from a tree
-    with uncommitted code changes, unless ``allow_dirty`` (default: :func:`allow_dirty_from_env`); such a
-    report then says so. Called before any compute and again when the report is written. Reports written
-    elsewhere only record the state."""
-    g = git_state()
-    allow = allow_dirty_from_env() if allow_dirty is None else bool(allow_dirty)
-    try:
-        inside = Path(out_dir).resolve().is_relative_to((REPO_ROOT / "validation").resolve())
-    except (OSError, ValueError):
-        inside = False
-    if inside and g.dirty and not allow:
-        raise RuntimeError(f"out_dir {str(out_dir)!r} is the committed validation/ and the tree has uncommitted "
-                           "code changes: commit first, or set WIDELIMIT_ALLOW_DIRTY=1 (the report will say so)")
-    return g
-
-
-def machine_info() -> Dict[str, Any]:
-    """Describe the machine this process runs on (JSON-able dict).
-
-    Keys: ``platform``, ``cpu``, ``cpus_available`` (cores this process may use), ``cpus_total``,
-    ``memory_gib``, ``python``, ``numpy``, ``jax``, ``jax_backend``, ``jax_devices``, ``git_commit``.
-    """
-    try:
-        avail = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        avail = os.cpu_count()
-    info: Dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpus_available": avail,
-        "cpus_total": os.cpu_count(),
-        "memory_gib": _mem_total_gib(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-    try:
-        import jax
-        info["jax"] = jax.__version__
-        info["jax_backend"] = jax.default_backend()
-        info["jax_devices"] = [str(getattr(d, "device_kind", d)) for d in jax.devices()]
-    except Exception as exc:  # pragma: no cover - jax is a hard dependency
-        info["jax"] = f"unavailable ({exc})"
-    info["git_commit"] = _git_commit()
-    return info
-
-
-def format_machine(info: Mapping[str, Any]) -> str:
-    """One Markdown line describing ``machine_info()``."""
-    devs = info.get("jax_devices") or []
-    dev = f"{len(devs)}× {devs[0]}" if devs else "?"
-    mem = info.get("memory_gib")
-    return (f"{info.get('cpu', '?')}, {info.get('cpus_available', '?')} of {info.get('cpus_total', '?')} "
-            f"cores available, {mem if mem is not None else '?'} GiB RAM; {info.get('platform', '?')}; "
-            f"Python {info.get('python', '?')}, NumPy {info.get('numpy', '?')}, JAX {info.get('jax', '?')} "
-            f"(backend {info.get('jax_backend', '?')}: {dev}); git {info.get('git_commit') or '?'}")
-
-
-def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """The exact command line of this process, shell-quoted.
-
-    ``sys.executable`` is shown relative to the current directory when it lies below it (e.g.
-    ``.venvs/nt/bin/python``); a script argv[0] ending in ``widelimit/cli.py`` or ``__main__.py`` is shown
-    as ``-m widelimit.cli`` so the command can be pasted back.
-    """
-    argv = list(sys.argv if argv is None else argv)
-    exe = sys.executable or "python"
-    try:
-        exe = os.path.relpath(exe) if not os.path.relpath(exe).startswith("..") else exe
-    except ValueError:
-        pass
-    if argv:
-        a0 = argv[0].replace(os.sep, "/")
-        if a0.endswith("widelimit/cli.py") or a0.endswith("widelimit/__main__.py"):
-            argv = ["-m", "widelimit.cli"] + argv[1:]
-        elif a0.endswith("pytest/__main__.py") or a0.endswith("/pytest") or a0 == "pytest":
-            argv = ["-m", "pytest"] + argv[1:]
-        elif a0 == "-c":
-            argv = ["-c", "..."] + argv[1:]
-        else:
-            try:
-                rel = os.path.relpath(argv[0])
-                argv = [rel if not rel.startswith("..") else argv[0]] + argv[1:]
-            except ValueError:
-                pass
-    return " ".join(shlex.quote(a) for a in [exe] + argv)
-
-
-def reproduce_command(name: str, size: str, out_dir: PathLike) -> str:
-    """The canonical command that regenerates study ``name`` at ``size`` into ``out_dir``
-    (``smoke`` is not a command-line size: it is given as the equivalent Python call)."""
-    out = Path(out_dir).as_posix()
-    if size == "smoke":
-        return (f"PYTHONPATH=. .venvs/nt/bin/python -c \"from widelimit.studies import get_study; "
-                f"get_study('{name}')('smoke', '{out}')\"")
-    return f"PYTHONPATH=. .venvs/nt/bin/python -m widelimit.cli validate {name} --size {size} --out {out}"
 
 
 # -- progress ---------------------------------------------------------------------------------------
@@ -391,9 +228,9 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
     if not isinstance(title, str) or not title:
         raise ValueError(f"title must be a non-empty string, got {title!r}")
     check_size(size)
-    git = check_provenance(out)
-    cmd = command if command is not None else command_line()
-    mach = dict(machine) if machine is not None else machine_info()
+    git = _made.check_provenance(out)
+    cmd = command if command is not None else _made.command_line()
+    mach = dict(machine) if machine is not None else _made.machine_info()
     lines: List[str] = [f"# {title}", ""]
     if size == "smoke":
         lines += ["> **Smoke size** (test-suite only): numbers are not meaningful.", ""]
@@ -425,13 +262,13 @@ def write_report(name: str, out_dir: PathLike, *, title: str, sections: Sequence
             else:
                 raise TypeError(f"section {heading!r}: blocks must be str, Table or Figure, got "
                                 f"{type(b).__name__}")
-    repro = reproduce_command(name, size, out)
+    repro = _made.reproduce_command(name, size, out)
     lines += ["## How this was made", "",
               f"- Command: `{cmd}`",
               f"- To regenerate: `{repro}`",
               f"- Size: `{size}`" + (f"; wall time {elapsed_s:.0f} s" if elapsed_s is not None else ""),
               f"- Code: git {git.describe()}",
-              f"- Machine: {format_machine(mach)}"]
+              f"- Machine: {_made.format_machine(mach)}"]
     if cache is not None:
         lines.append(f"- Cache `{Path(cache.root).as_posix()}`: {cache.misses} point(s) computed now, {cache.hits} "
                      f"reused; training runs: {cache.runs_trained} trained now, {cache.runs_reused} reused from an "
@@ -476,14 +313,26 @@ class Stopwatch:
 
 
 # -- extrema and fits -------------------------------------------------------------------------------
-def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[float, float, str]:
+class Where(str, enum.Enum):
+    """Where the best sample of a grid lies (:func:`refine_extremum`); compares equal to its label."""
+
+    INTERIOR = "interior"      # inside the grid: a genuine extremum (refined by a parabola)
+    FIRST = "first"            # at the first sample: the optimum may lie before the grid (an upper bound)
+    LAST = "last"              # at the last sample: the optimum may lie beyond the grid (a lower bound)
+    NONE = "none"              # no finite sample: no location (NaN)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[float, float, Where]:
     """Location and value of the minimum (``kind="min"``) or maximum of samples ``y(x)``.
 
     Takes the best finite sample, then, when it has a finite neighbour on each side, the vertex of the
     parabola through the three points (in ``log x`` if ``log_x``), clipped to the neighbours' interval.
-    Returns ``(x_best, y_best, where)`` with ``where`` one of ``"interior"``, ``"first"`` (best at the
-    first sample: the optimum may lie before the grid), ``"last"`` (may lie beyond it) or ``"none"``
-    (no finite sample; NaNs returned).
+    Returns ``(x_best, y_best, where)`` with ``where`` a :class:`Where`: ``INTERIOR``, ``FIRST`` (best at
+    the first sample: the optimum may lie before the grid), ``LAST`` (may lie beyond it) or ``NONE`` (no
+    finite sample; NaNs returned).
     """
     if kind not in ("min", "max"):
         raise ValueError(f"kind must be 'min' or 'max', got {kind!r}")
@@ -496,11 +345,11 @@ def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[flo
     sign = 1.0 if kind == "min" else -1.0
     z = np.where(np.isfinite(y), sign * y, np.inf)
     if not np.any(np.isfinite(z)):
-        return float("nan"), float("nan"), "none"
+        return float("nan"), float("nan"), Where.NONE
     i = int(np.argmin(z))
     u = np.log(x) if log_x else x
     if i == 0 or i == x.size - 1 or not (np.isfinite(z[i - 1]) and np.isfinite(z[i + 1])):
-        where = "first" if i == 0 else ("last" if i == x.size - 1 else "interior")
+        where = Where.FIRST if i == 0 else (Where.LAST if i == x.size - 1 else Where.INTERIOR)
         return float(x[i]), float(y[i]), where
     u0, u1, u2 = u[i - 1], u[i], u[i + 1]
     z0, z1, z2 = z[i - 1], z[i], z[i + 1]
@@ -508,13 +357,14 @@ def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[flo
     a = (u2 * (z1 - z0) + u1 * (z0 - z2) + u0 * (z2 - z1)) / den
     b = (u2 ** 2 * (z0 - z1) + u1 ** 2 * (z2 - z0) + u0 ** 2 * (z1 - z2)) / den
     if not a > 0:
-        return float(x[i]), float(y[i]), "interior"
+        return float(x[i]), float(y[i]), Where.INTERIOR
     uv = float(np.clip(-b / (2 * a), u0, u2))
     c = z1 - a * u1 ** 2 - b * u1
     zv = min(a * uv ** 2 + b * uv + c, z1)
-    return float(np.exp(uv) if log_x else uv), float(sign * zv), "interior"
+    return float(np.exp(uv) if log_x else uv), float(sign * zv), Where.INTERIOR
 
 
 __all__ = ["SIZES_ALL", "check_size", "check_out_dir", "machine_info", "format_machine", "command_line",
            "reproduce_command", "progress_iter", "config_key", "CachedPoint", "PointCache", "Figure",
-           "write_report", "Stopwatch", "GitState", "git_state", "check_provenance", "allow_dirty_from_env", "refine_extremum", "Series", "Panel", "plot_panels"]
+           "write_report", "Stopwatch", "GitState", "git_state", "check_provenance", "allow_dirty_from_env", "Where",
+           "refine_extremum", "Series", "Panel", "plot_panels"]

@@ -1,6 +1,6 @@
 """Study 3: the best L2 coefficient for a budget of T steps -- predicted vs measured.
 
-THEORY.md section 3: for a fixed budget of T steps the best coefficient is ``lambda_opt ~ c / (eta T)``,
+docs/theory.md §3.2-3.3: for a fixed budget of T steps the best coefficient is ``lambda_opt ~ c / (eta T)``,
 and ``c`` can be measured from one short run at a large lam (``c = lam * t*``, ``t* = eta * steps`` of the
 best test loss) and then used for any budget.
 
@@ -89,9 +89,9 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
 
     base = RunConfig(arch=spec, data=p["data"], data_options=p["data_options"], optimizer="gd", learning_rate=eta,
                      weight_decay=0.0, steps=p["steps"], eval_every=p["eval_every"], probe_size=0, dtype="float32")
-    grid = train_grid(cache, base, seeds=p["seeds"], l2s=lams, progress=progress)
+    grid = train_grid(cache, base, seeds=p["seeds"], weight_decays=lams, progress=progress)
     sgrid = train_grid(cache, base.replace(steps=sh["steps"], eval_every=sh["eval_every"]), seeds=p["seeds"],
-                       l2s=[sh["lam"]], progress=progress)
+                       weight_decays=[sh["lam"]], progress=progress)
     s_t, s_loss, s_where = seed_mean_tstar(sgrid.time[0], sgrid.metrics["test_loss"][0])
     c_short = sh["lam"] * s_t if s_where == "interior" else float("nan")
     me_opt = grid_lambda_opt(grid, budgets)

@@ -1,6 +1,6 @@
 """Study 6: linear (L = 1) against deep (L >= 2) homogeneous networks at long times.
 
-THEORY.md section 2: for ``L = 1`` (a linear model, ``MLP(depth=1)``) the kernel is constant and the L2
+docs/theory.md §2.1: for ``L = 1`` (a linear model, ``MLP(depth=1)``) the kernel is constant and the L2
 flow tends to the ridge solution ``f(x) = Theta~_xX (Theta~ + lam I)^{-1} y`` (any initialisation); for
 ``L >= 2`` the kernel decays like ``e^{-2(L-1) lam t}`` and, once it has, every output decays like
 ``e^{-L lam t}``: ``f -> 0``.
@@ -114,7 +114,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                                                           "options": p["data_options"]})
         cfg = RunConfig(arch=spec, data=data, data_options=p["data_options"], optimizer="gd", learning_rate=eta,
                         weight_decay=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test, dtype="float32")
-        grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[lam], progress=False)
+        grid = train_grid(cache, cfg, seeds=p["seeds"], weight_decays=[lam], progress=False)
         times = grid.time[0]
         n = dk.n_train
         ridge = (dk.ntk_test_train / (n * K)) @ np.linalg.solve(dk.ntk_train_train / (n * K) + lam * np.eye(n), ds.y_train)
@@ -167,7 +167,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             cfg = RunConfig(arch=spec, data=data, data_options=p["data_options"], optimizer="gd", learning_rate=eta,
                             weight_decay=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test,
                             dtype="float32")
-            grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[lam], progress=False)
+            grid = train_grid(cache, cfg, seeds=p["seeds"], weight_decays=[lam], progress=False)
             times = grid.time[0]
             late = times >= times[-1] * 0.6
             norms = np.array([[_norm(a) for a in grid.probe[0, si]] for si in range(len(p["seeds"]))]) / y_norm

@@ -1,8 +1,9 @@
 """Kernels and measurement helpers shared by the NTK-regime studies (quick, width, tstar, lambda_opt,
 linear_vs_deep).
 
-Conventions (docs/theory.md §1): penalty ``(lam/2)||theta||^2``; GD ``theta <- theta - eta (grad l +
-lam theta)``; physical time ``t = eta * steps``; unnormalised NTK; MSE ``1/(2 N K) sum (f - y)^2``.
+Conventions (docs/theory.md §1): ``weight_decay`` lambda with penalty ``(lambda/2)||theta||^2``;
+``learning_rate`` eta, GD ``theta <- theta - eta (grad l + lambda theta)``; physical time
+``t = eta * steps``; unnormalised NTK; MSE ``1/(2 N K) sum (f - y)^2``.
 
 Kernels
 -------
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..dynamics import ExpectedLoss
 from ..kernels import DataKernels
-from .common import PointCache, refine_extremum
+from .common import PointCache, Where, refine_extremum
 
 _CACHE_FIELDS = {"ntk_tt": "ntk_train_train", "ntk_xt": "ntk_test_train", "nngp_tt": "nngp_train_train",
                  "nngp_xt": "nngp_test_train", "nngp_xx_diag": "nngp_test_test"}   # stored name -> field
@@ -112,8 +113,8 @@ def study_kernels(spec, ds, *, cache: Optional[PointCache], key: Dict[str, Any],
 class TheoryCurves:
     """The expected test loss of :class:`widelimit.dynamics.ExpectedLoss` with the studies' extremum search.
 
-    ``theory(lam, t, eta=None)`` is the test MSE averaged over ``f0 ~ NNGP`` (gradient flow, or discrete
-    GD at ``eta``); ``loss_of_mean`` the f0 = 0 function's; ``t_star``/``lambda_opt`` return
+    ``theory(weight_decay, t, learning_rate=None)`` is the test MSE averaged over ``f0 ~ NNGP`` (gradient
+    flow, or discrete GD at ``learning_rate``); ``loss_of_mean`` the f0 = 0 function's; ``t_star``/``lambda_opt`` return
     ``(location, value, where)`` from :func:`~widelimit.studies.common.refine_extremum`, exactly as the
     measured curves are reduced. For predictions with validity flags use :mod:`widelimit.predict`.
     """
@@ -124,39 +125,42 @@ class TheoryCurves:
         self.L = self.model.L
         self.flow = self.model.flow
 
-    def _at(self, eta: Optional[float]) -> ExpectedLoss:
-        return self.model if eta is None else self.model.with_learning_rate(float(eta))
+    def _at(self, learning_rate: Optional[float]) -> ExpectedLoss:
+        return self.model if learning_rate is None else self.model.with_learning_rate(float(learning_rate))
 
     def with_degree(self, L: int) -> "TheoryCurves":
         """The same kernels with another homogeneity degree (e.g. the L = 1 comparison)."""
         return TheoryCurves(self.dk, L)
 
-    def loss_of_mean(self, lam: float, t, eta: Optional[float] = None) -> np.ndarray:
-        """Test MSE of the mean function (``f0 = 0``) at times ``t`` (1-D); ``eta``: discrete GD."""
-        return self._at(eta).loss_of_mean(lam, t)
+    def loss_of_mean(self, weight_decay: float, t, learning_rate: Optional[float] = None) -> np.ndarray:
+        """Test MSE of the mean function (``f0 = 0``) at times ``t`` (1-D, η·steps); ``learning_rate``:
+        discrete GD at that step size."""
+        return self._at(learning_rate).loss_of_mean(weight_decay, t)
 
-    def variance(self, lam: float, t, eta: Optional[float] = None) -> np.ndarray:
+    def variance(self, weight_decay: float, t, learning_rate: Optional[float] = None) -> np.ndarray:
         """Mean over test points of ``Var_{f0} f_t(x)`` (per output) at times ``t`` (1-D)."""
-        return self._at(eta).variance(lam, t)
+        return self._at(learning_rate).variance(weight_decay, t)
 
-    def __call__(self, lam: float, t, eta: Optional[float] = None) -> np.ndarray:
-        return self._at(eta).test_loss(lam, t)
+    def __call__(self, weight_decay: float, t, learning_rate: Optional[float] = None) -> np.ndarray:
+        """Expected test MSE over ``f0 ~ NNGP`` at times ``t`` (1-D, η·steps)."""
+        return self._at(learning_rate).test_loss(weight_decay, t)
 
     def zero_loss(self) -> float:
         """Test MSE of the zero function, ``1/(2MK) sum y^2`` (where every L >= 2 flow ends)."""
         return self.model.zero_loss()
 
-    def t_star(self, lam: float, *, s_range: Tuple[float, float] = (1e-3, 1e2), n_grid: int = 400,
-               expected: bool = True, eta: Optional[float] = None) -> Tuple[float, float, str]:
+    def t_star(self, weight_decay: float, *, s_range: Tuple[float, float] = (1e-3, 1e2), n_grid: int = 400,
+               expected: bool = True, learning_rate: Optional[float] = None) -> Tuple[float, float, str]:
         """``(t*, loss(t*), where)``: the time of the minimum of the expected test loss (``expected``) or
-        of the mean function's loss, searched on ``t = s/lam``, ``s`` log-spaced in ``s_range``, refined
-        by a parabola in ``log t``. With ``eta`` (discrete GD) the grid is the distinct step counts
+        of the mean function's loss, searched on ``t = s/lambda``, ``s`` log-spaced in ``s_range``, refined
+        by a parabola in ``log t``. With ``learning_rate`` eta (discrete GD) the grid is the distinct step counts
         ``>= 1`` and ``s`` is capped at 30; GD outside its stable range (``eta mu_max >= 2`` or
-        ``eta lam >= 1``, Validity.UNSTABLE of docs/theory.md §3.4) gives ``(nan, nan, "none")`` (no
+        ``eta lambda >= 1``, Validity.UNSTABLE of docs/theory.md §3.4) gives ``(nan, nan, "none")`` (no
         prediction; tables print n/a). ``where`` is as in :func:`refine_extremum`; the loss returned is the
         model's value at ``t*`` (never the parabola's vertex value)."""
+        lam, eta = weight_decay, learning_rate
         if eta is not None and (eta * self.model.mu_max >= 2 or eta * lam >= 1):
-            return float("nan"), float("nan"), "none"
+            return float("nan"), float("nan"), Where.NONE
         t = np.geomspace(s_range[0], s_range[1], n_grid) / lam
         if eta is not None:
             t = np.unique(np.maximum(np.rint(t[t <= 30.0 / lam] / eta), 1.0)) * eta
@@ -164,17 +168,19 @@ class TheoryCurves:
         t_best, _, where = refine_extremum(t, f(lam, t, eta), log_x=True, kind="min")
         return t_best, (float(f(lam, [t_best], eta)[0]) if math.isfinite(t_best) else float("nan")), where
 
-    def loss_matrix(self, lams: Sequence[float], times: Sequence[float], expected: bool = True) -> np.ndarray:
-        """Expected (or mean-function) test loss on the grid ``lams x times``: shape (len(lams), len(times))."""
+    def loss_matrix(self, weight_decays: Sequence[float], times: Sequence[float], expected: bool = True
+                    ) -> np.ndarray:
+        """Expected (or mean-function) test loss on the grid ``weight_decays x times``: shape
+        (len(weight_decays), len(times))."""
         times = np.asarray(times, dtype=np.float64)
         f = self if expected else self.loss_of_mean
-        return np.stack([f(lam, times) for lam in lams])
+        return np.stack([f(lam, times) for lam in weight_decays])
 
-    def lambda_opt(self, lams: Sequence[float], times: Sequence[float], expected: bool = True
+    def lambda_opt(self, weight_decays: Sequence[float], times: Sequence[float], expected: bool = True
                    ) -> List[Tuple[float, float, str]]:
-        """For each budget time ``t = eta T``: ``(lam_opt, loss, where)`` over the grid ``lams`` (refined by a
-        parabola in ``log lam``; the loss is the model's value at ``lam_opt``)."""
-        lams = np.asarray(lams, dtype=np.float64)
+        """For each budget time ``t = eta T``: ``(weight_decay_opt, loss, where)`` over the grid
+        ``weight_decays`` (refined by a parabola in ``log lambda``; the loss is the model's value there)."""
+        lams = np.asarray(weight_decays, dtype=np.float64)
         mat = self.loss_matrix(lams, times, expected)
         f = self if expected else self.loss_of_mean
         out = []
@@ -189,13 +195,15 @@ class TheoryCurves:
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Grid:
     """Finite-network runs on a grid of ``values`` (of ``axis`` ``"weight_decay"`` or ``"learning_rate"``) x ``seeds``.
 
     ``step`` (n_logs,); ``time`` (n_values, n_logs) = physical time; ``metrics[name]`` arrays of shape
     (n_values, n_seeds, n_logs) for ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``,
-    ``param_norm``; ``probe`` (n_values, n_seeds, n_logs, P, K) when ``probe_size > 0``.
+    ``param_norm``; ``probe`` (n_values, n_seeds, n_logs, P, K) when ``probe_size > 0``; ``configs`` the
+    run configurations (``RunConfig.to_dict()``, n_values x n_seeds); ``run_seconds`` the wall time of the
+    sweep (s).
     """
 
     axis: str
@@ -209,10 +217,10 @@ class Grid:
     run_seconds: float
 
 
-def train_grid(cache: PointCache, base, *, seeds: Sequence[int], l2s: Optional[Sequence[float]] = None,
+def train_grid(cache: PointCache, base, *, seeds: Sequence[int], weight_decays: Optional[Sequence[float]] = None,
                learning_rates: Optional[Sequence[float]] = None, progress: bool = True,
                ensemble_size: int = 64, matmul_precision: Optional[str] = None) -> Grid:
-    """Train ``base`` (a :class:`widelimit.train.RunConfig`) for every seed and every L2 value (or every
+    """Train ``base`` (a :class:`widelimit.train.RunConfig`) for every seed and every weight decay (or every
     learning rate), vmapped, resumable (runs stored under ``<cache.root>/train``).
 
     ``matmul_precision`` (e.g. ``"highest"``) is passed to ``jax.default_matmul_precision`` while training:
@@ -223,9 +231,10 @@ def train_grid(cache: PointCache, base, *, seeds: Sequence[int], l2s: Optional[S
 
     if not isinstance(base, RunConfig):
         raise TypeError(f"base must be a RunConfig, got {type(base).__name__}")
-    if (l2s is None) == (learning_rates is None):
-        raise ValueError("give exactly one of l2s and learning_rates")
-    axis, values = ("weight_decay", list(l2s)) if l2s is not None else ("learning_rate", list(learning_rates))
+    if (weight_decays is None) == (learning_rates is None):
+        raise ValueError("give exactly one of weight_decays and learning_rates")
+    axis, values = (("weight_decay", list(weight_decays)) if weight_decays is not None
+                    else ("learning_rate", list(learning_rates)))
     if not values or not list(seeds):
         raise ValueError("the grid needs at least one value and one seed")
     seeds = [int(s) for s in seeds]
@@ -317,11 +326,11 @@ def loss_at_lambda(grid: Grid, T: int, lam: float) -> float:
 
 def fmt_where(value: float, where: str, horizon: Optional[float] = None) -> str:
     """Human string for an extremum location: ``"> 1500"`` when it lies at the end of the window, etc."""
-    if where == "none" or not math.isfinite(value):
+    if where == Where.NONE or not math.isfinite(value):
         return "n/a"
-    if where == "last":
+    if where == Where.LAST:
         return f">= {value:.4g}"
-    if where == "first":
+    if where == Where.FIRST:
         return f"<= {value:.4g}"
     return f"{value:.4g}"
 

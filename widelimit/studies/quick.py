@@ -90,15 +90,15 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     zero = theory.zero_loss()
     th_tstar = [theory.t_star(lam) for lam in lams]
     th_tstar_mean = [theory.t_star(lam, expected=False) for lam in lams]
-    th_tstar_gd = [theory.t_star(lam, eta=eta) for lam in lams]
+    th_tstar_gd = [theory.t_star(lam, learning_rate=eta) for lam in lams]
     lam_fine = np.geomspace(lams.min() / 3, lams.max() * 3, 61)
     th_opt = theory.lambda_opt(lam_fine, eta * budgets)
     th_opt_mean = theory.lambda_opt(lam_fine, eta * budgets, expected=False)
     th_short = theory.t_star(p["short_lam"])
 
     # -- measurement --------------------------------------------------------------------------------
-    grid = train_grid(cache, base, seeds=p["seeds"], l2s=lams, progress=progress)
-    sgrid = train_grid(cache, short, seeds=p["seeds"], l2s=[p["short_lam"]], progress=progress)
+    grid = train_grid(cache, base, seeds=p["seeds"], weight_decays=lams, progress=progress)
+    sgrid = train_grid(cache, short, seeds=p["seeds"], weight_decays=[p["short_lam"]], progress=progress)
     time = grid.time[0]
     test = grid.metrics["test_loss"]                       # (n_lam, n_seeds, n_logs)
     me_tstar = [seed_mean_tstar(time, test[i]) for i in range(len(lams))]

@@ -1,7 +1,7 @@
 """Study 2: the t* law -- best-test time against lam (>= 2 decades, fixed eta) and against eta (fixed lam),
 finite networks next to the infinite-width theory.
 
-THEORY.md section 3: overparameterised networks reach their best test performance after ``t* ~ c / lam``
+docs/theory.md §3.1: overparameterised networks reach their best test performance after ``t* ~ c / lam``
 (physical time ``t = eta * steps``), ``c`` independent of lam and eta; in steps ``t*/eta``.
 
 Theory: test MSE of the infinite-width L2 flow averaged over the random initial function ``f0 ~ NNGP``
@@ -139,12 +139,12 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
     seed_curves = []                                       # (time, test loss (n_seeds, n_logs)) per λ
     for g in progress_iter(p["groups"], "lambda groups", progress):
         cfg = base.replace(steps=g["steps"], eval_every=g["eval_every"])
-        grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=g["lams"], progress=progress)
+        grid = train_grid(cache, cfg, seeds=p["seeds"], weight_decays=g["lams"], progress=progress)
         for i, lam in enumerate(g["lams"]):
             tm = seed_mean_tstar(grid.time[i], grid.metrics["test_loss"][i])
             tt = theory.t_star(lam)
             t0 = theory.t_star(lam, expected=False)
-            td = theory.t_star(lam, eta=eta)
+            td = theory.t_star(lam, learning_rate=eta)
             lam_rows.append(dict(lam=float(lam), th=tt, me=tm, f0zero=t0, gd=td, horizon=float(grid.time[i][-1])))
             curves.append((lam, grid.time[i], grid.metrics["test_loss"][i].mean(0)))
             seed_curves.append((grid.time[i], grid.metrics["test_loss"][i]))
@@ -185,7 +185,7 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
         th_e = theory.t_star(es["lam"])
         for i, e in enumerate(es["etas"]):
             tm = seed_mean_tstar(egrid.time[i], egrid.metrics["test_loss"][i])
-            eta_rows.append(dict(eta=float(e), me=tm, gd=theory.t_star(es["lam"], eta=float(e)),
+            eta_rows.append(dict(eta=float(e), me=tm, gd=theory.t_star(es["lam"], learning_rate=float(e)),
                                  time=egrid.time[i], loss=egrid.metrics["test_loss"][i]))
         t2 = Table(["η", "t* theory (flow)", "t* theory (GD at η)", "t* measured", "measured/theory",
                     "t* steps measured", "c measured", "min loss measured"],
@@ -211,7 +211,7 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
         for w in wc["widths"]:
             wspec = spec.replace(width=int(w))
             cfg = base.replace(arch=wspec.to_dict(), steps=wc["steps"], eval_every=wc["eval_every"])
-            wgrid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[wc["lam"]], progress=progress)
+            wgrid = train_grid(cache, cfg, seeds=p["seeds"], weight_decays=[wc["lam"]], progress=progress)
             wrows.append(dict(width=int(w), me=seed_mean_tstar(wgrid.time[0], wgrid.metrics["test_loss"][0]),
                               time=wgrid.time[0], loss=wgrid.metrics["test_loss"][0]))
         base_row = next((r for r in lam_rows if abs(r["lam"] - wc["lam"]) < 1e-12 * wc["lam"]), None)

@@ -86,7 +86,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         cfg = RunConfig(arch=spec, data="digits", data_options=data_options, optimizer="gd", learning_rate=eta,
                         weight_decay=lam, steps=p["steps"], eval_every=p["eval_every"], probe_size=ds.n_test,
                         dtype="float32")
-        grid = train_grid(cache, cfg, seeds=p["seeds"], l2s=[lam], progress=False, matmul_precision="highest")
+        grid = train_grid(cache, cfg, seeds=p["seeds"], weight_decays=[lam], progress=False, matmul_precision="highest")
         steps = grid.step
         keep = steps > 0
         times = grid.time[0]

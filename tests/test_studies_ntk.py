@@ -241,7 +241,21 @@ def test_lambda_opt_smoke(tmp_path):
     assert len(rows) >= 3
     th = [r["theory"][0] for r in rows]
     assert all(a > b for a, b in zip(th, th[1:]))      # longer budget, smaller lambda_opt
-    assert js["data"]["c_theory"] > 0
+    # c = lambda t* of the study's theory, against the library's own t* search (bounded minimisation in
+    # log t on the same kernels, not the study's parabola through grid points)
+    from widelimit.data import load_dataset
+    from widelimit.kernels import DataKernels, analytic_kernels
+    from widelimit.predict import predict_model, t_star
+    from widelimit.studies import lambda_opt as study
+    p = study.SIZES["smoke"]
+    ds = load_dataset(p["data"], **p["data_options"])
+    spec = MLP(depth=3, width=32, out_dim=1)
+    tt, xt = analytic_kernels(spec, ds.x_train), analytic_kernels(spec, ds.x_test, ds.x_train)
+    xx = np.diag(analytic_kernels(spec, ds.x_test).nngp)
+    dk = DataKernels(tt.ntk, xt.ntk, ds.y_train, ds.y_test, 3, tt.nngp, xt.nngp, xx)
+    lam = p["short"]["lam"]
+    c_ref = lam * float(t_star(predict_model(dk), weight_decays=[lam]).t_star[0])
+    assert js["data"]["c_theory"] == pytest.approx(c_ref, rel=2e-3)
     _assert_not_failing(js, "λ_opt for T = 40 steps")
 
 

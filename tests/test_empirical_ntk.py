@@ -154,3 +154,27 @@ def test_layerwise_empirical_ntk_matches_jacobian(spec):
     np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
     with pytest.raises(ValueError, match="bias-free"):
         mlp_empirical_ntk(spec.replace(b_std=0.1), p, x1)
+
+
+def test_sampled_kernels_estimate_the_analytic_kernels():
+    """NTK averaged over a few finite nets and NNGP as the covariance of their initial outputs approach the
+    infinite-width kernels (Monte-Carlo errors ~ width^(-1/2) and ~ (draws)^(-1/2)); fields and shapes as
+    DataKernels'."""
+    import types
+
+    from widelimit.nets import KernelEstimates, sampled_kernels
+    spec = MLP(depth=2, width=2048, out_dim=2)
+    rng = np.random.default_rng(7)
+    xtr, xte = rng.normal(size=(10, 5)), rng.normal(size=(6, 5))
+    ds = types.SimpleNamespace(x_train=xtr, x_test=xte, n_train=10, n_test=6)
+    est = sampled_kernels(spec, ds, ntk_seeds=(0, 1, 2, 3), nngp_samples=512, chunk=128)
+    assert isinstance(est, KernelEstimates) and est.ntk_seeds == 4 and est.nngp_draws == 512 * 2
+    tt, xt = analytic_kernels(spec, xtr, backend="native"), analytic_kernels(spec, xte, xtr, backend="native")
+    xx = np.diag(analytic_kernels(spec, xte, backend="native").nngp)
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
+    assert est.ntk_train_train.shape == (10, 10) and est.nngp_test_test.shape == (6,)
+    np.testing.assert_array_equal(est.ntk_train_train, est.ntk_train_train.T)
+    # measured (seed-fixed): NTK 0.018 / 0.024, NNGP 0.065
+    assert rel(est.ntk_train_train, tt.ntk) < 0.05 and rel(est.ntk_test_train, xt.ntk) < 0.05
+    assert rel(est.nngp_train_train, tt.nngp) < 0.15 and rel(est.nngp_test_train, xt.nngp) < 0.15
+    assert rel(est.nngp_test_test, xx) < 0.15

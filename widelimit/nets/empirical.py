@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -224,9 +225,32 @@ def mlp_empirical_ntk(spec, params, x1, x2=None) -> np.ndarray:
     return total / n_out
 
 
+@dataclass(frozen=True)
+class KernelEstimates:
+    """NTK and NNGP blocks estimated from finite instances (:func:`sampled_kernels`), float64, named as
+    :class:`widelimit.kernels.DataKernels`' fields (this layer does not import the theory's container).
+
+    Fields:
+      ntk_train_train: mean empirical NTK on the training points, (N, N), symmetrised.
+      ntk_test_train: mean empirical NTK test-train, (M, N).
+      nngp_train_train, nngp_test_train: covariance of the initial outputs, (N, N) and (M, N).
+      nngp_test_test: its test-test diagonal, (M,).
+      ntk_seeds: number of networks averaged for the NTK; nngp_draws: initial-output draws x outputs
+        pooled for the NNGP.
+    """
+
+    ntk_train_train: np.ndarray
+    ntk_test_train: np.ndarray
+    nngp_train_train: np.ndarray
+    nngp_test_train: np.ndarray
+    nngp_test_test: np.ndarray
+    ntk_seeds: int
+    nngp_draws: int
+
+
 def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_samples: int = 256,
                     seed0: int = 100_000, batch_size: int = 32, chunk: int = 32,
-                    max_bytes: int = 2 ** 28) -> dict:
+                    max_bytes: int = 2 ** 28) -> KernelEstimates:
     """Kernels of ``spec`` on ``ds`` estimated from finite instances, without neural-tangents (any spec,
     CNNs included; for machines where the analytic CNN kernels are unavailable).
 
@@ -235,9 +259,8 @@ def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_s
     * NNGP: the covariance over ``nngp_samples`` random initialisations (keys ``seed0 + i``) of the initial
       outputs, pooled over the K outputs: ``K(x, x') = mean_{i,k} f0_ik(x) f0_ik(x')``.
 
-    Returns a dict of float64 arrays named as :class:`widelimit.kernels.DataKernels`' fields:
-    ``ntk_train_train`` (N, N), ``ntk_test_train`` (M, N), ``nngp_train_train`` (N, N),
-    ``nngp_test_train`` (M, N), ``nngp_test_test`` (M,) (the diagonal).
+    Returns :class:`KernelEstimates` (float64 arrays named as :class:`widelimit.kernels.DataKernels`'
+    fields; ``nngp_test_test`` is the diagonal (M,)).
 
     At the spec's finite width these differ from the infinite-width kernels by ``O(width^{-1/2})`` random
     and ``O(1/width)`` systematic terms; the Monte-Carlo error of the NNGP is ``~ (nngp_samples K)^{-1/2}``.
@@ -281,8 +304,8 @@ def sampled_kernels(spec, ds, *, ntk_seeds: Sequence[int] = (0, 1, 2, 3), nngp_s
         nngp_xt += np.einsum("snk,smk->nm", fx, ft)
         diag += np.einsum("snk,snk->n", fx, fx)
         count += f.shape[0] * f.shape[2]
-    return {"ntk_train_train": 0.5 * (ntk_tt + ntk_tt.T), "ntk_test_train": ntk_xt,
-            "nngp_train_train": nngp_tt / count, "nngp_test_train": nngp_xt / count, "nngp_test_test": diag / count}
+    return KernelEstimates(0.5 * (ntk_tt + ntk_tt.T), ntk_xt, nngp_tt / count, nngp_xt / count, diag / count,
+                           len(ntk_seeds), count)
 
 
-__all__ = ["empirical_ntk", "empirical_ntk_of_spec", "mlp_empirical_ntk", "sampled_kernels"]
+__all__ = ["empirical_ntk", "empirical_ntk_of_spec", "mlp_empirical_ntk", "sampled_kernels", "KernelEstimates"]

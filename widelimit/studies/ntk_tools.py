@@ -102,7 +102,7 @@ def study_kernels(spec, ds, *, cache: Optional[PointCache], key: Dict[str, Any],
     def compute():
         from ..nets import sampled_kernels
         dk = sampled_kernels(spec, ds, **sampled_options)
-        return ({"k": {k: dk[f] for k, f in _CACHE_FIELDS.items()}}, {"L": int(spec.homogeneity_degree)})
+        return ({"k": {k: getattr(dk, f) for k, f in _CACHE_FIELDS.items()}}, {"L": int(spec.homogeneity_degree)})
     full_key = {"what": "sampled_kernels", "spec": spec.to_dict(), **key,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in sampled_options.items()}}
     arrs = (cache.get_or_compute(full_key, compute).streams["k"] if cache is not None else compute()[0]["k"])

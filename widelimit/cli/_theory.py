@@ -8,6 +8,7 @@ over f0 ~ NNGP; ``--f0 zero`` the flow from f0 = 0), :func:`~widelimit.predict.t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .errors import CommandError, UsageError
@@ -80,15 +81,23 @@ def decay_times(L: int, weight_decay: float):
     return (1.0 / (2 * (L - 1) * weight_decay) if L > 1 else math.inf), 1.0 / (L * weight_decay)
 
 
+@dataclass(frozen=True)
 class Row:
-    """One row of a prediction as the tables print it: ``weight_decay``, ``t_star`` (η·steps), ``loss``
-    (MSE), ``validity``; for budgets also ``steps`` and ``time`` (η·steps)."""
+    """One row of a prediction as the tables print it.
 
-    __slots__ = ("weight_decay", "t_star", "loss", "validity", "steps", "time")
+    Fields: ``weight_decay`` λ (float, 1/(η·steps)); ``t_star`` (η·steps; None for budget rows); ``loss``
+    (test MSE at the optimum); ``validity`` (:class:`widelimit.validity.Validity`); for budgets also
+    ``steps`` (T) and ``time`` (η·T, in η·steps)."""
 
-    def __init__(self, weight_decay, t_star, loss, validity, steps=None, time=None):
-        self.weight_decay, self.t_star, self.loss, self.validity = float(weight_decay), t_star, loss, validity
-        self.steps, self.time = steps, time
+    weight_decay: float
+    t_star: Optional[float]
+    loss: float
+    validity: object
+    steps: Optional[int] = None
+    time: Optional[float] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight_decay", float(self.weight_decay))
 
 
 def t_star_rows(result):

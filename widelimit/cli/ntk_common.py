@@ -52,10 +52,10 @@ def build_model(prob, args, f0=None):
     return _theory.loss_model(prob, f0 or args.f0, lr)
 
 
-def tstar_rows(model, lams, args) -> List[_theory.Row]:
-    """:func:`widelimit.predict.t_star` for every λ (progress bar over λ)."""
+def tstar_rows(model, weight_decays, args) -> List[_theory.Row]:
+    """:func:`widelimit.predict.t_star` for every weight decay λ (progress bar over λ)."""
     rows: List[_theory.Row] = []
-    for lam in progress(lams, args, desc="t* per λ"):
+    for lam in progress(weight_decays, args, desc="t* per λ"):
         rows += _theory.t_star_rows(_theory.t_star(model, [lam], args.learning_rate))
     return rows
 

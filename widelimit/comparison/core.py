@@ -25,6 +25,7 @@ import numpy as np
 
 from ..evidence import ClaimResult, verdict_counts
 from ..models import Invariance, Structure, TheoryKind, analyse_structure, as_model
+from ..train.optim import OPTIMIZER_DEFAULTS
 from .claims import norm_claims, ntk_claims
 from .inputs import Settings, as_dataset, check_out_dir, check_settings, check_targets, sample_inputs
 from .theory import NormPrediction, NTKPrediction, measure_kernels, norm_prediction, ntk_prediction
@@ -103,6 +104,16 @@ def prepare(model, data, *, params=None, groups=None, out_dir=None, overwrite: b
         raise ValueError("model: seeds need fresh initialisations: give the adapter init= (init(key) -> params)")
     if groups is not None and not isinstance(groups, Mapping):
         raise TypeError("groups: expected a mapping from group name to leaf paths")
+    if settings.weight_decay_mask is not None:
+        import jax
+
+        from ..train.regularizers import mask_from_patterns
+
+        if not any(jax.tree_util.tree_leaves(mask_from_patterns(list(settings.weight_decay_mask))(m.params))):
+            paths = ["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in p)
+                     for p, _ in jax.tree_util.tree_flatten_with_path(m.params)[0]]
+            raise ValueError(f"weight_decay_mask: {list(settings.weight_decay_mask)} match no parameter array; "
+                             f"arrays are {paths}")
     out = check_out_dir(out_dir, overwrite)
     return m, ds, settings, out
 
@@ -164,7 +175,7 @@ def compare(model, data, *, weight_decays: Sequence[float], learning_rate: float
             continue
         G = np.mean(layers[key][:, :, early] ** 2, axis=(0, 2))            # (P,)
         size = int(sum(int(np.prod(sh)) for sh in g.shapes))
-        norms.append(norm_prediction(g.name, size, g.shapes[0], G, s))
+        norms.append(norm_prediction(g.name, size, g.shapes[0], G, s, OPTIMIZER_DEFAULTS[s.optimizer]))
     claims += norm_claims(norms, layers, s, name=m.name)
     info["total_s"] = _time.perf_counter() - t0
     bar.close()

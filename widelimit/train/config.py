@@ -36,6 +36,20 @@ _AUTOL2_FLOATS = ("init_weight_decay", "factor", "refractory", "min_weight_decay
 _NOT_IDENTITY = ("path", "cache")
 # input layouts accepted by each architecture kind
 _LAYOUT_FOR = {("MLP", None): "flat", ("CNN", 1): "signal", ("CNN", 2): "image"}
+USER_ARCH_KIND = "user"
+
+
+def user_arch(name: str = "model") -> Dict[str, Any]:
+    """``RunConfig.arch`` of a run of a user's network: the network itself (a
+    :class:`widelimit.models.UserModel`) is given to :class:`~widelimit.train.loop.Program` / ``train`` /
+    ``train_ensemble`` as ``model=``, with the data as a :class:`~widelimit.data.Dataset`; ``data`` is then
+    only the data set's name and ``data_options`` are free (not validated)."""
+    return {"kind": USER_ARCH_KIND, "name": str(name)}
+
+
+def is_user_arch(arch) -> bool:
+    """Whether ``arch`` is :func:`user_arch`'s."""
+    return isinstance(arch, dict) and arch.get("kind") == USER_ARCH_KIND
 
 
 def _err(field_name: str, msg: str, exc=ValueError):
@@ -89,7 +103,9 @@ class RunConfig:
     # -- conversions ---------------------------------------------------------------------------
     @property
     def spec(self) -> _arch.Spec:
-        """The architecture spec object."""
+        """The architecture spec object (a user's model has none: ValueError)."""
+        if is_user_arch(self.arch):
+            raise _err("arch", "a user's model (user_arch) has no widelimit spec; pass model= to the loop")
         return _arch.from_dict(self.arch)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -123,33 +139,43 @@ class RunConfig:
         # arch
         if not isinstance(self.arch, dict):
             raise _err("arch", f"must be an MLP/CNN spec or its dict, got {type(self.arch).__name__}", TypeError)
-        try:
-            spec = _arch.from_dict(self.arch)
-        except (TypeError, ValueError) as exc:
-            raise _err("arch", str(exc), type(exc)) from exc
+        user = is_user_arch(self.arch)
+        if user:
+            if set(self.arch) != {"kind", "name"} or not isinstance(self.arch["name"], str):
+                raise _err("arch", f"a user model's arch is user_arch(name), got {self.arch!r}")
+        else:
+            try:
+                spec = _arch.from_dict(self.arch)
+            except (TypeError, ValueError) as exc:
+                raise _err("arch", str(exc), type(exc)) from exc
         # data
-        if self.data not in DATASETS:
-            raise _err("data", f"must be one of {DATASETS}, got {self.data!r}")
         if not isinstance(self.data_options, dict):
             raise _err("data_options", f"must be a dict, got {type(self.data_options).__name__}", TypeError)
-        try:
-            data_opts = check_dataset_options(self.data, **self.data_options)
-        except (TypeError, ValueError) as exc:
-            raise _err("data_options", str(exc), type(exc)) from exc
-        kind = type(spec).__name__
-        want = _LAYOUT_FOR[(kind, getattr(spec, "ndim", None))]
-        if data_opts["layout"] != want:
-            raise _err("data_options", f"layout={data_opts['layout']!r} does not fit the {kind} "
-                       f"(needs layout={want!r})")
-        if self.data == "teacher":
-            k_out, task, targets = data_opts["out_dim"], "regression", None
+        if user:   # the data come as a Dataset with the model; shapes are checked by the Program
+            if not isinstance(self.data, str) or not self.data:
+                raise _err("data", f"must be the data set's name, got {self.data!r}", TypeError)
+            data_opts, task, targets = dict(self.data_options), "user", None
         else:
-            targets = data_opts["targets"]
-            n_cls = len(data_opts["classes"]) if data_opts["classes"] is not None else 10
-            k_out, task = (1 if targets == "pm1" else n_cls), "classification"
-        if spec.out_dim != k_out:
-            raise _err("arch", f"out_dim={spec.out_dim} but dataset {self.data!r} with these options has "
-                       f"{k_out} target column(s)")
+            if self.data not in DATASETS:
+                raise _err("data", f"must be one of {DATASETS}, got {self.data!r}")
+            try:
+                data_opts = check_dataset_options(self.data, **self.data_options)
+            except (TypeError, ValueError) as exc:
+                raise _err("data_options", str(exc), type(exc)) from exc
+            kind = type(spec).__name__
+            want = _LAYOUT_FOR[(kind, getattr(spec, "ndim", None))]
+            if data_opts["layout"] != want:
+                raise _err("data_options", f"layout={data_opts['layout']!r} does not fit the {kind} "
+                           f"(needs layout={want!r})")
+            if self.data == "teacher":
+                k_out, task, targets = data_opts["out_dim"], "regression", None
+            else:
+                targets = data_opts["targets"]
+                n_cls = len(data_opts["classes"]) if data_opts["classes"] is not None else 10
+                k_out, task = (1 if targets == "pm1" else n_cls), "classification"
+            if spec.out_dim != k_out:
+                raise _err("arch", f"out_dim={spec.out_dim} but dataset {self.data!r} with these options has "
+                           f"{k_out} target column(s)")
         # optimiser
         if self.optimizer not in OPTIMIZERS:
             raise _err("optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -192,7 +218,7 @@ class RunConfig:
         # loss
         if self.loss not in LOSSES:
             raise _err("loss", f"must be one of {LOSSES}, got {self.loss!r}")
-        if self.loss == "xent" and (task != "classification" or targets != "onehot"):
+        if self.loss == "xent" and not user and (task != "classification" or targets != "onehot"):
             raise _err("loss", "'xent' needs a classification dataset with targets='onehot' "
                        f"(got data={self.data!r}, targets={targets!r})")
         # loop
@@ -215,7 +241,7 @@ class RunConfig:
         except TypeError as exc:
             raise _err("tags", f"must be JSON-serialisable ({exc})", TypeError) from exc
         return dataclasses.replace(
-            self, arch=spec.to_dict(), data_options=data_opts, learning_rate=lr, weight_decay=wd,
+            self, arch=dict(self.arch) if user else spec.to_dict(), data_options=data_opts, learning_rate=lr, weight_decay=wd,
             weight_decay_mask=list(m) if m is not None else None, **opt_opts)
 
     def validate(self) -> "RunConfig":
@@ -270,4 +296,4 @@ def _plain(v):
     return v
 
 
-__all__ = ["RunConfig", "LOSSES", "DTYPES", "OPTIMIZER_OPTIONS"]
+__all__ = ["RunConfig", "LOSSES", "DTYPES", "OPTIMIZER_OPTIONS", "user_arch", "is_user_arch"]

@@ -89,12 +89,14 @@ def member_configs(config: RunConfig, *, seeds: Optional[Sequence[int]] = None,
 
 def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, *,
                   chunk_size: Optional[int] = None, keep_params: bool = False,
-                  hooks: Optional[Hooks] = None) -> EnsembleResult:
+                  hooks: Optional[Hooks] = None, model=None, groups=None, scale_invariant=()) -> EnsembleResult:
     """Train the given member configurations together (they must differ only in seed / constant η / λ).
 
     ``chunk_size`` bounds how many members are vmapped at once (memory); all chunks share one compiled
     program (the last chunk is padded by repeating its last member). ``hooks``: instrumentation of every
-    member (:mod:`widelimit.train.hooks`).
+    member (:mod:`widelimit.train.hooks`). ``model``/``groups``/``scale_invariant``: a user's network
+    (:class:`widelimit.models.UserModel`, see :mod:`widelimit.train.loop`; ``data`` required), its seeds
+    vmapped over ``model.init``.
     """
     members = [m.canonical() for m in members]
     if not members:
@@ -112,8 +114,10 @@ def train_members(members: Sequence[RunConfig], data: Optional[Dataset] = None, 
     size = sharding.chunk_for_devices(M if chunk_size is None else min(chunk_size, M))  # all local devices
     with precision(base.dtype):
         if data is None:
+            if model is not None:
+                raise ValueError("data: a user's model is trained on a Dataset given as data=")
             data = load_dataset(base.data, **base.data_options)
-        prog = Program(base, data, hooks)
+        prog = Program(base, data, hooks, model=model, groups=groups, scale_invariant=scale_invariant)
         arrays = sharding.replicate(prog.arrays(data))
         keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
         hps = [prog.default_hp(m) for m in members]
@@ -157,7 +161,7 @@ def train_ensemble(config: RunConfig, *, seeds: Optional[Sequence[int]] = None,
                    learning_rates: Optional[Sequence[float]] = None,
                    weight_decays: Optional[Sequence[float]] = None, product: bool = True,
                    data: Optional[Dataset] = None, chunk_size: Optional[int] = None, keep_params: bool = False,
-                   hooks: Optional[Hooks] = None) -> EnsembleResult:
+                   hooks: Optional[Hooks] = None, model=None, groups=None, scale_invariant=()) -> EnsembleResult:
     """Train the grid of :func:`member_configs` (seeds × learning rates × weight decays) in one program.
 
     Timings in ``info``: ``compile_s`` (once) and ``run_s`` (all members); per-member results carry their
@@ -165,7 +169,8 @@ def train_ensemble(config: RunConfig, *, seeds: Optional[Sequence[int]] = None,
     """
     members = member_configs(config, seeds=seeds, learning_rates=learning_rates, weight_decays=weight_decays,
                              product=product)
-    return train_members(members, data, chunk_size=chunk_size, keep_params=keep_params, hooks=hooks)
+    return train_members(members, data, chunk_size=chunk_size, keep_params=keep_params, hooks=hooks, model=model,
+                         groups=groups, scale_invariant=scale_invariant)
 
 
 __all__ = ["EnsembleResult", "train_ensemble", "train_members", "member_configs"]

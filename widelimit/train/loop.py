@@ -28,6 +28,15 @@ sets; for BatchNorm nets this means full-set batch statistics):
   (:func:`widelimit.nets.scale_invariant_mask`) ``eff_lr`` ``eta/||W||^2`` and ``grad_norm_unit``
   ``||grad_W l|| ||W||``; angles are NaN at step 0;
 * ``probe``: network outputs on the first ``probe_size`` test points at every logging point.
+
+A user's network (:class:`widelimit.models.UserModel`: ``apply(params, x)`` and ``init(key)``) is trained
+by the same program: ``Program(config, data, model=..., groups=..., scale_invariant=...)`` with
+``config.arch = user_arch(name)`` (:func:`widelimit.train.config.user_arch`). Its parameter groups
+(``{name: [leaf paths]}`` as :func:`widelimit.models.structure.leaf_paths` prints them; default one group
+per leaf) take the place of the layers' ``W`` in ``layers`` (norm, gradient norm and angles of the group
+as one vector), ``scale_invariant`` names the groups that get ``eff_lr`` and ``grad_norm_unit``, and
+``weight_decay_mask`` globs match ``"/"``-joined key names (e.g. ``"Dense_0/kernel"``). Seeds vmap over
+``model.init`` when it is traceable; without ``init`` every seed starts from ``model.params``.
 """
 from __future__ import annotations
 
@@ -45,14 +54,15 @@ import optax
 from .. import _x64
 from ..data import Dataset, load_dataset
 from ..nets import apply, init_params, layer_names, param_count, scale_invariant_mask
+from ..models.adapters import UserModel
+from ..models.structure import leaf_paths
 import optax.tree_utils as otu
 
 from .config import RunConfig
 from .hooks import Hooks, StepView
-from .metrics import LOSS_FNS, accuracy, layer_angles, layer_weight_norms, params_sq_norm, sq_norm, \
-    weight_layers
+from .metrics import LOSS_FNS, accuracy, angle, params_sq_norm, sq_norm, weight_layers
 from .optim import make_optimizer
-from .regularizers import current_weight_decay, resolve_mask
+from .regularizers import _key_name, current_weight_decay, resolve_mask
 from .schedules import make_schedule
 
 HARNESS_VERSION = 2
@@ -151,22 +161,36 @@ class Program:
     ``hp`` a dict with ``"learning_rate"`` and/or ``"weight_decay"`` scalars overriding the configuration's
     constant values (for AutoL2, ``"weight_decay"`` is the initial coefficient); ``arrays`` from
     :meth:`arrays`. ``hooks``: instrumentation (:class:`~widelimit.train.hooks.Hooks`), part of the program.
+    ``model``, ``groups``, ``scale_invariant``: a user's network instead of the config's spec (module
+    docstring); ``config.arch`` must then be ``user_arch(...)``.
     """
 
-    def __init__(self, config: RunConfig, data: Dataset, hooks: Optional[Hooks] = None):
+    def __init__(self, config: RunConfig, data: Dataset, hooks: Optional[Hooks] = None, *,
+                 model: Optional[UserModel] = None, groups: Optional[Dict[str, Any]] = None,
+                 scale_invariant=()):
         cfg = config.canonical()
         if hooks is not None and not isinstance(hooks, Hooks):
             raise TypeError(f"hooks must be None or a widelimit.train.Hooks, got {type(hooks).__name__}")
         self.hooks = hooks if hooks is not None else Hooks()
         self.config = cfg
-        self.spec = spec = cfg.spec
-        try:
-            spec.check_input(data.x_train, name="data x_train")
-        except ValueError as exc:
-            raise ValueError(f"RunConfig.arch does not fit dataset {data.name!r}: {exc}") from exc
-        if data.out_dim != spec.out_dim:
-            raise ValueError(f"RunConfig.arch: out_dim={spec.out_dim} but the dataset has {data.out_dim} "
-                             "target columns")
+        self.model = model
+        if (model is not None) != (cfg.arch.get("kind") == "user"):
+            raise ValueError("model: a user's model needs RunConfig.arch = user_arch(name), and user_arch needs "
+                             "model=" if model is None else "model: given, but RunConfig.arch is a widelimit spec")
+        if model is not None:
+            if not isinstance(model, UserModel):
+                raise TypeError(f"model: expected a widelimit.models.UserModel, got {type(model).__name__}")
+            self.spec = spec = None
+            model.check_targets(data.x_train, data.y_train)
+        else:
+            self.spec = spec = cfg.spec
+            try:
+                spec.check_input(data.x_train, name="data x_train")
+            except ValueError as exc:
+                raise ValueError(f"RunConfig.arch does not fit dataset {data.name!r}: {exc}") from exc
+            if data.out_dim != spec.out_dim:
+                raise ValueError(f"RunConfig.arch: out_dim={spec.out_dim} but the dataset has {data.out_dim} "
+                                 "target columns")
         if cfg.batch_size is not None and cfg.batch_size > data.n_train:
             raise ValueError(f"RunConfig.batch_size: {cfg.batch_size} exceeds the {data.n_train} training "
                              "examples")
@@ -177,17 +201,29 @@ class Program:
         self.autol2 = cfg.autol2
         self.lr = make_schedule(cfg.learning_rate)
         self.weight_decay = None if self.autol2 is not None else make_schedule(cfg.weight_decay)
-        shapes = jax.eval_shape(lambda k: init_params(spec, k, self.in_shape), jax.random.PRNGKey(0))
-        self.layer_names = layer_names(spec)
-        self.weight_layers = weight_layers(shapes)
-        si = scale_invariant_mask(spec, shapes)
-        self.si_layers = [n for n in self.weight_layers if si[n].get("W", False)]
+        shapes = jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
+        flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+        if model is None:
+            self.layer_names = layer_names(spec)
+            self.weight_layers = weight_layers(shapes)
+            si = scale_invariant_mask(spec, shapes)
+            self.si_layers = [n for n in self.weight_layers if si[n].get("W", False)]
+            index = {jax.tree_util.keystr(p): i for i, (p, _) in enumerate(flat)}
+            self.groups = {n: (index[jax.tree_util.keystr((jax.tree_util.DictKey(n), jax.tree_util.DictKey("W")))],)
+                           for n in self.weight_layers}
+        else:
+            self.groups = _user_groups(groups, leaf_paths(shapes))
+            self.layer_names = self.weight_layers = list(self.groups)
+            self.si_layers = list(scale_invariant)
+            unknown = [n for n in self.si_layers if n not in self.groups]
+            if unknown:
+                raise ValueError(f"scale_invariant: {unknown} are not groups; groups are {self.weight_layers}")
         self.weight_decay_mask = resolve_mask(cfg.weight_decay_mask, shapes)
         if cfg.weight_decay_mask is not None and not any(jax.tree_util.tree_leaves(self.weight_decay_mask)):
-            paths = ["/".join([layer, a]) for layer in shapes for a in shapes[layer]]
+            paths = ["/".join(_key_name(k) for k in p) for p, _ in flat]
             raise ValueError(f"RunConfig.weight_decay_mask {cfg.weight_decay_mask} match no parameter array; "
                              f"arrays are {paths}")
-        self.n_params = param_count(shapes)
+        self.n_params = int(sum(int(np.prod(a.shape)) for _, a in flat))
 
     # -- inputs ------------------------------------------------------------------------------------
     def dtype(self):
@@ -225,8 +261,30 @@ class Program:
 
     def init_params(self, key):
         """Initial parameters of the run with PRNG key ``key`` (``jax.random.PRNGKey(seed)``):
-        ``init_params(spec, split(key)[0], in_shape, dtype)``; ``split(key)[1]`` drives the minibatch order."""
-        return init_params(self.spec, jax.random.split(key)[0], self.in_shape, self.dtype())
+        ``init_params(spec, split(key)[0], in_shape, dtype)`` (a user's model: ``model.init(split(key)[0])``,
+        or ``model.params`` without ``init``, cast to the run's dtype); ``split(key)[1]`` drives the minibatch
+        order."""
+        if self.model is None:
+            return init_params(self.spec, jax.random.split(key)[0], self.in_shape, self.dtype())
+        m = self.model
+        p = m.params if m.init is None else m.init(jax.random.split(key)[0])
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, self.dtype()), p)
+
+    def forward(self, params, x):
+        """The network's outputs ``(n, K)`` on ``x``."""
+        return apply(self.spec, params, x) if self.model is None else self.model.apply(params, x)
+
+    def group_norms(self, tree) -> Dict[str, jax.Array]:
+        """``‖·‖`` of every group of ``tree`` (parameters or gradients), the group seen as one vector."""
+        leaves = jax.tree_util.tree_leaves(tree)
+        return {n: jnp.sqrt(sum(sq_norm(leaves[i]) for i in idx)) for n, idx in self.groups.items()}
+
+    def group_angles(self, old, new) -> Dict[str, jax.Array]:
+        """Angle between every group of ``old`` and ``new`` (radians), the group seen as one vector."""
+        a, b = jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(new)
+        vec = lambda ls, idx: (ls[idx[0]] if len(idx) == 1  # noqa: E731
+                               else jnp.concatenate([jnp.ravel(ls[i]) for i in idx]))
+        return {n: angle(vec(a, idx), vec(b, idx)) for n, idx in self.groups.items()}
 
     def run(self, key, hp, arrays):
         cfg, spec = self.config, self.spec
@@ -240,7 +298,7 @@ class Program:
         loss_fn = self.loss_fn
 
         def objective(p, x, y):
-            f = apply(spec, p, x)
+            f = self.forward(p, x)
             return loss_fn(f, y), f
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -272,7 +330,7 @@ class Program:
                     run_n = jnp.where(reset, zero, run_n)
             updates, s = opt.update(g, s, p, **extra)
             new = optax.apply_updates(p, updates)
-            angs = layer_angles(p, new)
+            angs = self.group_angles(p, new)
             lr_k = jnp.asarray(lr_fn(k), dt)
             view = StepView(k, p, new, g, loss, s, lr_k)
             rec = {name: fn(view) for name, fn in hooks.step_probes.items()}
@@ -280,7 +338,7 @@ class Program:
 
         def evaluate(p, s, k, t, ang_last, ang_mean):
             (tr_loss, f_tr), g = grad_fn(p, xtr, ytr)
-            f_te = apply(spec, p, xte)
+            f_te = self.forward(p, xte)
             lam = jnp.asarray(current_weight_decay(s), dt)
             lr_k = jnp.asarray(lr_fn(k), dt)
             metrics = {
@@ -292,8 +350,8 @@ class Program:
             }
             if self.autol2 is not None:
                 metrics["autol2_decays"] = otu.tree_get(s, "n_decays")
-            norms = layer_weight_norms(p)
-            gnorm = {n: jnp.sqrt(sq_norm(g[n]["W"])) for n in self.weight_layers}
+            norms = self.group_norms(p)
+            gnorm = self.group_norms(g)
             layers = {}
             for n in self.weight_layers:
                 layers[f"weight_norm/{n}"] = norms[n]
@@ -345,12 +403,28 @@ class Program:
                          dict(out.get("steps", {})), dict(out.get("evals", {})))
 
 
+def _user_groups(groups, paths) -> Dict[str, tuple]:
+    """``name -> leaf indices`` of a user's model (default: one group per leaf, named by its path)."""
+    if groups is None:
+        return {p: (i,) for i, p in enumerate(paths)}
+    index = {p: i for i, p in enumerate(paths)}
+    out = {}
+    for name, members in dict(groups).items():
+        members = [members] if isinstance(members, str) else list(members)
+        bad = [m for m in members if m not in index]
+        if not members or bad:
+            raise ValueError(f"groups: group {name!r} names no leaf or unknown leaves {bad}; leaves are {list(paths)}")
+        out[str(name)] = tuple(index[m] for m in members)
+    return out
+
+
 def _probe_targets(result: RunResult, data: Dataset) -> None:
     result.probe["targets"] = np.asarray(data.y_test[:len(result.probe["test_index"])])
 
 
 def train(config: RunConfig, data: Optional[Dataset] = None, *, keep_params: bool = False,
-          program: Optional[Program] = None, hooks: Optional[Hooks] = None) -> RunResult:
+          program: Optional[Program] = None, hooks: Optional[Hooks] = None, model: Optional[UserModel] = None,
+          groups: Optional[Dict[str, Any]] = None, scale_invariant=()) -> RunResult:
     """Train one network as described by ``config`` and return its metrics.
 
     The configuration is validated before anything else (``ValueError``/``TypeError`` naming the field).
@@ -359,19 +433,23 @@ def train(config: RunConfig, data: Optional[Dataset] = None, *, keep_params: boo
     seed and constant learning-rate / weight-decay values); sweeps use this to compile once. ``hooks``:
     instrumentation (:mod:`widelimit.train.hooks`; outputs in ``RunResult.steps`` / ``.evals``), not allowed
     together with ``program`` (a program carries its own). Deterministic for a given seed on a backend.
+    ``model``/``groups``/``scale_invariant``: a user's network (module docstring; ``data`` is then required).
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
     cfg = config.canonical()
     with precision(cfg.dtype):
         if data is None:
+            if model is not None:
+                raise ValueError("data: a user's model is trained on a Dataset given as data=")
             data = load_dataset(cfg.data, **cfg.data_options)
         if program is not None and program.config.structure_key() != cfg.structure_key():
             raise ValueError("program was built for a configuration that differs from config in more than "
                              "seed / constant learning_rate / constant weight_decay")
         if program is not None and hooks is not None:
             raise ValueError("hooks: pass them to Program(config, data, hooks) when reusing a program")
-        prog = program if program is not None else Program(cfg, data, hooks)
+        prog = program if program is not None else Program(cfg, data, hooks, model=model, groups=groups,
+                                                           scale_invariant=scale_invariant)
         arrays = prog.arrays(data)
         key = jax.random.PRNGKey(cfg.seed)
         hp = prog.default_hp(cfg)

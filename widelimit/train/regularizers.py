@@ -64,10 +64,10 @@ def _key_name(k) -> str:
 
 def resolve_mask(mask, params):
     """``None`` -> all True; a callable is called on ``params``; glob patterns via :func:`mask_from_patterns`;
-    a pytree of bools is returned as is."""
+    a pytree of bools is returned as is (also when it is callable, like the mask of an Equinox module)."""
     if mask is None:
         return jax.tree_util.tree_map(lambda _: True, params)
-    if callable(mask):
+    if callable(mask) and jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(mask)):
         return mask(params)
     if isinstance(mask, (list, tuple)) and all(isinstance(p, str) for p in mask):
         return mask_from_patterns(mask)(params)

@@ -15,8 +15,10 @@ import numpy as np
 
 from .ntk_l2 import _as_float_array
 from .volterra import CrossScaleFlow, VolterraOutputs
+from .volterra_separable import SeparableCrossScaleFlow
 
 F0_MODES = ("prior", "zero")
+METHODS = ("separable", "nystrom")
 
 
 class VolterraLoss:
@@ -27,9 +29,13 @@ class VolterraLoss:
       x_train (N, d), y_train (N,) or (N, K), x_test (M, d), y_test (M,) or (M, K).
       f0: ``"prior"`` (default: averaged over ``f0 ~ NNGP``, what a seed average measures) or ``"zero"``.
       rtol, step: quadrature target and base step (see :class:`~widelimit.dynamics.volterra.CrossScaleFlow`).
+      method: ``"separable"`` (default: the kernel fitted once in the two scales,
+        :class:`~widelimit.dynamics.volterra_separable.SeparableCrossScaleFlow`, with ``degree``; its fit
+        error is ``self.flow.fit_error``) or ``"nystrom"`` (the kernel evaluated at every pair of nodes:
+        the slow reference).
 
-    ``L`` is ``spec.homogeneity_degree`` -- None for a non-homogeneous network (the protocol documents an
-    int; nothing in :mod:`widelimit.predict` needs it for a flow model). ``learning_rate`` is None (flow).
+    ``L`` is ``spec.homogeneity_degree`` -- None for a non-homogeneous network (allowed by the protocol;
+    nothing in :mod:`widelimit.predict` needs it for a flow model). ``learning_rate`` is None (flow).
     Every solve is cached per ``(weight_decay, t)``; :meth:`outputs` gives the full
     :class:`~widelimit.dynamics.volterra.VolterraOutputs` (with the quadrature ``error_estimate``).
     """
@@ -37,12 +43,18 @@ class VolterraLoss:
     learning_rate = None
 
     def __init__(self, spec, x_train, y_train, x_test, y_test, *, f0: str = "prior", rtol: float = 1e-6,
-                 step: Optional[float] = None):
+                 step: Optional[float] = None, method: str = "separable", degree: int = 20):
         if f0 not in F0_MODES:
             raise ValueError(f"f0 must be one of {F0_MODES}, got {f0!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if x_test is None:
             raise ValueError("x_test is required: the model predicts the test loss")
-        self.flow = CrossScaleFlow(spec, x_train, y_train, x_test=x_test, rtol=rtol, step=step)
+        if method == "separable":
+            self.flow = SeparableCrossScaleFlow(spec, x_train, y_train, x_test=x_test, rtol=rtol, step=step,
+                                                degree=degree)
+        else:
+            self.flow = CrossScaleFlow(spec, x_train, y_train, x_test=x_test, rtol=rtol, step=step)
         yt = _as_float_array("y_test", y_test, (1, 2))
         want = (self.flow.n_test,) + self.flow._y_shape[1:]
         if yt.shape != want:
@@ -106,4 +118,4 @@ class VolterraLoss:
         return f"VolterraLoss(N={self.n_train}, M={self.n_test}, f0={self.f0!r}, rtol={self.flow.rtol})"
 
 
-__all__ = ["VolterraLoss", "F0_MODES"]
+__all__ = ["VolterraLoss", "F0_MODES", "METHODS"]

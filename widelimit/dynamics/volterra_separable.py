@@ -24,7 +24,8 @@ With the trapezoid Nystrom rule of :class:`~widelimit.dynamics.volterra.CrossSca
     sum_{j<i} w_j exp(-lam (t_i - t_j)) Theta(s_i, s_j) q_j = sum_a T_a(s_i) sum_b C_ab M_b(i),
     M_b(i) = exp(-lam (t_i - t_{i-1})) (M_b(i-1) + w_{i-1} T_b(s_{i-1}) q_{i-1}),
 
-(``p = P + 1``) so a solve costs ``O(n (p^2 N^2 + N^3))`` flops and NO kernel evaluations (against ``O(n^2 N^2)`` kernel
+(``p = P + 1``; with the rank-``r`` compression below, ``sum_a T_a(s_i) C_ab = sum_r E_r G_rb(i)``) so a
+solve costs ``O(n (r N^2 K + r p N K + N^3))`` flops and NO kernel evaluations (against ``O(n^2 N^2)`` kernel
 entries for the direct scheme). The quadrature error estimate is that of the Nystrom rule applied to the
 fitted kernel; the fit error adds to it (both are stated).
 """
@@ -40,6 +41,7 @@ from numpy.polynomial import chebyshev
 from .volterra import CrossScaleFlow, _newton
 
 _ROW_BLOCK_ELEMS = 2 ** 24      # kernel samples are evaluated for blocks of rows with at most this many entries
+_SV_CUT = 1e-12                 # singular values of the kernel samples below this (relative) are dropped
 
 
 def _chebyshev_points(m: int) -> np.ndarray:
@@ -75,8 +77,15 @@ class SeparableCrossScaleFlow(CrossScaleFlow):
       n_samples: ``m``, Duffy-Chebyshev samples per axis of the triangle (default ``P + 2``; ``m > P``),
         i.e. ``m^2`` kernel evaluations on the training (and test x training) points.
 
-    Attributes: ``coef_train`` (P+1, P+1, N, N), ``coef_test`` (P+1, P+1, M, N) or None, ``fit_error``: max over
+    Attributes: ``rank`` (r, terms kept), ``coef`` (r, P+1, P+1): Chebyshev coefficients of the scalar
+    functions ``phi_r``; ``blocks_train`` (r, N, N), ``blocks_test`` (r, M, N) or None: the matrices
+    ``E_r``, so that ``Theta(s, s') ~= sum_r phi_r(s, s') E_r`` on the triangle; ``fit_error``: max over
     entries and 64 check points on the triangle of ``|fit - Theta| / max|Theta|`` (dimensionless).
+
+    Compression: the ``m^2`` kernel samples (rows: sample pairs; columns: train and test entries) are
+    factored by an SVD, truncated at singular values below ``1e-12`` of the largest (their functional rank
+    is small: 1 for a homogeneous net, ~50 at 1e-9 for ReLU/erf with biases), and only the ``r`` left
+    factors are fitted in the scales.
     """
 
     def __init__(self, spec, x_train, y_train, *, x_test=None, rtol: float = 1e-6,
@@ -90,31 +99,41 @@ class SeparableCrossScaleFlow(CrossScaleFlow):
         super().__init__(spec, x_train, y_train, x_test=x_test, rtol=rtol, step=step, kernel_fn=kernel_fn)
         self.degree, self.n_samples = degree, m
         s1, s2 = triangle_samples(m)
+        N, M = self.n_train, 0 if self.x_test is None else self.n_test
+        samples = self._samples(self.x_train, s1, s2).reshape(len(s1), N * N)
+        if M:
+            samples = np.concatenate([samples, self._samples(self.x_test, s1, s2).reshape(len(s1), M * N)], 1)
+        left, sv, right = scipy.linalg.svd(samples, full_matrices=False)
+        keep = sv > _SV_CUT * sv[0]
+        left = left[:, keep]                                   # (m^2, r), orthonormal
+        blocks = sv[keep, None] * right[keep]                  # (r, N^2 + M N): E_r (singular value included)
         design = basis(s1, s2, degree)
         used = np.flatnonzero(np.any(design != 0, axis=0))
-        qr = np.linalg.qr(design[:, used])                # least squares by QR, shared by every entry
-        self.coef_train = self._fit(self.x_train, qr, used, s1, s2)
-        self.coef_test = None if self.x_test is None else self._fit(self.x_test, qr, used, s1, s2)
+        qm, rm = np.linalg.qr(design[:, used])                 # least squares by QR (R^-1 never formed)
+        coef = np.zeros((left.shape[1], (degree + 1) ** 2))
+        coef[:, used] = scipy.linalg.solve_triangular(rm, qm.T @ left).T
+        self.rank = int(left.shape[1])
+        self.coef = coef.reshape(self.rank, degree + 1, degree + 1)
+        self.blocks_train = np.ascontiguousarray(blocks[:, :N * N].reshape(self.rank, N, N))
+        self.blocks_test = None if not M else np.ascontiguousarray(blocks[:, N * N:].reshape(self.rank, M, N))
         rng = np.random.default_rng(12345)                   # fixed check points, inside and on the edges
         c1 = np.concatenate([rng.uniform(0, 1, 56), [1e-3, 0.3, 0.7, 1.0, 1e-3, 0.5, 0.05, 0.9]])
         c2 = np.concatenate([c1[:56] + (1 - c1[:56]) * rng.uniform(0, 1, 56), [1e-3, 0.3, 0.7, 1.0, 1.0, 1.0,
                                                                                 0.06, 0.95]])
         ref = np.asarray(self._kfn(self.x_train, None, c1, c2)[0])
-        fit = np.einsum("ka,aij->kij", basis(c1, c2, degree),
-                        self.coef_train.reshape((degree + 1) ** 2, *ref.shape[1:]))
+        phi = basis(c1, c2, degree) @ coef.T                    # (64, r)
+        fit = np.tensordot(phi, self.blocks_train, axes=(1, 0))
         self.fit_error = float(np.max(np.abs(fit - ref)) / np.max(np.abs(ref)))
 
-    def _fit(self, xa, qr, used, s1, s2) -> np.ndarray:
-        """Least-squares coefficients ``C_ab`` for the NTK between ``xa`` and x_train: (p, p, Na, N)."""
-        p, N = self.degree + 1, self.n_train
-        out = np.zeros((p * p, xa.shape[0], N))
+    def _samples(self, xa, s1, s2) -> np.ndarray:
+        """NTK between ``xa`` and x_train at every sample pair: (m^2, Na, N)."""
+        N = self.n_train
+        out = np.empty((len(s1), xa.shape[0], N))
         rows = max(1, _ROW_BLOCK_ELEMS // (len(s1) * N))
         for r in range(0, xa.shape[0], rows):
             whole = xa is self.x_train and rows >= xa.shape[0]      # x2=None: an input with itself is exact
-            k = np.asarray(self._kfn(xa[r:r + rows], None if whole else self.x_train, s1, s2)[0])
-            rhs = (qr[0].T @ k.reshape(k.shape[0], -1))          # R c = Q^T k (not R^-1 formed: stable)
-            out[used, r:r + rows] = scipy.linalg.solve_triangular(qr[1], rhs).reshape(len(used), *k.shape[1:])
-        return out.reshape(p, p, xa.shape[0], N)
+            out[:, r:r + rows] = np.asarray(self._kfn(xa[r:r + rows], None if whole else self.x_train, s1, s2)[0])
+        return out
 
     def _solve_grid(self, lam, t, v, w, req, src_train, src_test, grad=None):
         """Trapezoid Nystrom on one grid with the separable history (see the module docstring)."""
@@ -122,27 +141,32 @@ class SeparableCrossScaleFlow(CrossScaleFlow):
         n, N = len(t), self.n_train
         s = np.exp(-lam * t)
         T = chebyshev.chebvander(2 * s - 1, self.degree)              # (n, p)
+        G = np.einsum("ia,rab->irb", T, self.coef)                    # sum_a T_a(s_i) F_rab: (n, r, p)
+        diag = np.einsum("irb,ib->ir", G, T)                          # phi_r(s_i, s_i)
         u = np.empty_like(src_train)
         q = np.empty_like(src_train)
         mom = np.zeros((self.degree + 1,) + src_train.shape[1:])      # M_b, (p, N, C)
         req_pos = {int(i): r for r, i in enumerate(req)}
         test_out = [] if src_test is not None else None
         eye = np.eye(N)
+        r = self.rank
+        E = self.blocks_train.transpose(1, 0, 2).reshape(N, r * N)        # [i, (r, j)]: one matrix product
+        Et = None if self.blocks_test is None else self.blocks_test.transpose(1, 0, 2).reshape(-1, r * N)
         for i in range(n):
             if i > 0:
                 mom = np.exp(-lam * (t[i] - t[i - 1])) * (mom + v[i - 1] * T[i - 1][:, None, None] * q[i - 1])
-            ci = np.tensordot(T[i], self.coef_train, axes=(0, 0))     # sum_a T_a(s_i) C_ab: (p, N, N)
-            hist = np.einsum("bij,bjc->ic", ci, mom)
-            kd = w[i] * np.tensordot(T[i], ci, axes=(0, 0))          # w_i Theta(s_i, s_i)
+            z = np.tensordot(G[i], mom, axes=(1, 0))                  # (r, N, C)
+            hist = E @ z.reshape(r * N, -1)
+            kd = w[i] * (E.reshape(N, r, N).transpose(0, 2, 1) @ diag[i])   # w_i Theta(s_i, s_i)
             if grad is None:
                 u[i] = np.linalg.solve(eye + kd / a, src_train[i] - hist)
                 q[i] = u[i] / a
             else:
                 u[i], q[i] = _newton(src_train[i] - hist, kd, grad)
             if test_out is not None and i in req_pos:
-                ct = np.tensordot(T[i], self.coef_test, axes=(0, 0))
                 tot = mom + w[i] * T[i][:, None, None] * q[i]
-                test_out.append(src_test[req_pos[i]] - np.einsum("bij,bjc->ic", ct, tot))
+                zt = np.tensordot(G[i], tot, axes=(1, 0))
+                test_out.append(src_test[req_pos[i]] - Et @ zt.reshape(r * N, -1))
         return u[req], None if test_out is None else np.stack(test_out)
 
 

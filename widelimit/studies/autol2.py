@@ -27,6 +27,8 @@ import numpy as np
 
 NAME = "autol2"
 
+from .autol2_claims import split_accuracy, split_test, steps_to  # noqa: E402  (protocol helpers)
+
 #: AutoL2 hyper-parameters (paper defaults in the project's lam convention; see widelimit.train.autol2)
 AUTOL2 = {"kind": "autol2", "init_weight_decay": 0.1, "factor": 10.0, "measure_every": 10, "patience": 2,
           "refractory": 0.1}
@@ -109,32 +111,6 @@ def configs(setup: Dict[str, Any], lams: Sequence[float], auto_init: Sequence[fl
 
 #: probe every test point (Program caps it at n_test): the outputs give accuracies on any split of the test set
 PROBE_ALL = 100_000
-
-
-def split_test(n_test: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """``(validation, held_out)`` index arrays: a fixed random permutation of ``range(n_test)`` cut in half."""
-    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 2:
-        raise ValueError(f"n_test must be an int >= 2, got {n_test!r}")
-    perm = np.random.default_rng(seed).permutation(int(n_test))
-    return np.sort(perm[: n_test // 2]), np.sort(perm[n_test // 2:])
-
-
-def split_accuracy(outputs: np.ndarray, y_test: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Accuracy per logging point on test points ``idx`` from probe ``outputs`` ``(n_logs, n_test, K)``
-    (argmax match; ``K = 1``: sign match), shape ``(n_logs,)``."""
-    f, y = np.asarray(outputs)[:, idx], np.asarray(y_test)[idx]
-    if f.shape[-1] == 1:
-        return np.mean(np.sign(f[..., 0]) == np.sign(y[None, :, 0]), axis=1)
-    return np.mean(np.argmax(f, -1) == np.argmax(y, -1)[None], axis=1)
-
-
-def steps_to(steps: np.ndarray, acc: np.ndarray, target: float) -> float:
-    """First logging step at which ``acc >= target`` (NaN if never)."""
-    steps, acc = np.asarray(steps, float), np.asarray(acc, float)
-    if steps.shape != acc.shape or steps.ndim != 1:
-        raise ValueError(f"steps and acc must be 1-D arrays of equal length, got {steps.shape}, {acc.shape}")
-    hit = np.nonzero(acc >= target)[0]
-    return float(steps[hit[0]]) if hit.size else float("nan")
 
 
 def summarize(runs, targets: Sequence[float], y_test=None, split=None) -> Dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Study 5's claims: AutoL2 against the best fixed λ and against λ = 0, judged from intervals over seeds.
+"""Study 5's protocol helpers (the validation / held-out split of the test set) and its claims: AutoL2
+against the best fixed λ and against λ = 0, judged from intervals over seeds.
 
 All accuracies are final accuracies on the *held-out* half of the test set; the best fixed λ is the grid value
 with the highest seed-mean final accuracy on the *validation* half (:func:`widelimit.studies.autol2.split_test`).
@@ -13,7 +14,7 @@ in the interval. Claims (absolute accuracy differences, tie margin :data:`TIE`):
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -22,6 +23,32 @@ from ..evidence import Claim, ClaimResult, bootstrap_seeds, judge
 NAME = "autol2"
 #: accuracy difference below which two methods are called a tie (held-out half: 500 test signals on MNIST-1D)
 TIE = 0.01
+
+
+def split_test(n_test: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """``(validation, held_out)`` index arrays: a fixed random permutation of ``range(n_test)`` cut in half."""
+    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 2:
+        raise ValueError(f"n_test must be an int >= 2, got {n_test!r}")
+    perm = np.random.default_rng(seed).permutation(int(n_test))
+    return np.sort(perm[: n_test // 2]), np.sort(perm[n_test // 2:])
+
+
+def split_accuracy(outputs: np.ndarray, y_test: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Accuracy per logging point on test points ``idx`` from probe ``outputs`` ``(n_logs, n_test, K)``
+    (argmax match; ``K = 1``: sign match), shape ``(n_logs,)``."""
+    f, y = np.asarray(outputs)[:, idx], np.asarray(y_test)[idx]
+    if f.shape[-1] == 1:
+        return np.mean(np.sign(f[..., 0]) == np.sign(y[None, :, 0]), axis=1)
+    return np.mean(np.argmax(f, -1) == np.argmax(y, -1)[None], axis=1)
+
+
+def steps_to(steps: np.ndarray, acc: np.ndarray, target: float) -> float:
+    """First logging step at which ``acc >= target`` (NaN if never)."""
+    steps, acc = np.asarray(steps, float), np.asarray(acc, float)
+    if steps.shape != acc.shape or steps.ndim != 1:
+        raise ValueError(f"steps and acc must be 1-D arrays of equal length, got {steps.shape}, {acc.shape}")
+    hit = np.nonzero(acc >= target)[0]
+    return float(steps[hit[0]]) if hit.size else float("nan")
 
 
 def _pick(val: np.ndarray) -> int:
@@ -71,4 +98,4 @@ def claims_from_data(data: Dict[str, Any], size: str) -> List[ClaimResult]:
     return out
 
 
-__all__ = ["claims_from_data", "per_seed", "TIE"]
+__all__ = ["claims_from_data", "per_seed", "TIE", "split_test", "split_accuracy", "steps_to"]

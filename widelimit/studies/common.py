@@ -312,6 +312,31 @@ class Stopwatch:
         return time.perf_counter() - self.t0
 
 
+@dataclass(frozen=True)
+class StudyStart:
+    """What every study's ``run`` begins with (:func:`start_study`).
+
+    Fields: ``size`` (validated), ``out`` (the output directory, created), ``cache`` (the study's
+    :class:`PointCache` at ``<out>/.cache/<name>-<size>``, wiped when not resuming) and ``stopwatch``
+    (started before any compute: the report's wall time)."""
+
+    size: str
+    out: Path
+    cache: "PointCache"
+    stopwatch: Stopwatch
+
+
+def start_study(name: str, size: str, out_dir: PathLike, *, resume: bool = True) -> StudyStart:
+    """Validate ``size`` and ``out_dir``, refuse a dirty tree for the committed ``validation/``
+    (:func:`~widelimit.studies.machine.check_provenance`) -- all before any compute -- then start the
+    stopwatch and open the study's cache."""
+    size = check_size(size)
+    out = check_out_dir(out_dir)
+    _made.check_provenance(out)
+    sw = Stopwatch()
+    return StudyStart(size, out, PointCache.for_study(name, size, out, resume=resume), sw)
+
+
 # -- extrema and fits -------------------------------------------------------------------------------
 class Where(str, enum.Enum):
     """Where the best sample of a grid lies (:func:`refine_extremum`); compares equal to its label."""
@@ -366,5 +391,5 @@ def refine_extremum(x, y, *, log_x: bool = True, kind: str = "min") -> Tuple[flo
 
 __all__ = ["SIZES_ALL", "check_size", "check_out_dir", "machine_info", "format_machine", "command_line",
            "reproduce_command", "progress_iter", "config_key", "CachedPoint", "PointCache", "Figure",
-           "write_report", "Stopwatch", "GitState", "git_state", "check_provenance", "allow_dirty_from_env", "Where",
+           "write_report", "Stopwatch", "StudyStart", "start_study", "GitState", "git_state", "check_provenance", "allow_dirty_from_env", "Where",
            "refine_extremum", "Series", "Panel", "plot_panels"]

@@ -27,7 +27,7 @@ from ..evidence import Claim
 from ..plots import Panel, Series, plot_panels
 from ..tables import Table
 from .claims import judge_all, lambda_opt_interval
-from .common import Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, write_report
+from .common import Figure, start_study, write_report
 from .ntk_tools import (TheoryCurves, dataset_kernels, fmt_where, grid_lambda_opt, loss_at_lambda,
                         seed_mean_tstar, train_grid)
 
@@ -62,16 +62,13 @@ SIZES: Dict[str, Dict[str, Any]] = {
 
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
     """Run the lambda_opt study at ``size``; write ``lambda_opt.md``/``.json``/``.png`` into ``out_dir``."""
-    size = check_size(size)
-    out = check_out_dir(out_dir)
-    check_provenance(out)
-    sw = Stopwatch()
+    st = start_study(NAME, size, out_dir, resume=resume)
+    size, out, cache, sw = st.size, st.out, st.cache, st.stopwatch
     p = SIZES[size]
     from ..arch import from_dict
     from ..data import load_dataset
     from ..train import RunConfig
 
-    cache = PointCache.for_study(NAME, size, out, resume=resume)
     spec = from_dict(dict(p["arch"]))
     ds = load_dataset(p["data"], **p["data_options"])
     eta = float(p["eta"])

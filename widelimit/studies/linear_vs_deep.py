@@ -21,8 +21,7 @@ import numpy as np
 from ..evidence import Claim, bootstrap_interval, judge
 from ..plots import Panel, Series, plot_panels
 from ..tables import Table
-from .common import (Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, progress_iter,
-                     write_report)
+from .common import Figure, progress_iter, start_study, write_report
 from .ntk_tools import dataset_kernels, initial_state, train_grid
 
 NAME = "linear_vs_deep"
@@ -91,17 +90,14 @@ def origin_threshold(x_train, y_train, W_std: float, width: int, *, n_samples: i
 
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
     """Run the linear-vs-deep study at ``size``; write ``linear_vs_deep.md``/``.json``/``.png`` into ``out_dir``."""
-    size = check_size(size)
-    out = check_out_dir(out_dir)
-    check_provenance(out)
-    sw = Stopwatch()
+    st = start_study(NAME, size, out_dir, resume=resume)
+    size, out, cache, sw = st.size, st.out, st.cache, st.stopwatch
     p = SIZES[size]
     from ..arch import MLP
     from ..data import load_dataset
     from ..dynamics.ntk_l2 import L2Flow
     from ..train import RunConfig
 
-    cache = PointCache.for_study(NAME, size, out, resume=resume)
     data = p.get("data", "digits")
     ds = load_dataset(data, **p["data_options"])
     K = ds.out_dim

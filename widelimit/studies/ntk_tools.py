@@ -150,7 +150,7 @@ class TheoryCurves:
         return self.model.zero_loss()
 
     def t_star(self, weight_decay: float, *, s_range: Tuple[float, float] = (1e-3, 1e2), n_grid: int = 400,
-               expected: bool = True, learning_rate: Optional[float] = None) -> Tuple[float, float, str]:
+               expected: bool = True, learning_rate: Optional[float] = None) -> Tuple[float, float, Where]:
         """``(t*, loss(t*), where)``: the time of the minimum of the expected test loss (``expected``) or
         of the mean function's loss, searched on ``t = s/lambda``, ``s`` log-spaced in ``s_range``, refined
         by a parabola in ``log t``. With ``learning_rate`` eta (discrete GD) the grid is the distinct step counts
@@ -177,7 +177,7 @@ class TheoryCurves:
         return np.stack([f(lam, times) for lam in weight_decays])
 
     def lambda_opt(self, weight_decays: Sequence[float], times: Sequence[float], expected: bool = True
-                   ) -> List[Tuple[float, float, str]]:
+                   ) -> List[Tuple[float, float, Where]]:
         """For each budget time ``t = eta T``: ``(weight_decay_opt, loss, where)`` over the grid
         ``weight_decays`` (refined by a parabola in ``log lambda``; the loss is the model's value there)."""
         lams = np.asarray(weight_decays, dtype=np.float64)
@@ -286,7 +286,7 @@ def initial_state(config, ds):
     return jax.tree_util.tree_map(np.asarray, params), f_tr, f_te
 
 
-def seed_mean_tstar(time: np.ndarray, loss: np.ndarray) -> Tuple[float, float, str]:
+def seed_mean_tstar(time: np.ndarray, loss: np.ndarray) -> Tuple[float, float, Where]:
     """``(t*, loss*, where)`` of the seed-averaged loss curve ``loss`` (n_seeds, n_logs) on ``time`` (n_logs,),
     ignoring ``t = 0``; parabola refinement in ``log t``."""
     m = np.mean(np.asarray(loss, np.float64), axis=0)
@@ -294,7 +294,7 @@ def seed_mean_tstar(time: np.ndarray, loss: np.ndarray) -> Tuple[float, float, s
     return refine_extremum(np.asarray(time)[keep], m[keep], log_x=True, kind="min")
 
 
-def grid_lambda_opt(grid: Grid, budgets: Sequence[int]) -> List[Tuple[float, float, str]]:
+def grid_lambda_opt(grid: Grid, budgets: Sequence[int]) -> List[Tuple[float, float, Where]]:
     """Measured best lam for each budget of ``T`` steps: minimum over ``grid.values`` (an L2 grid) of the
     seed-averaged test loss logged at step ``T`` (which must be a logging step), refined by a parabola in
     ``log lam``. Returns ``(lam_opt, loss, where)`` per budget."""

@@ -27,8 +27,7 @@ from ..plots import Panel, Series, plot_panels
 from ..results import to_jsonable
 from ..tables import Table
 from .claims import judge_all, lambda_opt_interval, min_loss_interval, slope_interval, tstar_interval
-from .common import (Figure, PointCache, Stopwatch, _finite, check_out_dir, check_provenance, check_size,
-                     progress_iter, write_report)
+from .common import Figure, _finite, start_study, write_report
 from .ntk_tools import TheoryCurves, dataset_kernels, fmt_where, seed_mean_tstar, train_grid
 
 NAME = "quick"
@@ -71,13 +70,10 @@ def _configs(p: Dict[str, Any]):
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
     """Run the main-job study at ``size`` ("smoke", "quick" or "full"); write ``quick.md``/``.json``/``.png``
     into ``out_dir`` and return the Markdown path."""
-    size = check_size(size)
-    out = check_out_dir(out_dir)
-    check_provenance(out)
-    sw = Stopwatch()
+    st = start_study(NAME, size, out_dir, resume=resume)
+    size, out, cache, sw = st.size, st.out, st.cache, st.stopwatch
     p = SIZES[size]
     spec, data_options, base, short = _configs(p)
-    cache = PointCache.for_study(NAME, size, out, resume=resume)
     from ..data import load_dataset
     ds = load_dataset("digits", **data_options)
     eta = float(p["lr"])

@@ -24,8 +24,7 @@ from ..evidence import Claim, PowerLaw, fit_power_law
 from ..plots import Panel, Series, plot_panels
 from ..tables import Table
 from .claims import judge_all, min_loss_interval, slope_interval, tstar_interval
-from .common import (Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, progress_iter,
-                     write_report)
+from .common import Figure, PointCache, progress_iter, start_study, write_report
 from .ntk_tools import TheoryCurves, fmt_where, seed_mean_tstar, study_kernels, train_grid
 
 NAME = "tstar"
@@ -100,11 +99,8 @@ def _spec(a: Dict[str, Any]):
 
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
     """Run the t* study at ``size``; write ``tstar.md``/``.json`` and one PNG per variant into ``out_dir``."""
-    size = check_size(size)
-    out = check_out_dir(out_dir)
-    check_provenance(out)
-    sw = Stopwatch()
-    cache = PointCache.for_study(NAME, size, out, resume=resume)
+    st = start_study(NAME, size, out_dir, resume=resume)
+    size, out, cache, sw = st.size, st.out, st.cache, st.stopwatch
     sections, data, summaries, claims = [], {}, [], []
     for k, v in enumerate(SIZES[size]):
         png = out / (f"{NAME}.png" if k == 0 else f"{NAME}_{v['name']}.png")

@@ -28,8 +28,7 @@ import numpy as np
 from ..evidence import Claim, bootstrap_seeds, fit_power_law, judge
 from ..plots import Panel, Series, plot_panels
 from ..tables import Table
-from .common import (Figure, PointCache, Stopwatch, check_out_dir, check_provenance, check_size, progress_iter,
-                     write_report)
+from .common import Figure, progress_iter, start_study, write_report
 from ..nets import mlp_empirical_ntk
 from .ntk_tools import dataset_kernels, initial_state, train_grid
 
@@ -62,17 +61,14 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, resume: bool = True) -> Path:
     """Run the width study at ``size``; write ``width.md``/``.json``/``.png`` into ``out_dir``."""
-    size = check_size(size)
-    out = check_out_dir(out_dir)
-    check_provenance(out)
-    sw = Stopwatch()
+    st = start_study(NAME, size, out_dir, resume=resume)
+    size, out, cache, sw = st.size, st.out, st.cache, st.stopwatch
     p = SIZES[size]
     from ..arch import MLP
     from ..data import load_dataset
     from ..dynamics.ntk_l2 import L2Flow
     from ..train import RunConfig
 
-    cache = PointCache.for_study(NAME, size, out, resume=resume)
     data_options = dict(classes=CLASSES, targets="pm1", n_train=p["n_train"], n_test=p["n_test"], seed=0)
     ds = load_dataset("digits", **data_options)
     eta, lam, L = float(p["eta"]), float(p["lam"]), int(p["depth"])

@@ -235,3 +235,31 @@ def test_study_initial_networks_are_the_training_harness_initial_networks():
     ref = [float(np.asarray(train(cfg.replace(seed=s)).metrics["test_loss"])[0]) for s in (0, 1)]
     np.testing.assert_allclose(mine, ref, rtol=1e-5)
     assert np.ptp(mine) > 0
+
+
+def test_python_api_seeds_gives_the_spread_interval(data):
+    """``t_star(..., seeds=n)`` / ``lambda_opt(..., seeds=n)`` carry predict.spread's interval; default none."""
+    from widelimit.predict import lambda_opt, t_star, table_rows
+    k = analytic_kernels(MLP(depth=3, out_dim=1), np.concatenate([data.x_train, data.x_test]))
+    dk = DataKernels(k.ntk[:N, :N], k.ntk[N:, :N], data.y_train, data.y_test, 3, k.nngp[:N, :N], k.nngp[N:, :N],
+                     k.nngp[N:, N:])
+    sp = spread_model(dk)
+    ts = t_star(dk, weight_decays=[0.03, 0.01], seeds=4)                 # DataKernels with the full K_xx
+    ref = t_star_spread(sp, [0.03, 0.01], seeds=4)
+    np.testing.assert_allclose(ts.t_star_low, ref.low, rtol=1e-12)
+    np.testing.assert_allclose(ts.t_star_high, ref.high, rtol=1e-12)
+    assert np.all(ts.t_star_low < ts.t_star) and np.all(ts.t_star < ts.t_star_high) and ts.seeds == 4
+    np.testing.assert_allclose(ts.t_star, t_star(ExpectedLoss.from_kernels(dk), weight_decays=[0.03, 0.01]).t_star,
+                               rtol=1e-9)                                   # the mean is unchanged
+    assert t_star(sp, weight_decays=[0.03]).t_star_low is None
+    rows, units = table_rows(ts)
+    assert "t_star_low" in rows[0] and units["t_star_high"] == "η·steps"
+    lo = lambda_opt(sp, steps=[30, 300], learning_rate=0.1, seeds=4)
+    ref_lo = lambda_opt_spread(sp, steps=[30, 300], learning_rate=0.1, seeds=4)
+    np.testing.assert_allclose(lo.weight_decay_opt_low, ref_lo.low, rtol=1e-12)
+    assert np.all(lo.weight_decay_opt_low < lo.weight_decay_opt)
+    assert np.all(lo.weight_decay_opt < lo.weight_decay_opt_high)
+    with pytest.raises(TypeError, match="LossSpread"):
+        t_star(ExpectedLoss.from_kernels(dk), weight_decays=[0.01], seeds=4)
+    with pytest.raises(ValueError, match="seeds"):
+        lambda_opt(sp, steps=[30], seeds=0)

@@ -16,6 +16,7 @@ from .norms import (OPTIMIZERS, Equilibrium, NormDynamics, NormOptimizer, adam_l
                     lambda_drops, make_optimizer, norm_sq_trajectory, solve_norm_map, solve_norm_ode,
                     step_decay, unit_grad_norm_sq, warmup)
 from .loss import ExpectedLoss, FlowLoss
+from .spread import LossSpread
 from .modes import gd_mode_coefficients, mode_response
 from .ntk_l2 import FlowOutputs, L2Flow
 from .protocol import LossModel, check_model
@@ -23,7 +24,7 @@ from .ode import integrate_flow
 from .special import ModeCoefficients, mode_coefficients, rates, scaled_upper_gamma
 
 __all__ = [
-    "L2Flow", "FlowOutputs", "L2FlowEnsemble", "ExpectedLoss", "FlowLoss", "LossModel", "check_model",
+    "L2Flow", "FlowOutputs", "L2FlowEnsemble", "ExpectedLoss", "FlowLoss", "LossSpread", "LossModel", "check_model",
     "mode_response", "gd_mode_coefficients", "integrate_flow", "ModeCoefficients",
     "mode_coefficients", "rates", "scaled_upper_gamma",
     "OPTIMIZERS", "NormOptimizer", "make_optimizer", "NormDynamics", "solve_norm_map", "solve_norm_ode",

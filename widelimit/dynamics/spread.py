@@ -207,7 +207,8 @@ class LossSpread(ExpectedLoss):
         return np.random.default_rng(seed).standard_normal((draws, self.rank, self._yt.shape[1]))
 
     def initial_functions(self, z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """The initial outputs of the draws ``z`` (S, r, K): ``(f0_X in the NTK eigenbasis (S, N, K), f0_x (S, M, K))``."""
+        """The initial outputs of the draws ``z`` (S, r, K): ``f0_X`` in the NTK eigenbasis (S, N, K) and
+        ``f0_x`` (S, M, K)."""
         z = np.asarray(z, dtype=np.float64)
         return np.einsum("ir,srk->sik", self._u, z), np.einsum("xr,srk->sxk", self._rx, z)
 

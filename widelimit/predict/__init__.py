@@ -19,7 +19,9 @@ from .models import NO_LEARNING_RTOL, TOO_FAST_STEPS, as_model, predict_model
 from .results import Curves, LambdaOpt, LambdaRule, TStar
 from .rows import table_rows, to_rows
 from .search import METRICS, POINTS_PER_DECADE, lambda_opt, lambda_rule, loss_curves, t_star
+from .spread import SeedSpread, lambda_opt_spread, loss_spread, spread_model, t_star_spread
 
 __all__ = ["predict_model", "as_model", "t_star", "lambda_opt", "lambda_rule", "loss_curves", "to_rows",
            "table_rows", "Curves", "TStar", "LambdaOpt", "LambdaRule", "METRICS", "POINTS_PER_DECADE",
-           "NO_LEARNING_RTOL", "TOO_FAST_STEPS"]
+           "NO_LEARNING_RTOL", "TOO_FAST_STEPS", "SeedSpread", "spread_model", "loss_spread", "t_star_spread",
+           "lambda_opt_spread"]

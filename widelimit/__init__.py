@@ -20,13 +20,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "widelimit.arch": ["MLP", "CNN", "Spec"],
-    "widelimit.kernels": ["Kernels", "analytic_kernels", "kernel_fn", "DataKernels"],
+    "widelimit.kernels": ["Kernels", "analytic_kernels", "kernel_fn", "DataKernels", "cross_scale_kernels"],
     "widelimit.nets": ["init_params", "apply", "scale_invariant_mask", "empirical_ntk", "empirical_ntk_of_spec",
                        "homogeneity_degree", "measure_homogeneity"],
     "widelimit.dynamics": ["L2Flow", "L2FlowEnsemble", "ExpectedLoss", "FlowLoss", "LossModel",
                            "integrate_flow", "mode_coefficients",
                            "solve_norm_map", "solve_norm_ode", "equilibrium", "norm_sq_trajectory",
-                           "NormDynamics"],
+                           "NormDynamics", "CrossScaleFlow", "VolterraLoss"],
     "widelimit.predict": ["predict_model", "loss_curves", "t_star", "lambda_opt", "lambda_rule", "to_rows",
                           "table_rows"],
     "widelimit.predict_norms": ["norm_predictions", "norm_prediction_table"],

@@ -7,6 +7,9 @@
   :class:`LossModel` protocol (:mod:`widelimit.dynamics.protocol`); :func:`integrate_flow`
   (numerical function-space ODE, MSE / softmax cross-entropy), :func:`mode_coefficients`,
   :func:`mode_response`, :func:`gd_mode_coefficients`.
+* Non-homogeneous MLPs (biases, erf; docs/theory.md §5): :class:`CrossScaleFlow` (Volterra equation,
+  Nystrom reference), :class:`SeparableCrossScaleFlow` (kernel fitted once in the scales: fast),
+  :class:`VolterraLoss` (a :class:`LossModel`).
 * Scale-invariant weights (van Laarhoven and follow-ups): :func:`solve_norm_map`,
   :func:`solve_norm_ode`, :func:`equilibrium`, :func:`norm_sq_trajectory`, schedules.
 """
@@ -22,6 +25,9 @@ from .ntk_l2 import FlowOutputs, L2Flow
 from .protocol import LossModel, check_model
 from .ode import integrate_flow
 from .special import ModeCoefficients, mode_coefficients, rates, scaled_upper_gamma
+from .volterra import CrossScaleFlow, VolterraOutputs
+from .volterra_loss import VolterraLoss
+from .volterra_separable import SeparableCrossScaleFlow
 
 __all__ = [
     "L2Flow", "FlowOutputs", "L2FlowEnsemble", "ExpectedLoss", "FlowLoss", "LossSpread", "LossModel", "check_model",
@@ -31,4 +37,5 @@ __all__ = [
     "Equilibrium", "equilibrium", "norm_sq_trajectory", "adam_l2_antiderivative", "constant",
     "step_decay", "cosine_decay", "warmup", "lambda_drops", "angular_update", "unit_grad_norm_sq",
     "fit_relaxation_time",
+    "CrossScaleFlow", "SeparableCrossScaleFlow", "VolterraOutputs", "VolterraLoss",
 ]

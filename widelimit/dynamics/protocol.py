@@ -23,7 +23,8 @@ class LossModel(Protocol):
     """Protocol of a test-loss model (structural: no base class needed).
 
     Attributes:
-      L: homogeneity degree of the network (int >= 1).
+      L: homogeneity degree of the network (int >= 1), or None for a non-homogeneous one (e.g.
+        :class:`~widelimit.dynamics.volterra_loss.VolterraLoss` with biases or erf).
       learning_rate: ``None`` for gradient flow, else ``eta`` of full-batch GD (then ``t`` is rounded to
         ``round(t / eta)`` steps and stability needs ``eta * mu_max < 2`` and ``eta * lam < 1``).
       n_train, n_test: numbers of training and test points.
@@ -31,7 +32,7 @@ class LossModel(Protocol):
       label: short human description for tables ("E over f0 ~ NNGP, flow", ...).
     """
 
-    L: int
+    L: Optional[int]
     learning_rate: Optional[float]
 
     @property

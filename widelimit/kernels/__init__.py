@@ -21,6 +21,7 @@ import numpy as np
 
 from ..arch import CNN, MLP
 from .container import FORMAT_VERSION, DataKernels
+from .cross_scale import CrossScaleKernels, cross_scale_kernels
 
 BACKENDS = ("auto", "native", "nt")
 
@@ -121,4 +122,5 @@ def kernel_fn(model, backend: str = "auto") -> Callable[..., Kernels]:
     return k
 
 
-__all__ = ["Kernels", "BACKENDS", "analytic_kernels", "kernel_fn", "DataKernels", "FORMAT_VERSION"]
+__all__ = ["Kernels", "BACKENDS", "analytic_kernels", "kernel_fn", "DataKernels", "FORMAT_VERSION",
+           "CrossScaleKernels", "cross_scale_kernels"]

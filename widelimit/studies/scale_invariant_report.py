@@ -209,7 +209,8 @@ def _findings(results, results0) -> str:
                  f"median |error| {100 * np.median(np.abs(allv)):.1f}% over {allv.size} (case, layer) pairs "
                  "(Adam+L2, whose closed form needs the measured G, left out); per optimiser "
                  "(median |error|; range): " + "; ".join(
-                     f"{_SHORT[o]} {100 * np.median(np.abs(per(o, 0, ang_err))):.1f}%; {_range(per(o, 0, ang_err))}"
+                     f"{_SHORT[o]}{' (driven)' if o == 'adam' else ''} "
+                     f"{100 * np.median(np.abs(per(o, 0, ang_err))):.1f}%; {_range(per(o, 0, ang_err))}"
                      for o in opts) + ".")
     sgdf = [(ang_err(r, j), lag_err(r, j), r["G_drift_per_tau"][j]) for c, r in results
             if c.optimizer in ("sgd", "momentum") for j in range(len(r["layers"]))]

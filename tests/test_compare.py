@@ -230,6 +230,10 @@ def test_compare_end_to_end_tiny(tmp_path):
     assert r.structure.degree == 3 and r.ntk is not None and r.ntk_skipped == ""
     assert r.ntk.data_kernels.L == 3 and "measured at initialisation" in r.ntk.inputs
     assert r.test_loss.shape == (2, 2, 6) and r.time.tolist() == pytest.approx(0.2 * np.arange(0, 11, 2))
+    # function-space outputs are logged: their test MSE is the logged test loss
+    assert r.test_outputs.shape == (2, 2, 6, 16, 1)
+    np.testing.assert_allclose(0.5 * np.mean((r.test_outputs - ds.y_test) ** 2, axis=(-2, -1)), r.test_loss,
+                               rtol=1e-5)
     assert {"weight_norm/['W0']", "angular_update_mean/['W2']", "grad_norm/['W1']"} <= set(r.layers)
     # the logged step-0 loss is the loss of model.init(split(PRNGKey(seed))[0]) (the loop's init)
     import jax

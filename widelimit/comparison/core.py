@@ -45,7 +45,8 @@ class CompareResult:
       layers: per-group streams ``"<quantity>/<group>" -> (seeds, weight_decays, T)`` (weight_norm,
         grad_norm, angular_update, angular_update_mean; eff_lr and grad_norm_unit for scale-invariant groups);
       claims: judged :class:`~widelimit.evidence.ClaimResult` (tuple); report: the report directory or None;
-      info: timings (s) and sizes.
+      info: timings (s) and sizes; test_outputs: the networks' outputs on the first ``min(M, 256)`` test
+        points at every logged time, (seeds, weight_decays, T, M', K) (function space).
     """
 
     model: str
@@ -62,6 +63,7 @@ class CompareResult:
     claims: Tuple[ClaimResult, ...]
     report: Optional[Path] = None
     info: Dict[str, Any] = field(default_factory=dict)
+    test_outputs: Optional[np.ndarray] = None
 
     @property
     def verdicts(self) -> Dict[str, int]:
@@ -80,6 +82,10 @@ def cost_line(model, data, settings: Settings) -> str:
             f"training: {members} networks ({settings.seeds} seeds x {len(settings.weight_decays)} weight decays) "
             f"x {settings.steps} steps ({settings.optimizer}, η={settings.learning_rate:g}), "
             f"{settings.steps // settings.eval_every + 1} logs")
+
+
+#: test points whose outputs are logged at every logged time
+PROBE_MAX = 256
 
 
 def _ntk_applies(structure: Structure, settings: Settings, has_init: bool) -> str:
@@ -159,7 +165,7 @@ def compare(model, data, *, weight_decays: Sequence[float], learning_rate: float
     run = train_model(m, ds, s, structure)
     info["train_s"] = _time.perf_counter() - t1
     bar.start("predictions and claims")
-    time_, steps_, test_loss, train_loss, layers = run
+    time_, steps_, test_loss, train_loss, layers, outputs = run
     claims = []
     ntk = None
     if kernels is not None:
@@ -180,7 +186,7 @@ def compare(model, data, *, weight_decays: Sequence[float], learning_rate: float
     info["total_s"] = _time.perf_counter() - t0
     bar.close()
     result = CompareResult(m.name, s, structure, ntk, skipped, tuple(norms), time_, steps_, test_loss, train_loss,
-                           layers, tuple(claims), out, info)
+                           layers, tuple(claims), out, info, outputs)
     if out is not None:
         from .report import write_report
 
@@ -223,14 +229,16 @@ def train_model(model, data, settings: Settings, structure: Structure):
                     learning_rate=settings.learning_rate, weight_decay=0.0,
                     weight_decay_mask=None if settings.weight_decay_mask is None else list(settings.weight_decay_mask),
                     batch_size=settings.batch_size, steps=settings.steps, eval_every=settings.eval_every,
-                    dtype=settings.dtype, probe_size=0)
+                    dtype=settings.dtype, probe_size=min(data.n_test, PROBE_MAX))
     S, P = settings.seeds, len(settings.weight_decays)
     ens = train_ensemble(cfg, seeds=list(range(S)), weight_decays=list(settings.weight_decays), data=data,
                          model=model, groups=groups, scale_invariant=si)
     met, lay = ens.stacked("metrics"), ens.stacked("layers")
     shape = lambda a: np.asarray(a, np.float64).reshape(S, P, -1)  # noqa: E731  (members are seed-major)
+    probe = np.stack([r.probe["outputs"] for r in ens.runs]).astype(np.float64)       # (S*P, T, M', K)
     return (np.asarray(met["time"][0], np.float64), np.asarray(met["step"][0]), shape(met["test_loss"]),
-            shape(met["train_loss"]), {k: shape(v) for k, v in lay.items()})
+            shape(met["train_loss"]), {k: shape(v) for k, v in lay.items()},
+            probe.reshape((S, P) + probe.shape[1:]))
 
 
 __all__ = ["compare", "CompareResult", "prepare", "cost_line", "train_model"]

@@ -35,6 +35,7 @@ STUDIES: dict[str, tuple[str, str]] = {
                        "6. L = 1 (ridge limit) against L >= 2 (decay to zero)"),
     "bridge": ("widelimit.studies.bridge", "8. norm relaxation time against the best weight decay per budget; per-unit check"),
     "spread": ("widelimit.studies.spread", "7. predicted spread over n seeds vs many cheap finite-network seeds"),
+    "biases": ("widelimit.studies.biases", "9. MLPs with biases / erf: GD with L2 vs the Volterra theory; t*, λ_opt shift"),
 }
 
 

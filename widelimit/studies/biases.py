@@ -34,8 +34,8 @@ _NETS = {"relu_b0.5": ("relu", 0.5, 1.4), "relu_b1.0": ("relu", 1.0, 1.4), "erf_
 
 SIZES: Dict[str, Dict[str, Any]] = {
     "smoke": dict(n_train=8, n_test=8, widths=[256, 1024], seeds=list(range(4)), nets_a=["relu_b0.5"],
-                  lam_a=0.3, eta=0.01, t_a=2.0, width_b=512, nets_b=["relu_nobias", "relu_b1.0"],
-                  lams_b=[0.1, 0.3], t_b=12.0, n_log=24, budget=6.0),
+                  lam_a=0.3, eta=0.02, t_a=2.0, width_b=512, nets_b=["relu_nobias", "relu_b1.0"],
+                  lams_b=[0.15], t_b=10.0, n_log=20, budget=5.0),
     "quick": dict(n_train=12, n_test=16, widths=[256, 512, 1024, 2048], seeds=list(range(8)),
                   nets_a=["relu_b0.5", "relu_b1.0", "erf_b0.5"], lam_a=0.3, eta=0.01, t_a=3.0, width_b=1024,
                   nets_b=["relu_nobias", "relu_b0.5", "relu_b1.0"], lams_b=list(np.geomspace(0.03, 0.3, 5)),

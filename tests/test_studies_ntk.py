@@ -161,6 +161,22 @@ def _assert_not_failing(js, name):
     assert c["verdict"] != "fails"
 
 
+def _assert_predicted_spread(js, name):
+    """The claim carries the theory's predicted interval for the measured number of seeds, its band is that
+    interval widened by the tolerance (not the point prediction's band), and its verdict is judge(...)."""
+    from widelimit.evidence import Claim, judge, result_from_dict
+    c = _claim(js, name)
+    pi = c["predicted_interval"]
+    assert pi is not None and 0 < pi[0] < pi[1], f"{name}: no predicted n-seed interval ({pi})"
+    res = result_from_dict(c)
+    again = judge(res.claim, res.measured)
+    assert again.verdict.value == c["verdict"] and list(again.band) == pytest.approx(c["band"], rel=1e-12)
+    tol = c["tolerance"]
+    assert c["band"] == pytest.approx([pi[0] * (1 - tol), pi[1] * (1 + tol)], rel=1e-12)
+    point = Claim(c["name"], c["quantity"], c["predicted"], tol).band()
+    assert list(point) != pytest.approx(c["band"])
+
+
 def _load(out, name):
     assert (out / f"{name}.md").is_file() and (out / f"{name}.png").stat().st_size > 1000
     text = (out / f"{name}.md").read_text()
@@ -189,6 +205,9 @@ def test_quick_smoke(tmp_path):
     assert "## Claims" in text
     _assert_not_failing(js, "t* at λ = 0.01")
     _assert_not_failing(js, "min test MSE at λ = 0.01")
+    for name in ("t* at λ = 0.01", "min test MSE at λ = 0.01"):
+        _assert_predicted_spread(js, name)
+    assert js["data"]["predicted_spread"]["seeds"] == 2 and "predicted 80% interval" in text
     # the claims stored are exactly what the stored per-seed data give (the report can be rebuilt from them)
     from widelimit.studies.quick import claims_from_data
     assert [c.to_dict() for c in claims_from_data(js["data"], "smoke")] == js["claims"]
@@ -217,6 +236,8 @@ def test_tstar_smoke_mlp_claims(tmp_path):
     js = {"claims": [c.to_dict() for c in claims]}
     _assert_not_failing(js, "[mlp] t* at λ = 0.1")
     _assert_not_failing(js, "[mlp] min test MSE at λ = 0.1")
+    for name in ("[mlp] t* at λ = 0.1", "[mlp] min test MSE at λ = 0.1", "[mlp] t* at η = 0.5"):
+        _assert_predicted_spread(js, name)
     assert data["slopes"]["theory"] < 0
 
 
@@ -257,6 +278,8 @@ def test_lambda_opt_smoke(tmp_path):
     c_ref = lam * float(t_star(predict_model(dk), weight_decays=[lam]).t_star[0])
     assert js["data"]["c_theory"] == pytest.approx(c_ref, rel=2e-3)
     _assert_not_failing(js, "λ_opt for T = 40 steps")
+    _assert_predicted_spread(js, "λ_opt for T = 40 steps")
+    assert "predicted 80% interval" in _
 
 
 def test_linear_vs_deep_smoke(tmp_path):

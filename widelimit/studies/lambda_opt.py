@@ -30,6 +30,7 @@ from .claims import judge_all, lambda_opt_interval
 from .common import Figure, start_study, write_report
 from .ntk_tools import (TheoryCurves, dataset_kernels, fmt_where, grid_lambda_opt, loss_at_lambda,
                         seed_mean_tstar, train_grid)
+from .seed_spread import lambda_opt_intervals, report_line, spread_model, test_test_nngp
 
 NAME = "lambda_opt"
 
@@ -156,24 +157,30 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
                f"{spec.homogeneity_degree}, NTK parameterisation, width {getattr(spec, 'width', '')}; full-batch GD "
                f"η = {eta:g}, float32, {len(p['seeds'])} seed(s); {len(budgets)} budgets T = "
                + ", ".join(str(int(b)) for b in budgets) + " steps.")
-    claims = []
+    claims, spread = [], None
     if len(p["seeds"]) >= 2:
+        # the theory's predicted λ_opt interval for the same number of seeds (docs/theory.md §3.5)
+        sm = spread_model(dk, test_test_nngp(spec, ds, cache=cache, key={"data": p["data"],
+                                                                          "options": p["data_options"]}))
+        spread = lambda_opt_intervals(sm, lam_fine, budgets, learning_rate=eta, seeds=len(p["seeds"]))
+        lines.append(report_line("λ_opt (theory; the rules c/(ηT) keep their point prediction)", len(p["seeds"])))
         pairs = []
-        for T, t, (to, _, tw) in zip(budgets, times, th_opt):
+        for b, (T, t, (to, _, tw)) in enumerate(zip(budgets, times, th_opt)):
             if tw != "interior" or not lams[0] < to < lams[-1]:
                 continue                            # not testable on this grid: the table shows the bound
             j = int(np.nonzero(grid.step == T)[0][0])
             iv = lambda_opt_interval(lams, grid.metrics["test_loss"][:, :, j])
             note = f"grid {lams[0]:.2g}–{lams[-1]:.2g}, factor {lams[1] / lams[0]:.2f}"
             pairs.append((Claim(f"λ_opt for T = {int(T)} steps", "argmin over λ of the seed-mean test MSE at step T",
-                                to, TOLERANCES["lambda_opt"], study=NAME, size=size, note=note), iv))
+                                to, TOLERANCES["lambda_opt"], study=NAME, size=size, note=note,
+                                predicted_interval=spread[b]), iv))
             pairs.append((Claim(f"rule c/(ηT), c from theory, T = {int(T)}", "λ_opt", c_theory / t, TOLERANCES["rule"],
                                 study=NAME, size=size, note=f"c = λ·t* = {c_theory:.3g} at λ = {sh['lam']:g}"), iv))
             if np.isfinite(c_short):
                 pairs.append((Claim(f"rule c/(ηT), c from short run, T = {int(T)}", "λ_opt", c_short / t,
                                     TOLERANCES["rule"], driven=True, study=NAME, size=size), iv))
         claims = judge_all(pairs)
-    data = {"rows": rows, "c_short": c_short, "c_theory": c_theory, "short_run": [s_t, s_loss, s_where],
+    data = {"rows": rows, "predicted_spread_lambda_opt": spread, "c_short": c_short, "c_theory": c_theory, "short_run": [s_t, s_loss, s_where],
             "lams": lams, "budgets": budgets, "measured_loss_grid": mean, "logged_steps": grid.step, "params": p,
             "per_seed_loss_at_budgets": {str(int(T)): grid.metrics["test_loss"][:, :, int(np.nonzero(
                 grid.step == T)[0][0])] for T in budgets}}

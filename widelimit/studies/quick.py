@@ -29,6 +29,7 @@ from ..tables import Table
 from .claims import judge_all, lambda_opt_interval, min_loss_interval, slope_interval, tstar_interval
 from .common import Figure, _finite, start_study, write_report
 from .ntk_tools import TheoryCurves, dataset_kernels, fmt_where, seed_mean_tstar, train_grid
+from .seed_spread import LEVEL, lambda_opt_intervals, report_line, spread_model, test_test_nngp, tstar_and_min_spread
 
 NAME = "quick"
 
@@ -91,6 +92,14 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     th_opt = theory.lambda_opt(lam_fine, eta * budgets)
     th_opt_mean = theory.lambda_opt(lam_fine, eta * budgets, expected=False)
     th_short = theory.t_star(p["short_lam"])
+    # the theory's predicted spread for an average over the same number of seeds (docs/theory.md §3.5)
+    n_seeds = len(p["seeds"])
+    spread = None
+    if n_seeds >= 2:
+        sm = spread_model(dk, test_test_nngp(spec, ds, cache=cache, key={"data": data_options}))
+        sp_t, sp_m = tstar_and_min_spread(sm, lams, seeds=n_seeds)
+        spread = {"seeds": n_seeds, "level": LEVEL, "t_star": sp_t, "min_loss": sp_m,
+                  "lambda_opt": lambda_opt_intervals(sm, lam_fine, budgets, learning_rate=eta, seeds=n_seeds)}
 
     # -- measurement --------------------------------------------------------------------------------
     grid = train_grid(cache, base, seeds=p["seeds"], weight_decays=lams, progress=progress)
@@ -174,6 +183,9 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
         ("t* and c", [t1, f"Fitted slope of log t* vs log λ (rows with a clear interior minimum): theory "
                           f"{sl_th.slope:.3f}, measured {sl_me.slope:.3f}."]),
         ("λ_opt for a budget", [t2]),
+        ("Claims and the predicted n-seed spread",
+         [report_line("t*, the minimum test MSE and λ_opt (theory, not the driven rule c/(ηT))", n_seeds)
+          if spread else "Fewer than 2 seeds: no claims."]),
         ("Plot", [Figure(png.name, "Left: test MSE vs physical time (theory lines, seed-averaged finite "
                                    "networks dots). Middle: t* vs λ. Right: λ_opt vs budget.")]),
         ("Where theory and measurement differ", disagreements),
@@ -190,7 +202,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
             "time": time, "measured_test_loss_mean": mean_curve,
             "measured_test_acc_mean": grid.metrics["test_acc"].mean(axis=1),
             "params": {k: (list(map(float, v)) if isinstance(v, list) else v) for k, v in p.items()},
-            "train_seconds": grid.run_seconds + sgrid.run_seconds}
+            "train_seconds": grid.run_seconds + sgrid.run_seconds, "predicted_spread": spread}
     data["per_seed_test_loss"] = test
     data["per_seed_test_loss_short"] = sgrid.metrics["test_loss"][0]
     claims = claims_from_data(json.loads(json.dumps(_finite(to_jsonable(data)))), size)   # exactly as stored
@@ -214,13 +226,18 @@ def claims_from_data(data: Dict[str, Any], size: str) -> list:
     zero, eta = float(data["zero_loss"]), float(data["eta"])
     ok = [i for i in range(lams.size) if th_tstar[i][2] == "interior" and me_tstar[i] == "interior"
           and th_tstar[i][1] < 0.97 * zero]
+    sp = data.get("predicted_spread") or {}
+    iv_of = lambda key, i: (None if not sp or sp[key][i] is None or None in sp[key][i]  # noqa: E731
+                            else (float(sp[key][i][0]), float(sp[key][i][1])))
     pairs = []
     for i in ok:
         lam = float(lams[i])
         pairs.append((Claim(f"t* at λ = {lam:.3g}", "t* of the seed-mean test MSE [η·steps]", th_tstar[i][0],
-                            TOLERANCES["t_star"], study=NAME, size=size), tstar_interval(time, test[i])))
+                            TOLERANCES["t_star"], study=NAME, size=size, predicted_interval=iv_of("t_star", i)),
+                      tstar_interval(time, test[i])))
         pairs.append((Claim(f"min test MSE at λ = {lam:.3g}", "minimum of the seed-mean test MSE", th_tstar[i][1],
-                            TOLERANCES["min_loss"], study=NAME, size=size), min_loss_interval(time, test[i])))
+                            TOLERANCES["min_loss"], study=NAME, size=size, predicted_interval=iv_of("min_loss", i)),
+                      min_loss_interval(time, test[i])))
     if len(ok) >= 2:
         slope_th = fit_power_law(lams[ok], [th_tstar[i][0] for i in ok]).slope
         iv = slope_interval(lams[ok], [time] * len(ok), [test[i] for i in ok])
@@ -229,14 +246,14 @@ def claims_from_data(data: Dict[str, Any], size: str) -> list:
                             size=size, note="theory slope over the same λ; the law says −1"), iv))
     c_short = data["short_run"]["c"]
     c_short = float("nan") if c_short is None else float(c_short)
-    for T, th in zip(data["budgets"], data["theory_lambda_opt"]):
+    for b, (T, th) in enumerate(zip(data["budgets"], data["theory_lambda_opt"])):
         if th[2] != "interior" or not lams[0] < num(th[0]) < lams[-1]:
             continue                                # not testable on this grid: the table shows the bound
         j = int(np.argmin(np.abs(time - eta * T)))
         iv = lambda_opt_interval(lams, test[:, :, j])
         pairs.append((Claim(f"λ_opt for T = {int(T)} steps", "argmin over λ of the seed-mean test MSE at step T",
                             float(th[0]), TOLERANCES["lambda_opt"], study=NAME, size=size,
-                            note=f"grid {lams.min():.2g}–{lams.max():.2g}, factor {lams[1] / lams[0]:.2f}"), iv))
+                            predicted_interval=iv_of("lambda_opt", b), note=f"grid {lams.min():.2g}–{lams.max():.2g}, factor {lams[1] / lams[0]:.2f}"), iv))
         if np.isfinite(c_short):
             pairs.append((Claim(f"rule c/(ηT) for T = {int(T)} steps", "λ_opt [c from the measured short run]",
                                 c_short / (eta * T), TOLERANCES["rule"], driven=True, study=NAME, size=size), iv))

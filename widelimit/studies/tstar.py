@@ -26,6 +26,7 @@ from ..tables import Table
 from .claims import judge_all, min_loss_interval, slope_interval, tstar_interval
 from .common import Figure, PointCache, progress_iter, start_study, write_report
 from .ntk_tools import TheoryCurves, fmt_where, seed_mean_tstar, study_kernels, train_grid
+from .seed_spread import report_line, spread_model, test_test_nngp, tstar_and_min_spread
 
 NAME = "tstar"
 
@@ -303,13 +304,25 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
         ("Plot", [Figure(png.name, caption)]), ("Reading the numbers", [d for d in discussion if d]),
         ("Why this study and the quick study differ", [_reconcile(lams, lam_rows, use, zero, wrows, th_w if wc else None)])]
     data["per_seed_test_loss"] = [{"lam": float(l), "time": t, "test_loss": x} for l, (t, x) in zip(lams, seed_curves)]
-    claims = _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory)
+    # the theory's predicted spread for the same number of seeds needs the full test-test NNGP: analytic only
+    kxx = (test_test_nngp(spec, ds, cache=cache, key={"data": p["data"], "options": p["data_options"]})
+           if how == "analytic" and len(p["seeds"]) >= 2 else None)
+    claims = _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory, dk, kxx)
+    sections.insert(len(sections) - 1, ("Claims and the predicted n-seed spread", [
+        report_line("t* (per λ, per η, per width) and the minimum test MSE", len(p["seeds"])) if kxx is not None
+        else "No predicted n-seed spread: " + ("fewer than 2 seeds." if len(p["seeds"]) < 2 else
+                                               "sampled kernels hold no full test-test NNGP; claims use the "
+                                               "infinite-seed mean prediction alone.")]))
     return sections, data, summary, claims
 
 
-def _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory) -> list:
-    """The variant's claims (:data:`TOLERANCES`), judged from bootstrap intervals over seeds."""
-    if len(p["seeds"]) < 2:
+def _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory, dk=None,
+            kxx=None) -> list:
+    """The variant's claims (:data:`TOLERANCES`), judged from bootstrap intervals over seeds; with the full
+    test-test NNGP ``kxx`` the t* and minimum-loss claims carry the theory's predicted interval for the same
+    number of seeds (:mod:`widelimit.studies.seed_spread`)."""
+    n = len(p["seeds"])
+    if n < 2:
         return []
     tag = f"[{p['name']}] "
     pairs = []
@@ -317,6 +330,11 @@ def _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, w
     # every λ whose theory curve has a clear interior minimum is judged, also where the measured minimum lies at
     # the end of the trained window (its t* is then a lower bound, and the claim can fail on it)
     judged = [i for i, r in enumerate(lam_rows) if r["th"][2] == "interior" and r["th"][1] < 0.97 * zero]
+    sm = spread_model(dk, kxx) if kxx is not None else None
+    t_iv = m_iv = {}
+    if sm is not None and judged:
+        a, b = tstar_and_min_spread(sm, lams[judged], seeds=n)
+        t_iv, m_iv = dict(zip(judged, a)), dict(zip(judged, b))
     for i in judged:
         lam = float(lams[i])
         t, x = seed_curves[i]
@@ -326,27 +344,34 @@ def _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, w
                             TOLERANCES["t_star"], study=NAME, size=size,
                             note=f"t*/η = {th[0] / p['eta']:.3g} steps" + (
                                 f"; measured minimum at the end of the window (t = {t[-1]:g}): a lower bound"
-                                if edge else "")), tstar_interval(t, x)))
+                                if edge else ""), predicted_interval=t_iv.get(i)), tstar_interval(t, x)))
         if edge:
             continue
         pairs.append((Claim(tag + f"min test MSE at λ = {lam:g}", "minimum of the seed-mean test MSE", th[1],
-                            TOLERANCES["min_loss"], study=NAME, size=size), min_loss_interval(t, x)))
+                            TOLERANCES["min_loss"], study=NAME, size=size, predicted_interval=m_iv.get(i)),
+                      min_loss_interval(t, x)))
     if len(use) >= 2:
         iv = slope_interval(lams[use], [seed_curves[i][0] for i in use], [seed_curves[i][1] for i in use])
         pairs.append((Claim(tag + f"slope of log t* vs log λ ({lams[use].min():g}–{lams[use].max():g})",
                             "d log t* / d log λ", sl_th.slope, TOLERANCES["slope"], relative=False, study=NAME,
                             size=size, note="theory slope over the same λ; the law says −1"), iv))
+    es = p.get("eta_sweep")
     for r in eta_rows:
         if r["gd"][2] == "interior":
+            iv_e = (tstar_and_min_spread(spread_model(dk, kxx, learning_rate=r["eta"]), [es["lam"]], seeds=n)[0][0]
+                    if sm is not None else None)
             pairs.append((Claim(tag + f"t* at η = {r['eta']:g}", "t* of the seed-mean test MSE [η·steps]",
                                 r["gd"][0], TOLERANCES["t_star_eta"], study=NAME, size=size,
-                                note="theory: discrete GD at this η"), tstar_interval(r["time"], r["loss"])))
+                                note="theory: discrete GD at this η", predicted_interval=iv_e),
+                          tstar_interval(r["time"], r["loss"])))
     if wc:
         th_w = theory.t_star(wc["lam"])
+        iv_w = tstar_and_min_spread(sm, [wc["lam"]], seeds=n)[0][0] if sm is not None and wrows else None
         for r in wrows:
             pairs.append((Claim(tag + f"t* at λ = {wc['lam']:g}, width {r['width']}",
                                 "t* of the seed-mean test MSE [η·steps]", th_w[0], TOLERANCES["t_star"], study=NAME,
-                                size=size, note="theory: infinite width"), tstar_interval(r["time"], r["loss"])))
+                                size=size, note="theory: infinite width", predicted_interval=iv_w),
+                          tstar_interval(r["time"], r["loss"])))
     return judge_all(pairs)
 
 

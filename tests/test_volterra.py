@@ -276,3 +276,19 @@ def test_separable_bad_input():
         SeparableCrossScaleFlow(MLP(depth=2), x, y, degree=6, n_samples=6)
     with pytest.raises(ValueError, match="method"):
         VolterraLoss(MLP(depth=2), x, y, xt, y[:4], method="fast")
+
+
+def test_lambda_opt_and_curves_of_net_with_biases_through_predict():
+    """predict.lambda_opt / loss_curves accept VolterraLoss (L = None); lambda_opt agrees with a brute-force
+    argmin of the model's own test loss over a fine grid."""
+    from widelimit.predict import lambda_opt, loss_curves
+
+    x, xt, y, yt, _ = _problem(4, n=6, m=5, k=1)
+    model = VolterraLoss(MLP(depth=2, b_std=0.7), x, y, xt, yt, f0="zero", rtol=1e-4, degree=12)
+    lams = np.geomspace(0.01, 1.0, 9)
+    curves = loss_curves(model, weight_decays=lams, t=np.array([1.0, 5.0]))
+    assert curves.test_loss.shape == (9, 2) and np.all(np.isfinite(curves.test_loss))
+    np.testing.assert_allclose(curves.test_loss[3], model.test_loss(lams[3], [1.0, 5.0]), rtol=1e-12)
+    res = lambda_opt(model, steps=[5.0], weight_decays=lams, refine=False)
+    brute = lams[int(np.argmin([model.test_loss(lam, [5.0])[0] for lam in lams]))]
+    assert float(np.ravel(res.weight_decay_opt)[0]) == pytest.approx(brute, rel=1e-9)

@@ -292,3 +292,17 @@ def test_lambda_opt_and_curves_of_net_with_biases_through_predict():
     res = lambda_opt(model, steps=[5.0], weight_decays=lams, refine=False)
     brute = lams[int(np.argmin([model.test_loss(lam, [5.0])[0] for lam in lams]))]
     assert float(np.ravel(res.weight_decay_opt)[0]) == pytest.approx(brute, rel=1e-9)
+
+
+def test_solve_many_equals_one_by_one():
+    from widelimit.dynamics.volterra_separable import SeparableCrossScaleFlow
+
+    x, xt, y, _, _ = _problem(5, n=6, m=3)
+    flow = SeparableCrossScaleFlow(MLP(depth=3, b_std=0.5), x, y, x_test=xt, rtol=1e-5, degree=12)
+    t = np.array([3.0, 0.0, 0.5, 30.0])
+    lams = [0.0, 0.01, 0.2]
+    for many, lam in zip(flow.solve_many(lams, t), lams):
+        one = flow.solve(lam, t)
+        np.testing.assert_allclose(many.test, one.test, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(many.train, one.train, rtol=1e-10, atol=1e-12)
+        assert many.error_estimate == pytest.approx(one.error_estimate, rel=1e-3, abs=1e-14)

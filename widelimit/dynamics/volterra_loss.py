@@ -91,6 +91,20 @@ class VolterraLoss:
             self._cache[key] = self.flow.solve(weight_decay, t, initial="prior" if self.f0 == "prior" else None)
         return self._cache[key]
 
+    def precompute(self, weight_decays, t) -> None:
+        """Solve for every weight decay at times ``t`` in one vectorised pass and cache the outputs
+        (``f0="zero"`` with the separable solver only; otherwise the decays are solved one by one)."""
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        lams = [float(v) for v in np.atleast_1d(weight_decays)]
+        if self.f0 != "zero" or not hasattr(self.flow, "solve_many"):
+            for lam in lams:
+                self.outputs(lam, t)
+            return
+        if len(self._cache) + len(lams) > 64:
+            self._cache.clear()
+        for lam, out in zip(lams, self.flow.solve_many(lams, t)):
+            self._cache[(lam, t.tobytes())] = out
+
     def test_loss(self, weight_decay: float, t) -> np.ndarray:
         """Test MSE at times ``t`` (1-D, η·steps), shape (T,)."""
         out = self.outputs(weight_decay, t)

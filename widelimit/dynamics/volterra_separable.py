@@ -38,7 +38,8 @@ import numpy as np
 import scipy.linalg
 from numpy.polynomial import chebyshev
 
-from .volterra import CrossScaleFlow, _newton
+from .ntk_l2 import _check_lam
+from .volterra import _LEVELS, CrossScaleFlow, _check_times_1d, _grid, _newton, _nodes
 
 _ROW_BLOCK_ELEMS = 2 ** 24      # kernel samples are evaluated for blocks of rows with at most this many entries
 _SV_CUT = 1e-12                 # singular values of the kernel samples below this (relative) are dropped
@@ -135,14 +136,19 @@ class SeparableCrossScaleFlow(CrossScaleFlow):
             out[:, r:r + rows] = np.asarray(self._kfn(xa[r:r + rows], None if whole else self.x_train, s1, s2)[0])
         return out
 
+    def _contract(self, T: np.ndarray) -> np.ndarray:
+        """``sum_a T[i, a] F_rab`` by one matrix product: (n, p) -> (n, r, p)."""
+        r, p = self.rank, self.degree + 1
+        return (T @ self.coef.transpose(1, 0, 2).reshape(p, r * p)).reshape(T.shape[0], r, p)
+
     def _solve_grid(self, lam, t, v, w, req, src_train, src_test, grad=None):
         """Trapezoid Nystrom on one grid with the separable history (see the module docstring)."""
         a = self.normalization
         n, N = len(t), self.n_train
         s = np.exp(-lam * t)
         T = chebyshev.chebvander(2 * s - 1, self.degree)              # (n, p)
-        G = np.einsum("ia,rab->irb", T, self.coef)                    # sum_a T_a(s_i) F_rab: (n, r, p)
-        diag = np.einsum("irb,ib->ir", G, T)                          # phi_r(s_i, s_i)
+        G = self._contract(T)                                         # sum_a T_a(s_i) F_rab: (n, r, p)
+        diag = np.sum(G * T[:, None, :], axis=-1)                     # phi_r(s_i, s_i)
         u = np.empty_like(src_train)
         q = np.empty_like(src_train)
         mom = np.zeros((self.degree + 1,) + src_train.shape[1:])      # M_b, (p, N, C)
@@ -168,6 +174,84 @@ class SeparableCrossScaleFlow(CrossScaleFlow):
                 zt = np.tensordot(G[i], tot, axes=(1, 0))
                 test_out.append(src_test[req_pos[i]] - Et @ zt.reshape(r * N, -1))
         return u[req], None if test_out is None else np.stack(test_out)
+
+    def solve_many(self, weight_decays, t) -> list:
+        """:meth:`solve` with ``initial=None`` (g = 0, the mean over the prior) and MSE for every weight
+        decay at once (one vectorised loop over the nodes; grids padded to a common length with zero
+        weights). Returns a list of :class:`~widelimit.dynamics.volterra.VolterraOutputs`, one per decay,
+        equal to ``solve(lam, t)`` up to rounding (same grids, same Romberg combination and estimate)."""
+        lams = [_check_lam(v) for v in np.atleast_1d(np.asarray(weight_decays, dtype=np.float64))]
+        times = _check_times_1d(t)
+        pos = np.unique(times[times > 0])
+        y = self.y_train
+        if not pos.size:
+            return [self.solve(lam, times) for lam in lams]
+        per_level = []
+        for level in range(_LEVELS):
+            grids = []
+            for lam in lams:
+                edges, counts = _nodes(pos, self.t0, lam, self.step)
+                grids.append(_grid(edges, counts, self.t0, lam, 2 ** level, pos))
+            per_level.append(self._batched_grid(np.array(lams), grids, y))
+        outs = []
+        for k, lam in enumerate(lams):
+            res = [(lv[0][k], lv[1][k] if lv[1] is not None else None) for lv in per_level]
+            comb, err, scale = [], 0.0, 0.0
+            for j in range(2):
+                if res[0][j] is None:
+                    comb.append(None)
+                    continue
+                r0, r1, r2 = (r[j] for r in res)
+                a1, a2 = (4 * r1 - r0) / 3, (4 * r2 - r1) / 3
+                best = (16 * a2 - a1) / 15
+                comb.append(best)
+                err, scale = max(err, float(np.max(np.abs(best - a2)))), max(scale, float(np.max(np.abs(best))))
+            scale = max(scale, float(np.max(np.abs(y))))
+            rel = err / scale if scale > 0 else err
+            if rel > self.rtol:
+                raise FloatingPointError(f"quadrature error estimate {rel:.2g} exceeds rtol={self.rtol:g} at "
+                                         f"weight_decay={lam:g}; use a smaller step (now {self.step:g})")
+            n_nodes = len(grids[k][0])
+            outs.append(self._assemble(lam, times, pos, comb[0], comb[1], None, None, None, rel, n_nodes))
+        return outs
+
+    def _batched_grid(self, lams, grids, y):
+        """The loop of :meth:`_solve_grid` (MSE, g = 0) for all decays at once on their own grids, padded."""
+        L, N, K, a = len(lams), self.n_train, y.shape[1], self.normalization
+        n = max(len(g[0]) for g in grids)
+        t = np.stack([np.pad(g[0], (0, n - len(g[0])), mode="edge") for g in grids])      # (L, n)
+        v = np.stack([np.pad(g[1], (0, n - len(g[1]))) for g in grids])
+        w = np.stack([np.pad(g[2], (0, n - len(g[2]))) for g in grids])
+        req = np.stack([g[3] for g in grids])                                               # (L, R)
+        s = np.exp(-lams[:, None] * t)
+        T = chebyshev.chebvander(2 * s - 1, self.degree)                                   # (L, n, p)
+        G = self._contract(T.reshape(-1, T.shape[-1])).reshape(L, n, self.rank, -1)
+        diag = np.sum(G * T[:, :, None, :], axis=-1)
+        r, p = self.rank, self.degree + 1
+        E = self.blocks_train.transpose(1, 0, 2).reshape(N, r * N)
+        Et = None if self.blocks_test is None else self.blocks_test.transpose(1, 0, 2).reshape(-1, r * N)
+        src = np.broadcast_to(-y, (L, N, K))
+        mom = np.zeros((L, p, N, K))
+        q = np.zeros((L, N, K))
+        train = np.empty((L, req.shape[1], N, K))
+        test = None if Et is None else np.empty((L, req.shape[1], Et.shape[0], K))
+        eye = np.eye(N)
+        for i in range(n):
+            if i > 0:
+                decay = np.exp(-lams * (t[:, i] - t[:, i - 1]))[:, None, None, None]
+                mom = decay * (mom + (v[:, i - 1, None] * T[:, i - 1])[:, :, None, None] * q[:, None])
+            z = (G[:, i] @ mom.reshape(L, p, N * K)).reshape(L, r * N, K)
+            kd = w[:, i, None, None] * np.tensordot(diag[:, i], self.blocks_train, axes=(1, 0))
+            u = np.linalg.solve(eye + kd / a, src - E @ z)
+            q = u / a
+            hit = np.nonzero(req == i)
+            if hit[0].size:
+                train[hit[0], hit[1]] = u[hit[0]] + y
+                if Et is not None:
+                    tot = mom[hit[0]] + (w[hit[0], i, None] * T[hit[0], i])[:, :, None, None] * q[hit[0], None]
+                    zt = (G[hit[0], i] @ tot.reshape(len(hit[0]), p, N * K)).reshape(len(hit[0]), r * N, K)
+                    test[hit[0], hit[1]] = -(Et @ zt)
+        return train, test
 
 
 __all__ = ["SeparableCrossScaleFlow", "triangle_samples", "basis"]

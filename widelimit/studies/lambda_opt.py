@@ -30,7 +30,7 @@ from .claims import judge_all, lambda_opt_interval
 from .common import Figure, start_study, write_report
 from .ntk_tools import (TheoryCurves, dataset_kernels, fmt_where, grid_lambda_opt, loss_at_lambda,
                         seed_mean_tstar, train_grid)
-from .seed_spread import lambda_opt_intervals, report_line, spread_model, test_test_nngp
+from .seed_spread import lambda_opt_intervals, report_line, spread_model, full_test_nngp
 
 NAME = "lambda_opt"
 
@@ -160,7 +160,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     claims, spread = [], None
     if len(p["seeds"]) >= 2:
         # the theory's predicted λ_opt interval for the same number of seeds (docs/theory.md §3.5)
-        sm = spread_model(dk, test_test_nngp(spec, ds, cache=cache, key={"data": p["data"],
+        sm = spread_model(dk, full_test_nngp(spec, ds, cache=cache, key={"data": p["data"],
                                                                           "options": p["data_options"]}))
         spread = lambda_opt_intervals(sm, lam_fine, budgets, learning_rate=eta, seeds=len(p["seeds"]))
         lines.append(report_line("λ_opt (theory; the rules c/(ηT) keep their point prediction)", len(p["seeds"])))

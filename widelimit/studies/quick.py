@@ -29,7 +29,7 @@ from ..tables import Table
 from .claims import judge_all, lambda_opt_interval, min_loss_interval, slope_interval, tstar_interval
 from .common import Figure, _finite, start_study, write_report
 from .ntk_tools import TheoryCurves, dataset_kernels, fmt_where, seed_mean_tstar, train_grid
-from .seed_spread import LEVEL, lambda_opt_intervals, report_line, spread_model, test_test_nngp, tstar_and_min_spread
+from .seed_spread import LEVEL, lambda_opt_intervals, report_line, spread_model, full_test_nngp, tstar_and_min_spread
 
 NAME = "quick"
 
@@ -96,7 +96,7 @@ def run(size: str = "quick", out_dir="validation/quick", progress: bool = True, 
     n_seeds = len(p["seeds"])
     spread = None
     if n_seeds >= 2:
-        sm = spread_model(dk, test_test_nngp(spec, ds, cache=cache, key={"data": data_options}))
+        sm = spread_model(dk, full_test_nngp(spec, ds, cache=cache, key={"data": data_options}))
         sp_t, sp_m = tstar_and_min_spread(sm, lams, seeds=n_seeds)
         spread = {"seeds": n_seeds, "level": LEVEL, "t_star": sp_t, "min_loss": sp_m,
                   "lambda_opt": lambda_opt_intervals(sm, lam_fine, budgets, learning_rate=eta, seeds=n_seeds)}

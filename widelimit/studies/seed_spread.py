@@ -7,7 +7,7 @@ predicted central interval (default level 0.8) for the SAME ``n`` as ``predicted
 :func:`widelimit.evidence.judge` compares the measured bootstrap interval with the tolerance band around
 the theory's own n-seed interval.
 
-* :func:`test_test_nngp` -- the full (M, M) test-test NNGP (the studies' :class:`DataKernels` hold its
+* :func:`full_test_nngp` -- the full (M, M) test-test NNGP (the studies' :class:`DataKernels` hold its
   diagonal only); one extra kernel evaluation on the test set, cost O(M^2 d) for an MLP, cached;
 * :func:`spread_model` -- the :class:`widelimit.dynamics.spread.LossSpread` of the kernels (flow, or GD at
   η); one (N + M)^3 eigendecomposition;
@@ -32,7 +32,7 @@ from ..dynamics.spread import LossSpread
 from ..predict import lambda_opt_spread
 from ..predict.spread import _argmin_refined, _group_weights   # the reduction t_star_spread uses
 
-__all__ = ["LEVEL", "DRAWS", "test_test_nngp", "spread_model", "tstar_and_min_spread", "lambda_opt_intervals",
+__all__ = ["LEVEL", "DRAWS", "full_test_nngp", "spread_model", "tstar_and_min_spread", "lambda_opt_intervals",
            "report_line"]
 
 #: central probability of the predicted n-seed intervals
@@ -43,7 +43,7 @@ DRAWS = 400
 Pair = Optional[Tuple[float, float]]
 
 
-def test_test_nngp(spec, ds, *, cache=None, key: Optional[Dict[str, Any]] = None) -> np.ndarray:
+def full_test_nngp(spec, ds, *, cache=None, key: Optional[Dict[str, Any]] = None) -> np.ndarray:
     """Full (M, M) analytic NNGP of ``spec`` on ``ds.x_test`` (cached in ``cache`` under ``key``)."""
     def compute():
         from ..kernels import kernel_fn

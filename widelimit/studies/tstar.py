@@ -26,7 +26,7 @@ from ..tables import Table
 from .claims import judge_all, min_loss_interval, slope_interval, tstar_interval
 from .common import Figure, PointCache, progress_iter, start_study, write_report
 from .ntk_tools import TheoryCurves, fmt_where, seed_mean_tstar, study_kernels, train_grid
-from .seed_spread import report_line, spread_model, test_test_nngp, tstar_and_min_spread
+from .seed_spread import report_line, spread_model, full_test_nngp, tstar_and_min_spread
 
 NAME = "tstar"
 
@@ -305,7 +305,7 @@ def _variant(p: Dict[str, Any], cache: PointCache, png_path: Path, progress: boo
         ("Why this study and the quick study differ", [_reconcile(lams, lam_rows, use, zero, wrows, th_w if wc else None)])]
     data["per_seed_test_loss"] = [{"lam": float(l), "time": t, "test_loss": x} for l, (t, x) in zip(lams, seed_curves)]
     # the theory's predicted spread for the same number of seeds needs the full test-test NNGP: analytic only
-    kxx = (test_test_nngp(spec, ds, cache=cache, key={"data": p["data"], "options": p["data_options"]})
+    kxx = (full_test_nngp(spec, ds, cache=cache, key={"data": p["data"], "options": p["data_options"]})
            if how == "analytic" and len(p["seeds"]) >= 2 else None)
     claims = _claims(p, size, lams, lam_rows, seed_curves, use, sl_th, eta_rows, wrows, wc, theory, dk, kxx)
     sections.insert(len(sections) - 1, ("Claims and the predicted n-seed spread", [

@@ -27,7 +27,7 @@ from .claims import judge_all, lambda_opt_interval, tstar_interval, tstar_of_mea
 from .common import Stopwatch, check_out_dir, check_provenance, check_size, write_report
 
 NAME = "biases"
-TOLERANCES = {"rate": 0.25, "t_star": 0.15, "lambda_opt": 0.30}
+TOLERANCES = {"rate": 0.25, "t_star": 0.15, "lambda_opt": 0.30, "paired": 0.05, "shift": 0.05}
 
 _NETS = {"relu_b0.5": ("relu", 0.5, 1.4), "relu_b1.0": ("relu", 1.0, 1.4), "erf_b0.5": ("erf", 0.5, 1.0),
          "relu_nobias": ("relu", None, 1.4)}
@@ -39,11 +39,11 @@ SIZES: Dict[str, Dict[str, Any]] = {
     "quick": dict(n_train=12, n_test=16, widths=[256, 512, 1024, 2048], seeds=list(range(8)),
                   nets_a=["relu_b0.5", "relu_b1.0", "erf_b0.5"], lam_a=0.3, eta=0.01, t_a=3.0, width_b=1024,
                   nets_b=["relu_nobias", "relu_b0.5", "relu_b1.0"], lams_b=list(np.geomspace(0.03, 0.3, 5)),
-                  t_b=60.0, n_log=40, budget=20.0),
+                  t_b=60.0, n_log=40, budget=8.0),
     "medium": dict(n_train=16, n_test=32, widths=[256, 512, 1024, 2048, 4096], seeds=list(range(8)),
                    nets_a=["relu_b0.5", "relu_b1.0", "erf_b0.5"], lam_a=0.3, eta=0.005, t_a=3.0, width_b=2048,
                    nets_b=["relu_nobias", "relu_b0.5", "relu_b1.0"], lams_b=list(np.geomspace(0.03, 0.3, 7)),
-                   t_b=60.0, n_log=60, budget=20.0),
+                   t_b=60.0, n_log=60, budget=8.0),
 }
 SIZES["full"] = dict(SIZES["medium"], seeds=list(range(16)), widths=[256, 512, 1024, 2048, 4096, 8192])
 
@@ -159,6 +159,28 @@ def claims_from_data(data: Dict[str, Any], size: str) -> list:
                             TOLERANCES["rate"], relative=False, study=NAME, size=size,
                             note="O(width^-1/2) kernel fluctuations"), iv))
     lams = np.asarray(data["lams_b"], float)
+    ratio = lambda a: tstar_of_mean(time, a[0])[0] / tstar_of_mean(time, a[1])[0]   # noqa: E731
+    for net, r in data["bias"].items():
+        time, meas, pred = (np.asarray(r[k], float) for k in ("time", "measured", "predicted"))
+        for j, lam in enumerate(lams):     # paired: the same seeds' g in theory and training
+            if tstar_of_mean(time, pred[j])[2] == "interior":
+                pairs.append((Claim(f"{net}: t* measured/predicted at λ = {lam:.3g}", "ratio of seed-mean t*",
+                                    1.0, TOLERANCES["paired"], study=NAME, size=size,
+                                    note="paired over seeds (each seed's own g)"),
+                              bootstrap_seeds((meas[j], pred[j]), ratio)))
+    nets = list(data["bias"])
+    if "relu_nobias" in nets:
+        base = data["bias"]["relu_nobias"]
+        for net in (n for n in nets if n != "relu_nobias"):
+            r = data["bias"][net]
+            time = np.asarray(r["time"], float)
+            j = len(lams) // 2
+            pm = [np.asarray(x[k], float)[j] for x in (r, base) for k in ("predicted",)]
+            mm = [np.asarray(x[k], float)[j] for x in (r, base) for k in ("measured",)]
+            shift = tstar_of_mean(time, pm[0])[0] / tstar_of_mean(time, pm[1])[0]
+            pairs.append((Claim(f"{net} vs relu_nobias: t* ratio at λ = {lams[j]:.3g}", "t*(biases) / t*(no biases)",
+                                float(shift), TOLERANCES["shift"], study=NAME, size=size,
+                                note="how biases move t* (predicted) vs measured"), bootstrap_seeds(tuple(mm), ratio)))
     for net, r in data["bias"].items():
         time, meas, pred = (np.asarray(r[k], float) for k in ("time", "measured", "predicted"))
         for j, lam in enumerate(lams):

@@ -18,9 +18,10 @@ def test_biases_smoke_measured_matches_theory(tmp_path):
     assert err.shape == (4, 2)
     assert err.mean(axis=0)[-1] < 0.05 and err.mean(axis=0)[-1] < err.mean(axis=0)[0]
     # B: t* of the seed-mean curve, measured vs predicted, within the claim band widened by the interval
-    tstar = [c for c in claims if "t*" in c["name"]]
-    assert len(tstar) == 2, [c["name"] for c in claims]
-    for c in tstar:
+    tstar = [c for c in claims if c["quantity"].startswith("t* of the seed-mean")]
+    paired = [c for c in claims if "measured/predicted" in c["name"]]
+    assert len(tstar) == 2 and len(paired) == 2, [c["name"] for c in claims]
+    for c in tstar + paired:
         pred, tol = c["predicted"], c["tolerance"]
         m = c["measured"]
         half = (m["high"] - m["low"]) / 2

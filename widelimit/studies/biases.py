@@ -190,6 +190,8 @@ def claims_from_data(data: Dict[str, Any], size: str) -> list:
             pairs.append((Claim(f"{net}: t* at λ = {lam:.3g}", "t* of the seed-mean test MSE [η·steps]",
                                 float(t_pred), TOLERANCES["t_star"], study=NAME, size=size),
                           tstar_interval(time, meas[j])))
+        if len(lams) < 3:
+            continue
         k = int(np.argmin(np.abs(time - data["budget"])))
         lam_pred = lambda_opt_interval(lams, pred[:, :, k]).estimate
         if lams[0] < lam_pred < lams[-1]:

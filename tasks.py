@@ -87,6 +87,10 @@ def cmd_test(argv: list[str]) -> int:
         else:
             extra.append(a)
     marker = [] if slow else ["-m", "not slow"]
+    # Test files are spread over worker processes (pytest-xdist, one file per worker at a time, so module
+    # fixtures are built once); WIDELIMIT_TEST_WORKERS=0 runs everything in this process.
+    n_workers = os.environ.get("WIDELIMIT_TEST_WORKERS", str(min(os.cpu_count() or 1, 2)))
+    workers = ["-n", n_workers, "--dist", "loadfile"] if n_workers not in ("0", "1") else []
     status = 0
     for i, env in enumerate(envs):
         py = ensure_env(env)
@@ -95,7 +99,7 @@ def cmd_test(argv: list[str]) -> int:
             status = run(py.parent / "lint-imports", ["--config", ".importlinter"])
             print(f"[widelimit] layer contracts: exit code {status}", flush=True)
         print(f"\n[widelimit] ===== tests in environment '{env}' =====", flush=True)
-        rc = run(py, ["-m", "pytest", "-q", *marker, *extra])
+        rc = run(py, ["-m", "pytest", "-q", *workers, *marker, *extra])
         print(f"[widelimit] environment '{env}': pytest exit code {rc}", flush=True)
         status = status or rc
     return status

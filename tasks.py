@@ -43,7 +43,8 @@ def ensure_env(env: str) -> Path:
         raise SystemExit(f"unknown environment {env!r}; expected one of {sorted(EXTRAS)}")
     py = _python(env)
     stamp_file = VENVS / env / "widelimit-stamp"
-    if py.exists() and stamp_file.exists() and stamp_file.read_text() == _stamp():
+    stamp = _stamp()  # of the pyproject.toml this install reads (it may change while pip runs)
+    if py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
         return py
     print(f"[widelimit] setting up environment .venvs/{env} (first run only; this takes a few minutes)",
           flush=True)
@@ -53,7 +54,7 @@ def ensure_env(env: str) -> Path:
     subprocess.check_call(pip + ["install", "-q", "--upgrade", "pip", "setuptools", "wheel"])
     cmd = pip + ["install", "-q", "--upgrade", "-e", f".[{EXTRAS[env]}]"]
     subprocess.check_call(cmd, cwd=ROOT)
-    stamp_file.write_text(_stamp())
+    stamp_file.write_text(stamp)
     return py
 
 
@@ -96,7 +97,7 @@ def cmd_test(argv: list[str]) -> int:
         py = ensure_env(env)
         if i == 0:  # the layer contracts (.importlinter) are checked once, with import-linter
             print("\n[widelimit] ===== layer contracts (import-linter, .importlinter) =====", flush=True)
-            status = run(py.parent / "lint-imports", ["--config", ".importlinter"])
+            status = run(py.parent / "lint-imports", [".importlinter"])
             print(f"[widelimit] layer contracts: exit code {status}", flush=True)
         print(f"\n[widelimit] ===== tests in environment '{env}' =====", flush=True)
         rc = run(py, ["-m", "pytest", "-q", *workers, *marker, *extra])

@@ -15,6 +15,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HAS_NT = importlib.util.find_spec("neural_tangents") is not None
 
 
+def _same_random_bits_in_both_environments() -> None:
+    """JAX 0.5 changed the default of ``jax_threefry_partitionable`` to True, which changes every random
+    draw. The pinned environment (jax 0.4.38) gets the current default so that seeded finite-network checks
+    draw the same initialisations and minibatches in both environments."""
+    import jax
+
+    try:
+        jax.config.update("jax_threefry_partitionable", True)
+    except (AttributeError, KeyError):  # removed once it is the only behaviour
+        pass
+
+
+_same_random_bits_in_both_environments()
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_NT:
         return

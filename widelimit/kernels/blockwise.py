@@ -186,6 +186,8 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
                 ntk, nngp = (np.asarray(v, np.float64) for v in fn(a, b, bool(diag)))
         else:
             ntk, nngp = mlp_kernels(spec, a, None if diag else b)
+        if diag:  # a diagonal block is symmetric exactly (XLA may round its two triangles differently)
+            ntk, nngp = (np.triu(v) + np.triu(v, 1).T for v in (ntk, nngp))
         for g, val in (("ntk", ntk), ("nngp", nngp)):
             if g in out:
                 out[g][i:i + block, j:j + block] = val

@@ -34,9 +34,12 @@ def _stored(work):
 
 
 def test_hard_budget_kills_the_study_and_still_packs(tmp_path):
-    """Fast smoke: a budget far too short for the study; the script stops it, packs, exits 3."""
+    """Fast smoke: a budget far too short for the study; the script stops it, packs, exits 3.
+
+    The study is the width study at quick size (minutes of training even on a quiet machine), so the 20 s
+    budget is certain to run out whatever the load (at smoke size a quiet machine finished it in 15 s)."""
     budget = 20.0
-    p, wall = _call(tmp_path / "o", tmp_path / "w", "--size", "smoke", "--studies", "width", "--budget-s",
+    p, wall = _call(tmp_path / "o", tmp_path / "w", "--size", "quick", "--studies", "width", "--budget-s",
                     str(budget), "--throughput", "off", timeout=200)
     assert p.returncode == 3, p.stdout[-2000:] + p.stderr[-2000:]
     s = json.loads((tmp_path / "o" / "summary.json").read_text())

@@ -31,7 +31,8 @@ from .native import _check_inputs, mlp_kernels
 GETS = ("ntk", "nngp")
 
 
-def _available_memory() -> int:
+def available_memory_bytes() -> int:
+    """Physical memory currently available (``/proc/meminfo`` MemAvailable, else ``sysconf``)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -143,7 +144,7 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
     n1, n2 = x1.shape[0], x2c.shape[0]
     nbytes = len(get) * n1 * n2 * np.dtype(dtype).itemsize
     work = 8 * 8 * min(block, n1) * min(block, n2)
-    avail = _available_memory()
+    avail = available_memory_bytes()
     where = "in memory" if path is None else f"memory-mapped under {path}"
     if verbose:
         print(f"blockwise_kernels: {'+'.join(get)} {n1}x{n2} {dtype} = {nbytes / 2**30:.2f} GiB {where} "

@@ -8,7 +8,6 @@ read a few thousand entries, never the whole matrix, so they run before any expe
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
@@ -18,16 +17,8 @@ _SYMMETRY_RTOL = 1e-5           # |K_ij - K_ji| <= rtol * max|diag K| (tolerates
 _PSD_RTOL = 1e-5                # smallest eigenvalue of a principal submatrix >= -rtol * largest
 
 
-def available_memory_bytes() -> int:
-    """Physical memory currently available (``/proc/meminfo`` MemAvailable, else ``sysconf``)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+# one implementation, shared with the blockwise kernels (dynamics may import kernels, not the reverse)
+from ...kernels.blockwise import available_memory_bytes  # noqa: E402
 
 
 class KernelMatrix:

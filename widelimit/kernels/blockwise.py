@@ -13,6 +13,11 @@ closed forms of :mod:`widelimit.kernels.native`) block by block of ``block x blo
 * the bytes it will hold are printed (and checked against the available memory when not on disk) before
   anything is computed; a tqdm progress bar counts blocks;
 * ``device="auto"``: the same recursion in JAX float64 on a GPU when one is present, NumPy otherwise.
+
+Speed (NumPy path): each block is computed in row chunks of ~64k input pairs in preallocated float64
+buffers (cache-resident, in-place ufuncs; two ``arctan2`` per pair and layer pair dominate) and BLAS is
+limited to one thread for the small ``(rows x d) @ (d x block)`` Gram products, which threaded OpenBLAS
+ran ~15x slower on the shared 2-core machine (benchmarks/RESULTS_scale.md).
 """
 from __future__ import annotations
 
@@ -97,6 +102,95 @@ def _jax_block_fn(spec: MLP):
     return jax.jit(fn, static_argnums=2)
 
 
+_CHUNK_ENTRIES = 1 << 16   # input pairs per cache-resident chunk of the NumPy path (~0.5 MiB per buffer)
+
+
+def _numpy_block(spec: MLP, a: np.ndarray, b: np.ndarray, diag: bool, out_ntk, out_nngp,
+                 chunk: int = _CHUNK_ENTRIES) -> None:
+    """One block of the native recursion, written into ``out_ntk``/``out_nngp`` (views, any float dtype).
+
+    The same floating-point operations in the same order as :func:`~widelimit.kernels.native.mlp_kernels`
+    (so the float64 values are identical), but on row chunks of ~``chunk`` entries held in preallocated
+    float64 buffers that stay in cache, with in-place ufuncs, and rounded to the storage dtype once when
+    copied out. ReLU-family activations only; others use :func:`mlp_kernels` per block.
+    """
+    if spec.activation not in ("relu", "leaky_relu", "abrelu"):
+        ntk, nngp = mlp_kernels(spec, a, None if diag else b)
+        for o, v in ((out_ntk, ntk), (out_nngp, nngp)):
+            if o is not None:
+                o[...] = v
+        return
+    from .native import _abrelu_slopes
+    lo, hi = _abrelu_slopes(spec)
+    factor = (lo - hi) ** 2 / (2 * math.pi)
+    mean_sq = (lo ** 2 + hi ** 2) / 2
+    W2 = spec.W_std ** 2
+    b2 = 0.0 if spec.b_std is None else spec.b_std ** 2
+    d = a.shape[1]
+    std = spec.parameterization == "standard"
+    v1_all = np.einsum("ij,ij->i", a, a) / d
+    v2_0 = v1_all if diag else np.einsum("ij,ij->i", b, b) / d
+    n2 = b.shape[0]
+    rows = max(1, min(a.shape[0], chunk // max(n2, 1)))
+    k = np.empty((rows, n2))
+    t = np.empty((rows, n2))
+    r = np.empty((rows, n2))
+    g = np.empty((rows, n2))
+    mask = np.empty((rows, n2), bool)
+    bt = np.ascontiguousarray(b.T)
+    for r0 in range(0, a.shape[0], rows):
+        r1 = min(a.shape[0], r0 + rows)
+        m = r1 - r0
+        K, T, R, G, Z = k[:m], t[:m], r[:m], g[:m], mask[:m]
+        np.matmul(a[r0:r1], bt, out=K)
+        K /= d
+        v1, v2 = v1_all[r0:r1], v2_0
+        if diag:  # exact diagonal: an input's angle with itself is 0 (as the native backend)
+            idx = np.arange(m)
+            K[idx, r0 + idx] = v1
+        T.fill(0.0)
+        for layer in range(spec.depth):
+            if std:
+                fan = d if layer == 0 else spec.width
+                np.multiply(T, W2, out=T)
+                np.multiply(K, fan, out=G)
+                np.add(G, T, out=T)
+                if spec.has_bias:
+                    T += 1.0
+                K *= W2
+                K += b2
+                v1, v2 = W2 * v1 + b2, W2 * v2 + b2
+            else:
+                K *= W2
+                K += b2
+                v1, v2 = W2 * v1 + b2, W2 * v2 + b2
+                np.multiply(T, W2, out=T)
+                np.add(K, T, out=T)
+            if layer == spec.depth - 1:
+                break
+            np.multiply(v1[:, None], v2[None, :], out=R)       # prod
+            np.multiply(K, K, out=G)                           # nngp ** 2
+            np.subtract(R, G, out=R)
+            np.maximum(R, 0.0, out=R)
+            np.sqrt(R, out=R)                                  # root
+            np.arctan2(R, K, out=G)                            # angle
+            np.equal(R, 0.0, out=Z)
+            if Z.any():                                        # both zero: angle pi/2 (native convention)
+                Z &= K == 0.0
+                G[Z] = math.pi / 2
+            np.multiply(G, factor, out=G)
+            np.subtract(mean_sq, G, out=G)                     # dot_sigma
+            np.multiply(R, factor, out=R)
+            np.multiply(G, K, out=K)
+            np.add(R, K, out=K)                                # nngp
+            v1, v2 = mean_sq * v1, mean_sq * v2
+            np.multiply(T, G, out=T)                           # ntk * dot_sigma
+        if out_ntk is not None:
+            out_ntk[r0:r1] = T
+        if out_nngp is not None:
+            out_nngp[r0:r1] = K
+
+
 def _pick_device(device: str) -> str:
     if device not in ("auto", "numpy", "jax"):
         raise ValueError(f"device must be 'auto', 'numpy' or 'jax', got {device!r}")
@@ -172,6 +266,27 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
         if fresh:
             rec.write_text(json.dumps({"key": key, "done": []}))
     fn = _jax_block_fn(spec) if dev == "jax" else None
+    with _blas_threads(1):  # the (rows x d) @ (d x block) Gram products are small: threaded BLAS only loses
+        _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress)
+    return out
+
+
+def _blas_threads(n: int):
+    """Limit BLAS to ``n`` threads inside the block loop (threadpoolctl when installed, else no-op).
+
+    Measured (benchmarks/RESULTS_scale.md): OpenBLAS with 2 threads ran the (32 x 40) @ (40 x 2048) Gram
+    chunk at 21 M entries/s on the shared 2-core machine, 1 thread at 360 M entries/s."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress) -> None:
+    """Compute the ``blocks`` not in ``done`` into ``out`` (recording them in ``done`` / ``progress.json``)."""
+    rec = None if path is None else Path(path) / "progress.json"
     todo = [b for b in blocks if b not in done]
     bar = None
     if progress:
@@ -181,19 +296,21 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
         a = x1[i:i + block]
         diag = sym and i == j
         b = a if diag else x2c[j:j + block]
+        dst = {g: out[g][i:i + block, j:j + block] for g in out}
         if fn is not None:
             from .._x64 import x64
             with x64():
-                ntk, nngp = (np.asarray(v, np.float64) for v in fn(a, b, bool(diag)))
+                vals = dict(zip(("ntk", "nngp"), (np.asarray(v, np.float64) for v in fn(a, b, bool(diag)))))
+            for g in out:
+                dst[g][...] = vals[g]
         else:
-            ntk, nngp = mlp_kernels(spec, a, None if diag else b)
-        if diag:  # a diagonal block is symmetric exactly (XLA may round its two triangles differently)
-            ntk, nngp = (np.triu(v) + np.triu(v, 1).T for v in (ntk, nngp))
-        for g, val in (("ntk", ntk), ("nngp", nngp)):
-            if g in out:
-                out[g][i:i + block, j:j + block] = val
-                if sym and not diag:
-                    out[g][j:j + block, i:i + block] = val.T
+            _numpy_block(spec, a, b, diag, dst.get("ntk"), dst.get("nngp"))
+        for g in out:
+            if diag:  # a diagonal block is symmetric exactly (its two triangles may round differently)
+                v = dst[g]
+                v[...] = np.triu(v) + np.triu(v, 1).T
+            elif sym:
+                out[g][j:j + block, i:i + block] = dst[g].T
         done.add((i, j))
         if path is not None and (n_done % 8 == 0 or n_done == len(todo)):
             for g in out:
@@ -203,7 +320,6 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
             bar.update(1)
     if bar is not None:
         bar.close()
-    return out
 
 
 __all__ = ["blockwise_kernels", "GETS"]

@@ -8,6 +8,7 @@ t = eta T (eta = 1, T log-spaced in [1e2, 1e6]).
     python benchmarks/bench_krylov.py kernels --n 5000          # kernels to $BENCH_DIR/n5000 (disk)
     python benchmarks/bench_krylov.py solve --n 5000 --solver dense|krylov   # one path, own process
     python benchmarks/bench_krylov.py accuracy --n 5000         # Krylov vs dense: outputs, loss, t*, lambda_opt
+    python benchmarks/bench_krylov.py compare --n 5000          # both paths in ONE process: speed + accuracy
 
 Every sub-command prints one JSON line (times in s, peak RSS of its process in bytes).
 """
@@ -93,13 +94,19 @@ def cmd_solve(n: int, solver: str, tol: float) -> dict:
     return out
 
 
-def cmd_accuracy(n: int, tol: float) -> dict:
-    from widelimit.predict import lambda_opt, t_star
+def cmd_accuracy(n: int, tol: float, **kw) -> dict:
     dense = build("dense", n)
-    kry = build("krylov", n, tol=tol)
+    kry = build("krylov", n, tol=tol, **kw)
+    return dict(cmd="accuracy", n=n, **_accuracy(dense, kry), dim=kry.basis.dim,
+                error_estimate=kry.basis.error_estimate)
+
+
+def _accuracy(dense, kry) -> dict:
+    """Krylov vs dense on the same problem: outputs, losses, t*, lambda_opt (see cmd_accuracy)."""
+    from widelimit.predict import lambda_opt, t_star
     lams = np.geomspace(1e-5, 1e-1, 9)
     s = np.array([0.01, 0.1, 0.3, 1.0, 3.0, 10.0])
-    out_err, loss_err, z_err, mean_err = 0.0, 0.0, 0.0, 0.0
+    out_err, loss_err, z_err, mean_err, bound_ok = 0.0, 0.0, 0.0, 0.0, True
     for lam in lams:
         t = s / lam
         fd = dense.flow.with_weight_decay(lam).test(t)
@@ -108,36 +115,69 @@ def cmd_accuracy(n: int, tol: float) -> dict:
                                             / np.linalg.norm(fd.reshape(len(t), -1), axis=1))))
         ld, lk, se = dense.test_loss(lam, t), kry.test_loss(lam, t), kry.test_loss_error(lam, t)
         loss_err = max(loss_err, float(np.max(np.abs(lk - ld) / ld)))
-        z_err = max(z_err, float(np.max(np.abs(lk - ld) / se)))
+        z_err = max(z_err, float(np.max(np.abs(lk - ld) / np.maximum(se, 1e-300))))
         mean_err = max(mean_err, float(np.max(np.abs(kry.loss_of_mean(lam, t) / dense.loss_of_mean(lam, t) - 1))))
     ts_d, ts_k = t_star(dense, weight_decays=lams), t_star(kry, weight_decays=lams)
     lo_d = lambda_opt(dense, steps=BUDGETS[::7], learning_rate=1.0)
     lo_k = lambda_opt(kry, steps=BUDGETS[::7], learning_rate=1.0)
-    return dict(cmd="accuracy", n=n, test_outputs_rel=out_err, mean_loss_rel=mean_err, expected_loss_rel=loss_err,
-                expected_loss_in_stated_errors=z_err, t_star_dense=ts_d.t_star.tolist(),
-                t_star_krylov=ts_k.t_star.tolist(),
-                t_star_rel=float(np.nanmax(np.abs(ts_k.t_star / ts_d.t_star - 1))),
-                lambda_opt_dense=np.asarray(lo_d.weight_decay_opt).tolist(),
-                lambda_opt_krylov=np.asarray(lo_k.weight_decay_opt).tolist(),
-                lambda_opt_rel=float(np.nanmax(np.abs(np.asarray(lo_k.weight_decay_opt) / np.asarray(lo_d.weight_decay_opt) - 1))),
-                dim=kry.basis.dim, error_estimate=kry.basis.error_estimate)
+    lod, lok = np.asarray(lo_d.weight_decay_opt), np.asarray(lo_k.weight_decay_opt)
+    return dict(test_outputs_rel=out_err, mean_loss_rel=mean_err, expected_loss_rel=loss_err,
+                expected_loss_over_stated_error=z_err, t_star_dense=ts_d.t_star.tolist(),
+                t_star_krylov=ts_k.t_star.tolist(), t_star_rel=float(np.nanmax(np.abs(ts_k.t_star / ts_d.t_star - 1))),
+                lambda_opt_dense=lod.tolist(), lambda_opt_krylov=lok.tolist(),
+                lambda_opt_rel=float(np.nanmax(np.abs(lok / lod - 1))),
+                variance_method=getattr(kry, "variance_method", None))
+
+
+def cmd_compare(n: int, tol: float, accuracy: bool, **kw) -> dict:
+    """Dense and Krylov in ONE process on the same problem: build + 50 x 50 table each, then accuracy."""
+    res = dict(cmd="compare", n=n, load_before=os.getloadavg())
+    for solver in ("dense", "krylov"):
+        t0 = time.perf_counter()
+        model = build(solver, n, **({} if solver == "dense" else dict(tol=tol, **kw)))
+        t_build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        table = np.stack([model.test_loss(lam, BUDGETS) for lam in LAMS])
+        t_table = time.perf_counter() - t0
+        res[solver] = dict(build_s=t_build, table_s=t_table, total_s=t_build + t_table, load=os.getloadavg())
+        if solver == "krylov":
+            b = model.basis
+            res[solver].update(dim=b.dim, blocks=b.n_blocks, error_estimate=b.error_estimate,
+                               variance_method=getattr(model, "variance_method", None),
+                               variance_dim=None if model.variance_basis is None else model.variance_basis.dim)
+            kry, tk = model, table
+        else:
+            dense, td = model, table
+        print(json.dumps({solver: res[solver]}), flush=True)
+    res["speedup"] = res["dense"]["total_s"] / res["krylov"]["total_s"]
+    res["table_rel"] = float(np.max(np.abs(tk / td - 1)))
+    res["table_over_stated_error"] = float(np.max(np.abs(tk - td) / np.maximum(
+        np.stack([kry.test_loss_error(lam, BUDGETS) for lam in LAMS]), 1e-300)))
+    if accuracy:
+        res.update(_accuracy(dense, kry))
+    res["peak_rss"] = _peak()
+    return res
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cmd", choices=("kernels", "solve", "accuracy"))
+    p.add_argument("cmd", choices=("kernels", "solve", "accuracy", "compare"))
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--m", type=int, default=1000)
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     p.add_argument("--solver", default="krylov", choices=("dense", "krylov"))
     p.add_argument("--tol", type=float, default=1e-10)
+    p.add_argument("--variance", default=None, choices=("auto", "exact", "hutch++"))
+    p.add_argument("--no-accuracy", action="store_true", help="compare: timings and table only")
     a = p.parse_args(argv)
     if a.cmd == "kernels":
         res = cmd_kernels(a.n, a.m, a.dtype)
     elif a.cmd == "solve":
         res = cmd_solve(a.n, a.solver, a.tol)
+    elif a.cmd == "compare":
+        res = cmd_compare(a.n, a.tol, not a.no_accuracy, **({} if a.variance is None else {"variance": a.variance}))
     else:
-        res = cmd_accuracy(a.n, a.tol)
+        res = cmd_accuracy(a.n, a.tol, **({} if a.variance is None else {"variance": a.variance}))
     print(json.dumps(res), flush=True)
 
 

@@ -40,6 +40,11 @@ def _rows(k: KernelMatrix, rows: np.ndarray) -> np.ndarray:
     return np.asarray(k.matrix[rows], dtype=np.float64)
 
 
+VARIANCE_METHODS = ("auto", "exact", "hutch++")
+EXACT_BLOCKS = 8            # variance="auto": the exact trace's basis is estimated as EXACT_BLOCKS * M vectors
+EXACT_MAX_DIM = 2560        # ... and used only up to this size (its reorthogonalisation costs N r^2)
+
+
 class KrylovConvergenceWarning(RuntimeWarning):
     """The Krylov basis reached ``max_dim`` before its error estimate fell below ``tol``."""
 
@@ -68,9 +73,15 @@ class KrylovLoss:
         ``weight_decay_range`` and ``t`` up to ``horizon / weight_decay``.
       tol: relative tolerance of the a-posteriori error estimate (:class:`KrylovBasis`).
       max_dim: largest basis size (default ``min(N, 3000)``); its memory is checked before starting.
-      variance_tol: tolerance of basis 2 (the variance probes).
+      variance: how the variance trace is computed: ``"exact"`` (probes ``Z = I_M``: every test point, error
+        = the Krylov estimate only), ``"hutch++"`` (sketch + Rademacher probes, with a stated standard error)
+        or ``"auto"`` (default): exact when its basis is affordable, ``EXACT_BLOCKS * M <= min(N / 4,
+        max_dim, EXACT_MAX_DIM)`` (block Krylov from M start vectors needs ~``EXACT_BLOCKS`` blocks), else
+        Hutch++. The choice made is :attr:`variance_method`.
+      variance_tol: tolerance of basis 2 (default ``tol`` for the exact trace, 1e-7 for Hutch++, whose
+        stochastic error dominates).
       variance_sketch: Hutch++ sketch rank (directions traced exactly).
-      variance_probes: number of Rademacher probes for the rest, or ``"exact"`` (``Z = I_M``).
+      variance_probes: number of Rademacher probes for the rest, or ``"exact"`` (same as ``variance="exact"``).
       on_failure: ``"warn"`` (:class:`KrylovConvergenceWarning`) or ``"raise"`` when not converged.
       normalization: kernel divisor, default ``N K``.
     """
@@ -79,9 +90,9 @@ class KrylovLoss:
                  f0_train=None, f0_test=None, nngp_train_train=None, nngp_test_train=None,
                  nngp_test_test_diag=None, learning_rate: Optional[float] = None,
                  weight_decay_range: Tuple[float, float] = (1e-5, 1e-1), horizon: float = 10.0,
-                 tol: float = 1e-10, variance_tol: float = 1e-7, max_dim: Optional[int] = None,
+                 tol: float = 1e-10, variance_tol: Optional[float] = None, max_dim: Optional[int] = None,
                  variance_sketch: int = 48,
-                 variance_probes=16, seed: int = 0,
+                 variance_probes=16, seed: int = 0, variance: str = "auto",
                  on_failure: str = "warn", normalization: Optional[float] = None):
         if not isinstance(ntk_train_train, (np.ndarray, KernelMatrix)):
             ntk_train_train = _as_float_array("ntk_train_train", ntk_train_train, (2,))
@@ -98,7 +109,9 @@ class KrylovLoss:
             raise ValueError(f"weight_decay_range must be (lo, hi) with 0 < lo <= hi, got {weight_decay_range}")
         if not (np.isfinite(horizon) and horizon > 0):
             raise ValueError(f"horizon must be finite and > 0, got {horizon}")
-        for name, v in (("tol", tol), ("variance_tol", variance_tol)):
+        if variance not in VARIANCE_METHODS:
+            raise ValueError(f"variance must be one of {VARIANCE_METHODS}, got {variance!r}")
+        for name, v in (("tol", tol), ("variance_tol", tol if variance_tol is None else variance_tol)):
             if not (0 < v < 1):
                 raise ValueError(f"{name} must be in (0, 1), got {v}")
         norm = float(y.size) if normalization is None else float(normalization)
@@ -141,10 +154,14 @@ class KrylovLoss:
             nngp = as_kernel("nngp_train_train", nngp_train_train, 1.0, (n, n))
             nngp.check_square()
             nngp_xt = as_kernel("nngp_test_train", nngp_test_train, 1.0, (m, n))
-            if isinstance(variance_probes, str):
-                if variance_probes != "exact":
-                    raise ValueError(f"variance_probes must be an int >= 2 or 'exact', got {variance_probes!r}")
+            if isinstance(variance_probes, str) and variance_probes != "exact":
+                raise ValueError(f"variance_probes must be an int >= 2 or 'exact', got {variance_probes!r}")
+            if variance == "auto" and not isinstance(variance_probes, str):
+                cap = min(n // 4, EXACT_MAX_DIM, n if max_dim is None else int(max_dim))
+                variance = "exact" if EXACT_BLOCKS * m <= cap else "hutch++"
+            if isinstance(variance_probes, str) or variance == "exact":
                 z, weights, n_rem = np.eye(m), np.ones(m), 0
+                variance = "exact"
             else:
                 if isinstance(variance_probes, bool) or not isinstance(variance_probes, (int, np.integer)) \
                         or variance_probes < 2:
@@ -153,7 +170,10 @@ class KrylovLoss:
                         or variance_sketch < 0:
                     raise ValueError(f"variance_sketch must be an int >= 0, got {variance_sketch!r}")
                 z, weights, n_rem = self._probes(test, m, int(variance_sketch), int(variance_probes), seed)
-            self.variance_exact = isinstance(variance_probes, str)
+            self.variance_exact = variance == "exact"
+            if variance_tol is None:
+                variance_tol = tol if self.variance_exact else 1e-7
+        self.variance_method = variance if averaged else None
         groups = [("y", y2)] + ([("f0", f0)] if f0 is not None and np.any(f0) else [])
         b = sum(g.shape[1] for _, g in groups) + (z.shape[1] if averaged else 0)
         max_dim = int(min(n, 3000) if max_dim is None else max_dim)
@@ -308,7 +328,8 @@ class KrylovLoss:
         f0 = "E over f0 ~ NNGP" if self.averaged else ("f0 given" if self._s_f is not None or
                                                        self._f0x is not None else "f0 = 0")
         kind = "flow" if self.learning_rate is None else f"GD at η={self.learning_rate:g}"
-        return f"{f0}, {kind}, Krylov r={self.basis.dim}"
+        var = f", variance {self.variance_method}" if self.averaged else ""
+        return f"{f0}, {kind}, Krylov r={self.basis.dim}{var}"
 
     def zero_loss(self) -> float:
         """Test MSE of the zero function, ``1/(2 M K) sum y_test^2``."""
@@ -361,6 +382,18 @@ class KrylovLoss:
         sq = np.einsum("ti,ti->t", jm @ self._h_yy, jm) - 2 * jm @ self._r_y + self._c0
         return np.maximum(sq, 0.0) / (2 * self._yt.size)
 
+    def _mean_error(self, weight_decay: float, t) -> np.ndarray:
+        e = self.basis.error_estimate
+        if self._s_f is not None or self._f0x is not None:
+            f = self.test_outputs(weight_decay, t)
+            f2, sq = np.sum(f ** 2, axis=(1, 2)), np.sum((f - self._yt[None]) ** 2, axis=(1, 2))
+        else:
+            self._need_test()
+            jm = self.coefficients(weight_decay, t).J_over_mu
+            f2 = np.maximum(np.einsum("ti,ti->t", jm @ self._h_yy, jm), 0.0)
+            sq = np.maximum(f2 - 2 * jm @ self._r_y + self._c0, 0.0)
+        return (2 * e * np.sqrt(f2 * sq) + e * e * f2) / (2 * self._yt.size)
+
     def variance(self, weight_decay: float, t) -> np.ndarray:
         """Probe estimate of ``mean_x Var_{f0} f_x(t)`` (per output) at times ``t`` (1-D)."""
         if not self.averaged:
@@ -371,18 +404,22 @@ class KrylovLoss:
         return np.maximum(d * d * self._kxx - 2 * d * (gm @ self._rv) + quad, 0.0)
 
     def variance_error(self, weight_decay: float, t) -> np.ndarray:
-        """Standard error of :meth:`variance` over the probes (0 for ``variance_probes="exact"``)."""
+        """Stated error of :meth:`variance`: one standard error over the random Hutch++ probes (none for the
+        exact trace) plus the Krylov error of basis 2 propagated to the probe terms (``2 e (|cross| + quad)``
+        with ``e`` its a-posteriori estimate: they are bilinear / quadratic in ``g(A) u``)."""
         if not self.averaged:
             raise ValueError("no NNGP kernels: build the model with nngp_* to average over f0")
-        if self.variance_exact:
-            return np.zeros(_times(t).size)
         c = self._var_coefficients(weight_decay, t)
         gm, d = c.gap_over_mu, c.decay[:, 0]
+        krylov = 2 * self.variance_basis.error_estimate * (np.abs(2 * d * (gm @ self._rv))
+                                                           + np.einsum("ti,ti->t", gm @ self._h, gm))
+        if self.variance_exact:
+            return krylov
         s_u, s_w = self._s_u[:, -self._n_rem:], self._s_w[:, -self._n_rem:]
         x = gm[:, :, None] * s_u[None]                                    # (T, r, s)
         per = (-2 * d[:, None] * np.einsum("trs,rs->ts", x, s_w)
                + np.einsum("trs,rq,tqs->ts", x, self._kq, x)) / self._m    # (T, s): remainder probes
-        return per.std(axis=1, ddof=1) / np.sqrt(per.shape[1])
+        return per.std(axis=1, ddof=1) / np.sqrt(per.shape[1]) + krylov
 
     def test_loss(self, weight_decay: float, t) -> np.ndarray:
         """Test MSE at times ``t`` (1-D): expected over ``f0 ~ NNGP`` when built with the NNGP kernels."""
@@ -390,8 +427,11 @@ class KrylovLoss:
         return out + 0.5 * self.variance(weight_decay, t) if self.averaged else out
 
     def test_loss_error(self, weight_decay: float, t) -> np.ndarray:
-        """Stated stochastic error (one standard error) of :meth:`test_loss`: ``variance_error / 2``."""
-        return 0.5 * self.variance_error(weight_decay, t) if self.averaged else np.zeros(_times(t).size)
+        """Stated error of :meth:`test_loss`: ``variance_error / 2`` (Hutch++ standard error, if any, plus
+        Krylov error) plus the mean-function basis' estimate ``e`` propagated to its loss: outputs off by
+        ``e ||f||`` change ``||f - y||^2`` by at most ``2 e ||f|| ||f - y|| + e^2 ||f||^2``."""
+        mean = self._mean_error(weight_decay, t)
+        return mean + 0.5 * self.variance_error(weight_decay, t) if self.averaged else mean
 
     def test_accuracy(self, weight_decay: float, t) -> np.ndarray:
         """Fraction of test points classified correctly by the mean function (argmax; sign for K = 1)."""

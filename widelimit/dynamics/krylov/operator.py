@@ -50,6 +50,7 @@ class KernelMatrix:
         self.name, self.matrix, self.normalization = name, matrix, float(normalization)
         self.rows = max(1, int(chunk_bytes) // (8 * matrix.shape[1]))
         self.passes = 0          # number of full passes over the matrix (matmat calls)
+        self._finite_checked = False
 
     @property
     def shape(self) -> tuple:
@@ -62,29 +63,37 @@ class KernelMatrix:
     def _chunks(self):
         for i in range(0, self.shape[0], self.rows):
             blk = np.asarray(self.matrix[i:i + self.rows], dtype=np.float64)
-            if not np.all(np.isfinite(blk)):
+            if not self._finite_checked and not np.all(np.isfinite(blk)):
                 raise ValueError(f"{self.name} contains NaN or inf (rows {i}..{i + blk.shape[0] - 1})")
             yield i, blk
+        self._finite_checked = True
+
+    def _check_out(self, out: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{self.name} contains NaN or inf")
+        return out
 
     def matmat(self, x: np.ndarray) -> np.ndarray:
-        """``A @ x`` for ``x`` of shape (N, b), float64, one pass over the matrix."""
+        """``A @ x`` for ``x`` of shape (N, b), float64, one pass over the matrix.
+
+        A float64 matrix (in memory or memory-mapped) is multiplied in one BLAS call on a view (no copy);
+        a float32 one in float64 row chunks. Non-finite entries raise ValueError: a NaN/inf entry makes its
+        output row non-finite (checked on every pass; float32 chunks are also checked entry-wise once)."""
         x = np.asarray(x, dtype=np.float64)
         self.passes += 1
-        if self.matrix.dtype == np.float64 and not isinstance(self.matrix, np.memmap) \
-                and self.shape[0] * x.shape[1] * 8 <= 1 << 31:
-            out = self.matrix @ x
-            if not np.all(np.isfinite(out)):
-                raise ValueError(f"{self.name} contains NaN or inf")
-            return out / self.normalization
+        if self.matrix.dtype == np.float64:
+            return self._check_out(np.asarray(self.matrix) @ x) / self.normalization
         out = np.empty((self.shape[0], x.shape[1]))
         for i, blk in self._chunks():
             out[i:i + blk.shape[0]] = blk @ x
-        return out / self.normalization
+        return self._check_out(out) / self.normalization
 
     def rmatmat(self, z: np.ndarray) -> np.ndarray:
         """``A^T @ z`` for ``z`` of shape (P, s), float64, one pass over the matrix."""
         z = np.asarray(z, dtype=np.float64)
         self.passes += 1
+        if self.matrix.dtype == np.float64:
+            return self._check_out(np.asarray(self.matrix).T @ z) / self.normalization
         out = np.zeros((self.shape[1], z.shape[1]))
         for i, blk in self._chunks():
             out += blk.T @ z[i:i + blk.shape[0]]

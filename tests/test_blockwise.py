@@ -82,3 +82,25 @@ def test_mnist1d_large_sizes():
     assert counts.min() > 350                                         # all ten classes, roughly balanced
     with pytest.raises(ValueError, match="n_train"):
         load_mnist1d_large(0)
+
+
+def test_large_data_kernels_and_bytes(xs, tmp_path):
+    """The large-N container keeps float32 storage (no float64 copy), matches the native kernels and the
+    exact test diagonal, and :func:`kernel_bytes` is exactly what it stores."""
+    from widelimit.kernels.blockwise import kernel_bytes, large_data_kernels
+    x, x2 = xs
+    spec = SPECS[0]
+    y, yt = np.eye(3)[np.arange(len(x)) % 3], np.eye(3)[np.arange(len(x2)) % 3]
+    k = large_data_kernels(spec, x, y, x2, yt, path=tmp_path, block=64, progress=False, verbose=False)
+    assert k.ntk_train_train.dtype == np.float32 and isinstance(k.ntk_train_train, np.memmap)
+    assert k.L == 3 and k.has_nngp
+    ntk, nngp = mlp_kernels(spec, x)
+    np.testing.assert_allclose(k.ntk_train_train, ntk, rtol=1e-6)
+    np.testing.assert_allclose(k.nngp_test_train, mlp_kernels(spec, x2, x)[1], rtol=1e-6)
+    np.testing.assert_allclose(k.nngp_test_test, np.diag(mlp_kernels(spec, x2)[1]), rtol=1e-14)
+    assert k.nbytes == kernel_bytes(len(x), len(x2), nngp=True, dtype="float32")
+    assert kernel_bytes(50_000, 1000, nngp=False, dtype="float32") == 4 * (50_000 ** 2 + 1000 * 50_000)
+    with pytest.raises(ValueError, match="n_train"):
+        kernel_bytes(0, 10)
+    with pytest.raises(ValueError, match="spec"):
+        large_data_kernels(MLP(depth=3, activation="relu", b_std=0.1), x, y, x2, yt)

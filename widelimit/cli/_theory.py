@@ -14,12 +14,12 @@ from typing import Optional, Sequence
 from .errors import CommandError, UsageError
 
 
-def loss_model(prob, f0: str, learning_rate: Optional[float] = None):
+def loss_model(prob, f0: str, learning_rate: Optional[float] = None, solver: str = "auto"):
     """:func:`widelimit.predict.predict_model` of the problem's kernels (gradient flow, or full-batch GD at
-    ``learning_rate``)."""
+    ``learning_rate``; ``solver`` "auto", "eigh" or "krylov" as there)."""
     from widelimit.predict import predict_model
     try:
-        return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate)
+        return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate, solver=solver)
     except ValueError as e:
         raise CommandError(f"cannot build the {f0} model from {prob.source}: {e}") from e
 

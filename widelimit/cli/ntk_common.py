@@ -8,6 +8,7 @@ from typing import List, Optional
 from . import _theory
 from .argtypes import positive_int
 from .errors import UsageError
+from .options import add_solver_options
 from .progress import progress
 
 #: units of every column of the per-λ table (times in physical time t = η·steps, step counts in steps)
@@ -21,10 +22,12 @@ F0_NOTE = {"zero": "f0 = 0: the mean function over random initialisations (--f0 
 
 
 def add_model_options(g) -> None:
-    """``--gd``: the theory of full-batch GD at ``--learning-rate`` instead of gradient flow."""
+    """``--gd``: the theory of full-batch GD at ``--learning-rate`` instead of gradient flow; ``--solver``,
+    ``--kernel-dtype``, ``--kernel-dir`` (:func:`widelimit.cli.options.add_solver_options`)."""
     g.add_argument("--gd", action="store_true",
                    help="predict full-batch gradient descent at --learning-rate (discrete steps) instead of "
                         "the gradient flow (η → 0 at fixed η·steps)")
+    add_solver_options(g)
 
 
 def check_model_options(args) -> None:
@@ -49,7 +52,7 @@ def build_model(prob, args, f0=None):
     lr = args.learning_rate if getattr(args, "gd", False) else None
     if getattr(args, "seeds", None) is not None and (f0 or args.f0) == "nngp":
         return _theory.spread_model(prob, lr)
-    return _theory.loss_model(prob, f0 or args.f0, lr)
+    return _theory.loss_model(prob, f0 or args.f0, lr, getattr(args, "solver_resolved", None) or args.solver)
 
 
 def tstar_rows(model, weight_decays, args) -> List[_theory.Row]:

@@ -29,10 +29,10 @@ def announce(args, what: str, seconds: float) -> None:
     print(f"estimated cost: {what} ≈ {human} (progress bars follow; --no-progress hides them)", file=sys.stderr)
 
 
-def kernel_cost_s(n_train: int, n_test: int, depth: int, dim: int, cnn: bool = False) -> float:
+def kernel_cost_s(n_train: int, n_test: int, depth: int, dim: int, cnn: bool = False, eigh: bool = True) -> float:
     """Rough seconds for the analytic NTK/NNGP blocks (train-train, test-train, test diagonal) of an MLP
-    (``~ pairs · (dim + 30·depth)`` flops) or a CNN (neural-tangents; ~1000× an MLP per pair), plus the
-    eigendecomposition of the train-train block (``~ 10 N³`` flops)."""
+    (``~ pairs · (dim + 30·depth)`` flops) or a CNN (neural-tangents; ~1000× an MLP per pair), plus, with
+    ``eigh``, the eigendecomposition of the train-train block (``~ 10 N³`` flops)."""
     pairs = n_train * n_train + n_test * n_train + n_test
     per_pair = (dim + 30.0 * depth) * (1000.0 if cnn else 1.0)
-    return (pairs * per_pair + 10.0 * n_train ** 3) / FLOPS_PER_S
+    return (pairs * per_pair + (10.0 * n_train ** 3 if eigh else 0.0)) / FLOPS_PER_S

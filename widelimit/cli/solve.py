@@ -11,7 +11,7 @@ from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_mod
                          tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, check_problem_args
 from .paths import check_out_dir
-from .problem import load_problem
+from .problem import check_memory, load_problem
 from .progress import add_progress_option
 from .writing import warn_validity
 
@@ -87,6 +87,7 @@ def run(args) -> int:
     check_problem_args(args)
     files = [f for f in FILES if not (args.no_plot and f.endswith(".png"))]
     check_out_dir(args.out, "--out", files=files, force=args.force)
+    check_memory(args)
     from widelimit.tables import Table
 
     prob = load_problem(args)

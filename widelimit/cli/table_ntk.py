@@ -7,7 +7,7 @@ from .errors import EXIT_OK, UsageError
 from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_model, check_model_options,
                          tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, add_table_output, check_problem_args
-from .problem import load_problem
+from .problem import check_memory, load_problem
 from .progress import add_progress_option
 from .writing import check_table_outputs, warn_validity, write_tables
 
@@ -57,6 +57,7 @@ def run(args) -> int:
     check_problem_args(args)
     keys = ["tstar"] + (["lambda_opt"] if args.budgets is not None else [])
     check_table_outputs(args, keys)
+    check_memory(args)
     from widelimit.tables import Table
 
     prob = load_problem(args)

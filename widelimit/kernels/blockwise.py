@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -322,4 +323,77 @@ def _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress)
         bar.close()
 
 
-__all__ = ["blockwise_kernels", "GETS"]
+def kernel_bytes(n_train: int, n_test: int, *, nngp: bool = True, dtype: str = "float32") -> int:
+    """Bytes of the stored kernel blocks of one problem: NTK train-train ``N^2`` and test-train ``M N``, with
+    ``nngp`` the same two NNGP blocks at the storage ``dtype``'s item size, and the float64 test diagonal."""
+    for name, v in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    per = n_train * n_train + n_test * n_train
+    return int((2 * per if nngp else per) * np.dtype(dtype).itemsize + (8 * n_test if nngp else 0))
+
+
+@dataclass(frozen=True, eq=False)
+class LargeKernels:
+    """The fields of :class:`widelimit.kernels.DataKernels`, kept as stored (float32 or float64 arrays or
+    read-only memmaps, never copied to float64): what the matrix-free solver
+    (:class:`widelimit.dynamics.krylov.KrylovLoss`, ``predict_model(..., solver="krylov")``) reads.
+
+    Fields: ``ntk_train_train`` (N, N) and ``ntk_test_train`` (M, N) unnormalised NTK; ``y_train`` (N, K)
+    / ``y_test`` (M, K) float64 targets; ``L`` homogeneity degree; ``nngp_train_train``,
+    ``nngp_test_train`` and ``nngp_test_test`` (its diagonal, (M,), float64) or all three None;
+    ``source`` provenance text; ``nbytes`` the stored kernel bytes (:func:`kernel_bytes`)."""
+
+    ntk_train_train: np.ndarray
+    ntk_test_train: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    L: int
+    nngp_train_train: Optional[np.ndarray] = None
+    nngp_test_train: Optional[np.ndarray] = None
+    nngp_test_test: Optional[np.ndarray] = None
+    source: str = ""
+
+    @property
+    def has_nngp(self) -> bool:
+        return self.nngp_train_train is not None
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(getattr(self, f).nbytes for f in ("ntk_train_train", "ntk_test_train", "nngp_train_train",
+                                                          "nngp_test_train", "nngp_test_test")
+                       if getattr(self, f) is not None))
+
+
+def large_data_kernels(spec: MLP, x_train, y_train, x_test, y_test, *, nngp: bool = True,
+                       dtype: str = "float32", path=None, block: int = 2048, progress: bool = True,
+                       verbose: bool = True, source: str = "") -> LargeKernels:
+    """:class:`LargeKernels` of a homogeneous MLP on a split, by :func:`blockwise_kernels`: train-train
+    (symmetric, upper blocks mirrored) and test-train, stored as ``dtype``; with ``nngp`` also the NNGP
+    blocks and the exact test diagonal ``K(x, x) = v_L(x)`` (float64). ``path``: directory of resumable
+    memory-mapped results (``train_train/`` and ``test_train/``), ``None`` in memory."""
+    L = spec.homogeneity_degree if isinstance(spec, MLP) else None
+    if L is None:
+        raise ValueError(f"spec must be a homogeneous widelimit.arch.MLP for the L2 theory, got {spec!r}")
+    y = np.asarray(y_train, np.float64)
+    yt = np.asarray(y_test, np.float64)
+    if y.shape[0] != np.shape(x_train)[0] or yt.shape[0] != np.shape(x_test)[0]:
+        raise ValueError(f"y_train/y_test must have one row per input, got {y.shape} for {np.shape(x_train)} "
+                         f"and {yt.shape} for {np.shape(x_test)}")
+    get = GETS if nngp else ("ntk",)
+    sub = (lambda name: None) if path is None else (lambda name: Path(path) / name)  # noqa: E731
+    kw = dict(get=get, dtype=dtype, block=block, progress=progress, verbose=verbose)
+    tt = blockwise_kernels(spec, x_train, None, path=sub("train_train"), **kw)
+    xt = blockwise_kernels(spec, x_test, x_train, path=sub("test_train"), **kw)
+    extra = {}
+    if nngp:
+        xs = np.asarray(x_test, np.float64)
+        diag = np.concatenate([np.diag(mlp_kernels(spec, xs[i:i + 256])[1]) for i in range(0, len(xs), 256)])
+        extra = dict(nngp_train_train=tt["nngp"], nngp_test_train=xt["nngp"], nngp_test_test=diag)
+    return LargeKernels(tt["ntk"], xt["ntk"], y, yt, int(L), source=source, **extra)
+
+
+__all__ = ["blockwise_kernels", "GETS", "LargeKernels", "large_data_kernels", "kernel_bytes",
+           "available_memory_bytes"]

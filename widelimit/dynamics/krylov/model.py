@@ -42,6 +42,7 @@ def _rows(k: KernelMatrix, rows: np.ndarray) -> np.ndarray:
 
 VARIANCE_METHODS = ("auto", "exact", "hutch++")
 EXACT_BLOCKS = 8            # variance="auto": the exact trace's basis is estimated as EXACT_BLOCKS * M vectors
+_ROUNDING_RTOL = 1e-11      # rounding floor of the stated error (sums over N modes in float64)
 EXACT_MAX_DIM = 2560        # ... and used only up to this size (its reorthogonalisation costs N r^2)
 
 
@@ -429,9 +430,12 @@ class KrylovLoss:
     def test_loss_error(self, weight_decay: float, t) -> np.ndarray:
         """Stated error of :meth:`test_loss`: ``variance_error / 2`` (Hutch++ standard error, if any, plus
         Krylov error) plus the mean-function basis' estimate ``e`` propagated to its loss: outputs off by
-        ``e ||f||`` change ``||f - y||^2`` by at most ``2 e ||f|| ||f - y|| + e^2 ||f||^2``."""
-        mean = self._mean_error(weight_decay, t)
-        return mean + 0.5 * self.variance_error(weight_decay, t) if self.averaged else mean
+        ``e ||f||`` change ``||f - y||^2`` by at most ``2 e ||f|| ||f - y|| + e^2 ||f||^2``; plus a rounding
+        floor of ``_ROUNDING_RTOL`` (1e-11) of each term (float64 sums over N modes, in either path)."""
+        mean = self._mean_error(weight_decay, t) + _ROUNDING_RTOL * self.loss_of_mean(weight_decay, t)
+        if not self.averaged:
+            return mean
+        return mean + 0.5 * (self.variance_error(weight_decay, t) + _ROUNDING_RTOL * self.variance(weight_decay, t))
 
     def test_accuracy(self, weight_decay: float, t) -> np.ndarray:
         """Fraction of test points classified correctly by the mean function (argmax; sign for K = 1)."""

@@ -52,8 +52,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @dataclass(frozen=True)
 class GitState:
     """The code a report was made with: ``commit`` (short hash, None outside a git checkout) and ``dirty``
-    (tracked files outside ``validation/`` differ from the commit: the report may not be reproducible
-    from ``commit``)."""
+    (tracked files other than ``validation/`` and ``README.md`` differ from the commit: the report may not
+    be reproducible from ``commit``)."""
 
     commit: Optional[str]
     dirty: bool
@@ -61,18 +61,20 @@ class GitState:
     def describe(self) -> str:
         if self.commit is None:
             return "unknown (not a git checkout)"
-        return self.commit + (" (with uncommitted changes outside validation/)" if self.dirty else " (clean)")
+        return self.commit + (" (with uncommitted changes outside validation/ and README.md)" if self.dirty else " (clean)")
 
 
 def git_state(root: Optional[PathLike] = None) -> GitState:
     """Commit and dirtiness of the checkout at ``root`` (default: this package's repository). Generated
-    outputs under ``validation/`` do not count as dirty: regenerating several studies changes them."""
+    outputs under ``validation/`` and ``README.md`` (whose findings block the report rebuilds; no study reads
+    it) do not count as dirty: regenerating several studies or sizes in a row changes them."""
     root = Path(root) if root is not None else REPO_ROOT
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)validation"], cwd=root, capture_output=True, text=True,
+                                ":(exclude)validation",
+                                ":(exclude)README.md"], cwd=root, capture_output=True, text=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return GitState(None, False)

@@ -1,0 +1,304 @@
+"""Scale benchmark of the L2 theory (issue 11): kernels, solvers, memory, neural-tangents, bandwidth.
+
+Problem (as benchmarks/bench_krylov.py): MNIST-1D (widelimit.data_large.load_mnist1d_large, seed 0),
+3-layer bias-free ReLU MLP (L = 3), K = 10 one-hot outputs, M = 1000 test points; kernels from
+widelimit.kernels.blockwise.large_data_kernels, float32, memory-mapped under $SCALE_DIR/n<N> (default
+/tmp/widelimit_scale; resumable). Table: expected test loss over f0 ~ NNGP for 50 weight decays in
+[1e-5, 1e-1] x 50 budgets t = eta T (eta = 1, T log-spaced in [1e2, 1e6]), via the public
+``predict_model(kernels, solver=...)``.
+
+    python benchmarks/bench_scale.py bandwidth                 # numpy streaming read bandwidth
+    python benchmarks/bench_scale.py kernel-speed --n 4096     # old vs new block path, one process
+    python benchmarks/bench_scale.py kernels --n 5000          # kernels only (own process)
+    python benchmarks/bench_scale.py solve --n 5000 --solver krylov|eigh   # build + 50x50 table
+    python benchmarks/bench_scale.py scaling --ns 1000 2000 5000 --dense-max 5000   # one subprocess each
+    python benchmarks/bench_scale.py end-to-end --n 50000      # kernels + Krylov table in one process
+    .venvs/nt/bin/python benchmarks/bench_scale.py nt --n 5000 # neural-tangents gradient_descent_mse, lambda=0
+    python benchmarks/bench_scale.py ours-lambda0 --n 5000     # our Krylov path, same outputs, and compare
+
+Every sub-command prints JSON lines (times in s, memory in bytes; peak = VmHWM of its own process,
+which counts the memory-mapped kernel pages it touched as well as its anonymous memory).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(os.environ.get("SCALE_DIR", "/tmp/widelimit_scale"))
+LAMS = np.geomspace(1e-5, 1e-1, 50)
+BUDGETS = np.geomspace(1e2, 1e6, 50)
+M_TEST = 1000
+
+
+def status() -> dict:
+    """VmHWM / VmRSS / RssAnon / RssFile of this process (bytes) and the load average."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key = line.split(":")[0]
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(line.split()[1]) * 1024
+    out["loadavg"] = os.getloadavg()[0]
+    return out
+
+
+def emit(**kw) -> None:
+    kw.update(status())
+    print(json.dumps(kw), flush=True)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "?"
+
+
+# -------------------------------------------------------------------------------------------------
+def cmd_bandwidth(gib: float = 4.0) -> None:
+    """Read bandwidth: ``np.add.reduce`` over a float32 array of ``gib`` GiB (>> the 32 MiB L3), best of 3;
+    also the float32 -> float64 chunked product the Krylov operator does, per byte of float32 read."""
+    n = int(gib * 2 ** 30 // 4)
+    a = np.ones(n, np.float32)
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t0)
+    rows, cols = 4096, 8192
+    k = a[: (n // cols) * cols].reshape(-1, cols)[: 16 * rows]        # 2 GiB of float32 rows
+    x = np.ones((cols, 30))
+    t0 = time.perf_counter()
+    for i in range(0, k.shape[0], rows):
+        np.asarray(k[i:i + rows], np.float64) @ x
+    t_op = time.perf_counter() - t0
+    emit(cmd="bandwidth", bytes=a.nbytes, read_GBps=a.nbytes / best / 1e9,
+         f32_to_f64_matmat_GBps=k.nbytes / t_op / 1e9, commit=_commit())
+
+
+def cmd_kernel_speed(n: int, block: int) -> None:
+    """Old vs new NumPy block path on the same (n, n) upper triangle, in one process: entries/s.
+
+    old: ``mlp_kernels`` per block (full-size temporaries) with BLAS at its default threads, stored as
+    float32 (what blockwise did before 5ef4608); new: ``blockwise_kernels`` (cache-resident chunks, BLAS
+    1 thread); also new at other block sizes and new with BLAS at default threads."""
+    from widelimit.arch import MLP
+    from widelimit.data_large import load_mnist1d_large
+    from widelimit.kernels import blockwise
+    from widelimit.kernels.native import mlp_kernels
+    x = load_mnist1d_large(n, 10, seed=0).x_train
+    spec = MLP(depth=3, activation="relu")
+    entries = sum(min(block, n - i) * min(block, n - j) for i in range(0, n, block) for j in range(i, n, block))
+
+    def old():
+        out = {g: np.empty((n, n), np.float32) for g in ("ntk", "nngp")}
+        for i in range(0, n, block):
+            for j in range(i, n, block):
+                a, b = x[i:i + block], x[j:j + block]
+                for g, v in zip(("ntk", "nngp"), mlp_kernels(spec, a, None if i == j else b)):
+                    out[g][i:i + block, j:j + block] = v
+                    if i != j:
+                        out[g][j:j + block, i:i + block] = v.T
+        return out
+
+    def new(blk=block):
+        return blockwise.blockwise_kernels(spec, x, block=blk, progress=False, verbose=False)
+
+    res = {}
+    ref = None
+    for name, fn in (("old", old), ("new", new), ("old", old), ("new", new)):   # interleaved, best of 2
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        res[name] = min(res.get(name, np.inf), dt)
+        if ref is None:
+            ref = out
+        else:
+            assert np.array_equal(np.triu(out["ntk"]), np.triu(ref["ntk"])) or \
+                np.allclose(out["ntk"], ref["ntk"], rtol=1e-6), "old and new paths disagree"
+    for blk in (1024, 4096):
+        e = sum(min(blk, n - i) * min(blk, n - j) for i in range(0, n, blk) for j in range(i, n, blk))
+        t0 = time.perf_counter()
+        new(blk)
+        res[f"new_block{blk}"] = (time.perf_counter() - t0) * entries / e
+    orig = blockwise._blas_threads
+    blockwise._blas_threads = lambda k: __import__("contextlib").nullcontext()
+    try:
+        t0 = time.perf_counter()
+        new()
+        res["new_blas_default_threads"] = time.perf_counter() - t0
+    finally:
+        blockwise._blas_threads = orig
+    emit(cmd="kernel-speed", n=n, block=block, upper_entries=entries,
+         **{f"{k}_Mentries_per_s": entries / v / 1e6 for k, v in res.items()},
+         speedup=res["old"] / res["new"], commit=_commit())
+
+
+# -------------------------------------------------------------------------------------------------
+def kernels_for(n: int, progress: bool = False):
+    from widelimit.arch import MLP
+    from widelimit.data_large import load_mnist1d_large
+    from widelimit.kernels.blockwise import large_data_kernels
+    ds = load_mnist1d_large(n, M_TEST, seed=0)
+    return large_data_kernels(MLP(depth=3, activation="relu"), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                              path=ROOT / f"n{n}", dtype="float32", progress=progress, verbose=progress,
+                              source=f"mnist1d {n}/{M_TEST}; MLP depth 3 relu")
+
+
+def cmd_kernels(n: int) -> None:
+    t0 = time.perf_counter()
+    k = kernels_for(n)
+    emit(cmd="kernels", n=n, kernel_s=time.perf_counter() - t0, kernel_bytes=k.nbytes,
+         train_train_bytes=k.ntk_train_train.nbytes + k.nngp_train_train.nbytes, commit=_commit())
+
+
+def table(model) -> np.ndarray:
+    return np.stack([model.test_loss(lam, BUDGETS) for lam in LAMS])
+
+
+def solve(k, solver: str, progress: bool = False) -> dict:
+    from widelimit.predict import predict_model
+    t0 = time.perf_counter()
+    model = predict_model(k, solver=solver)
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if progress:
+        from tqdm.auto import tqdm
+        tab = np.stack([model.test_loss(lam, BUDGETS) for lam in tqdm(LAMS, desc="table rows")])
+    else:
+        tab = table(model)
+    t_table = time.perf_counter() - t0
+    out = dict(solver=solver, build_s=t_build, table_s=t_table, solver_s=t_build + t_table, label=model.label)
+    if solver == "krylov":
+        b = model.basis
+        out.update(dim=b.dim, error_estimate=float(b.error_estimate), converged=bool(b.converged),
+                   passes=int(model.passes), lanczos_s=float(b.seconds),
+                   variance_dim=None if model.variance_basis is None else model.variance_basis.dim,
+                   variance_s=None if model.variance_basis is None else float(model.variance_basis.seconds))
+        # bytes the kernel passes read: every pass reads the train-train NTK (upper bound: test passes
+        # read the smaller M x N block) -- against the basis-building time
+        out["pass_bytes"] = int(model.passes) * int(k.ntk_train_train.nbytes)
+        out["pass_GBps"] = out["pass_bytes"] / t_build / 1e9
+    return out, tab
+
+
+def cmd_solve(n: int, solver: str) -> None:
+    k = kernels_for(n)
+    res, tab = solve(k, solver)
+    np.save(ROOT / f"n{n}" / f"table_{solver}.npy", tab)
+    other = ROOT / f"n{n}" / f"table_{'eigh' if solver == 'krylov' else 'krylov'}.npy"
+    if other.exists():
+        res["max_rel_diff_vs_other_solver"] = float(np.max(np.abs(tab / np.load(other) - 1)))
+    emit(cmd="solve", n=n, kernel_bytes=k.nbytes, **res, commit=_commit())
+
+
+def cmd_scaling(ns, dense_max: int) -> None:
+    """Each point in its own subprocess (kernels, krylov, eigh where N <= dense_max), so peaks don't mix."""
+    me = [sys.executable, __file__]
+    for n in ns:
+        jobs = [["kernels", "--n", str(n)], ["solve", "--n", str(n), "--solver", "krylov"]]
+        if n <= dense_max:
+            jobs.append(["solve", "--n", str(n), "--solver", "eigh"])
+        for job in jobs:
+            r = subprocess.run(me + job, capture_output=True, text=True)
+            line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+            print(line[-1] if line else json.dumps({"cmd": job, "failed": r.returncode,
+                                                    "stderr": r.stderr[-400:]}), flush=True)
+
+
+def cmd_end_to_end(n: int) -> None:
+    """Kernels (resumed from their memmaps if interrupted) and the 50 x 50 Krylov table in one process."""
+    from widelimit.kernels.blockwise import kernel_bytes
+    t_start = time.perf_counter()
+    emit(cmd="end-to-end", stage="start", n=n, kernel_bytes=kernel_bytes(n, M_TEST), commit=_commit())
+    k = kernels_for(n, progress=True)
+    t_kernel = time.perf_counter() - t_start
+    emit(cmd="end-to-end", stage="kernels done", n=n, kernel_s=t_kernel, kernel_bytes=k.nbytes)
+    res, tab = solve(k, "krylov", progress=True)
+    np.save(ROOT / f"n{n}" / "table_krylov.npy", tab)
+    st = status()
+    emit(cmd="end-to-end", stage="done", n=n, kernel_s=t_kernel, total_s=time.perf_counter() - t_start,
+         kernel_bytes=k.nbytes, peak_over_kernel_bytes=st["VmHWM"] / k.nbytes, **res)
+
+
+# -------------------------------------------------------------------------------------------------
+def cmd_nt(n: int) -> None:
+    """neural-tangents ``nt.predict.gradient_descent_mse`` at lambda = 0 (no weight decay), f0 = 0: test
+    outputs at the 50 budgets, from the same (float32-stored) kernels upcast to float64."""
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import neural_tangents as nt
+    d = ROOT / f"n{n}"
+    ktt = np.asarray(np.load(d / "train_train" / "ntk.npy", mmap_mode="r"), np.float64)
+    kxt = np.asarray(np.load(d / "test_train" / "ntk.npy", mmap_mode="r"), np.float64)
+    from widelimit.data_large import load_mnist1d_large
+    ds = load_mnist1d_large(n, M_TEST, seed=0)
+    t0 = time.perf_counter()
+    fn = nt.predict.gradient_descent_mse(ktt, ds.y_train, learning_rate=1.0, diag_reg=0.0)
+    out = np.asarray(fn(BUDGETS, 0.0, 0.0, kxt)[1])          # (fx_train, fx_test) at every t
+    dt = time.perf_counter() - t0
+    np.save(d / "nt_outputs.npy", out)
+    emit(cmd="nt", n=n, nt_s=dt, kernel_f64_bytes=ktt.nbytes + kxt.nbytes, nt_version=nt.__version__,
+         jax_version=jax.__version__, commit=_commit())
+
+
+def cmd_ours_lambda0(n: int) -> None:
+    """Our Krylov path (f0 = 0 mean function, float32 memmaps) at lambda = 0 for the same outputs; compared
+    with the neural-tangents outputs saved by ``nt``."""
+    from widelimit.predict import predict_model
+    k = kernels_for(n)
+    t0 = time.perf_counter()
+    model = predict_model(k, solver="krylov", f0="zero")
+    out = model.test_outputs(0.0, BUDGETS)
+    dt = time.perf_counter() - t0
+    res = dict(cmd="ours-lambda0", n=n, ours_s=dt, kernel_bytes=k.ntk_train_train.nbytes + k.ntk_test_train.nbytes,
+               dim=model.basis.dim, commit=_commit())
+    ref = ROOT / f"n{n}" / "nt_outputs.npy"
+    if ref.exists():
+        nt_out = np.load(ref)
+        rel = np.linalg.norm((out - nt_out).reshape(len(BUDGETS), -1), axis=1) / \
+            np.linalg.norm(nt_out.reshape(len(BUDGETS), -1), axis=1)
+        res.update(max_rel_diff_vs_nt=float(rel.max()), rel_diff_at_T=[float(rel[0]), float(rel[-1])])
+    emit(**res)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cmd", choices=("bandwidth", "kernel-speed", "kernels", "solve", "scaling", "end-to-end", "nt",
+                                   "ours-lambda0"))
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--ns", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    p.add_argument("--dense-max", type=int, default=5000)
+    p.add_argument("--block", type=int, default=2048)
+    p.add_argument("--solver", choices=("krylov", "eigh"), default="krylov")
+    p.add_argument("--gib", type=float, default=4.0)
+    a = p.parse_args(argv)
+    ROOT.mkdir(parents=True, exist_ok=True)
+    if a.cmd == "bandwidth":
+        cmd_bandwidth(a.gib)
+    elif a.cmd == "kernel-speed":
+        cmd_kernel_speed(a.n, a.block)
+    elif a.cmd == "kernels":
+        cmd_kernels(a.n)
+    elif a.cmd == "solve":
+        cmd_solve(a.n, a.solver)
+    elif a.cmd == "scaling":
+        cmd_scaling(a.ns, a.dense_max)
+    elif a.cmd == "end-to-end":
+        cmd_end_to_end(a.n)
+    elif a.cmd == "nt":
+        cmd_nt(a.n)
+    else:
+        cmd_ours_lambda0(a.n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

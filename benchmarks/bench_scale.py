@@ -75,13 +75,24 @@ def cmd_bandwidth(gib: float = 4.0) -> None:
         best = min(best, time.perf_counter() - t0)
     rows, cols = 4096, 8192
     k = a[: (n // cols) * cols].reshape(-1, cols)[: 16 * rows]        # 2 GiB of float32 rows
-    x = np.ones((cols, 30))
+    res = {}
+    from threadpoolctl import threadpool_limits
+    for threads in (None, 1):
+        for b in (1, 10, 40):
+            x = np.ones((cols, b))
+            with threadpool_limits(limits=threads, user_api="blas"):
+                t0 = time.perf_counter()
+                for i in range(0, k.shape[0], rows):
+                    np.asarray(k[i:i + rows], np.float64) @ x
+                t_op = time.perf_counter() - t0
+            tag = f"b{b}_{'default' if threads is None else threads}thr"
+            res[f"matmat_{tag}_GBps"] = k.nbytes / t_op / 1e9
+            res[f"matmat_{tag}_GFLOPs"] = 2 * k.size * b / t_op / 1e9
     t0 = time.perf_counter()
     for i in range(0, k.shape[0], rows):
-        np.asarray(k[i:i + rows], np.float64) @ x
-    t_op = time.perf_counter() - t0
-    emit(cmd="bandwidth", bytes=a.nbytes, read_GBps=a.nbytes / best / 1e9,
-         f32_to_f64_matmat_GBps=k.nbytes / t_op / 1e9, commit=_commit())
+        np.asarray(k[i:i + rows], np.float64)
+    res["f32_to_f64_convert_GBps"] = k.nbytes / (time.perf_counter() - t0) / 1e9
+    emit(cmd="bandwidth", bytes=a.nbytes, read_GBps=a.nbytes / best / 1e9, **res, commit=_commit())
 
 
 def cmd_kernel_speed(n: int, block: int) -> None:

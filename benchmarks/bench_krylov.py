@@ -169,13 +169,17 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("--variance", default=None, choices=("auto", "exact", "hutch++"))
     p.add_argument("--no-accuracy", action="store_true", help="compare: timings and table only")
+    p.add_argument("--max-dim", type=int, default=None, help="Krylov max_dim (the exact trace may need N)")
     a = p.parse_args(argv)
     if a.cmd == "kernels":
         res = cmd_kernels(a.n, a.m, a.dtype)
     elif a.cmd == "solve":
         res = cmd_solve(a.n, a.solver, a.tol)
     elif a.cmd == "compare":
-        res = cmd_compare(a.n, a.tol, not a.no_accuracy, **({} if a.variance is None else {"variance": a.variance}))
+        kw = {} if a.variance is None else {"variance": a.variance}
+        if a.max_dim is not None:
+            kw["max_dim"] = a.max_dim
+        res = cmd_compare(a.n, a.tol, not a.no_accuracy, **kw)
     else:
         res = cmd_accuracy(a.n, a.tol, **({} if a.variance is None else {"variance": a.variance}))
     print(json.dumps(res), flush=True)

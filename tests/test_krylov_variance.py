@@ -91,3 +91,18 @@ def test_float64_memmap_one_blas_call_and_nan(tmp_path):
     k[7, 3] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         op.matmat(v)
+
+
+def test_bad_nngp_and_test_kernels_named_before_the_solve(problem):
+    p = problem
+    kw = dict(p["kw"])
+    bad = kw["nngp_train_train"].copy()
+    bad[3, 9] += 0.5 * np.abs(bad).max()
+    with pytest.raises(ValueError, match="nngp_train_train is not symmetric"):
+        KrylovLoss(p["ntt"], p["y"], 3, **{**kw, "nngp_train_train": bad})
+    nxt = kw["ntk_test_train"].copy()
+    nxt[2, 5] = np.inf
+    with pytest.raises(ValueError, match="ntk_test_train contains NaN or inf"):
+        KrylovLoss(p["ntt"], p["y"], 3, **{**kw, "ntk_test_train": nxt})
+    with pytest.raises(ValueError, match="nngp_test_train must have shape"):
+        KrylovLoss(p["ntt"], p["y"], 3, **{**kw, "nngp_test_train": kw["nngp_test_train"][:, :-1]})

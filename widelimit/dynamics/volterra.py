@@ -58,6 +58,9 @@ class VolterraOutputs:
       unit), (T, N) and (T, M); None unless computed with ``initial="prior"``.
     error_estimate: estimated max relative quadrature error of ``train``/``test`` (see the module docs).
     n_nodes: nodes of the finest time grid. weight_decay: lam (1/time).
+    basis_error: for the reduced-basis solver (:mod:`widelimit.dynamics.volterra_reduced`), the stated
+      a-posteriori estimate of the error of the basis truncation (relative, same scale as
+      ``error_estimate``); None for the full-space solvers.
     """
 
     t: np.ndarray
@@ -68,6 +71,7 @@ class VolterraOutputs:
     error_estimate: float
     n_nodes: int
     weight_decay: float
+    basis_error: Optional[float] = None
 
 
 def _check_rtol(rtol) -> float:
@@ -174,6 +178,7 @@ class CrossScaleFlow:
                              f"estimate is {predicted:.2g}; use step <= {default_step(self.rtol):.3g}")
         self.normalization = float(self.y_train.size)
         k11 = self._k(self.x_train, None, 1.0, 1.0)[0]
+        self._ntk_11 = k11                                          # Theta(X, X; 1, 1), kept for subclasses
         self.mu_max = float(scipy.linalg.eigvalsh(k11, subset_by_index=[len(k11) - 1, len(k11) - 1])[0]
                             / self.normalization)
         if not self.mu_max > 0:

@@ -15,10 +15,11 @@ import numpy as np
 
 from .ntk_l2 import _as_float_array
 from .volterra import CrossScaleFlow, VolterraOutputs
+from .volterra_reduced import ReducedCrossScaleFlow
 from .volterra_separable import SeparableCrossScaleFlow
 
 F0_MODES = ("prior", "zero")
-METHODS = ("separable", "nystrom")
+METHODS = ("separable", "nystrom", "reduced")
 
 
 class VolterraLoss:
@@ -32,7 +33,9 @@ class VolterraLoss:
       method: ``"separable"`` (default: the kernel fitted once in the two scales,
         :class:`~widelimit.dynamics.volterra_separable.SeparableCrossScaleFlow`, with ``degree``; its fit
         error is ``self.flow.fit_error``) or ``"nystrom"`` (the kernel evaluated at every pair of nodes:
-        the slow reference).
+        the slow reference) or ``"reduced"`` (large N: few full kernels and a reduced basis,
+        :class:`~widelimit.dynamics.volterra_reduced.ReducedCrossScaleFlow`; ``f0="zero"`` only; its
+        stated basis error is ``outputs(...).basis_error``).
 
     ``L`` is ``spec.homogeneity_degree`` -- None for a non-homogeneous network (allowed by the protocol;
     nothing in :mod:`widelimit.predict` needs it for a flow model). ``learning_rate`` is None (flow).
@@ -50,7 +53,13 @@ class VolterraLoss:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if x_test is None:
             raise ValueError("x_test is required: the model predicts the test loss")
-        if method == "separable":
+        if method == "reduced" and f0 != "zero":
+            raise ValueError("method='reduced' covers f0='zero' only (the mean over the prior); use "
+                             "method='separable' for f0='prior'")
+        if method == "reduced":
+            self.flow = ReducedCrossScaleFlow(spec, x_train, y_train, x_test=x_test, rtol=rtol, step=step,
+                                              degree=degree)
+        elif method == "separable":
             self.flow = SeparableCrossScaleFlow(spec, x_train, y_train, x_test=x_test, rtol=rtol, step=step,
                                                 degree=degree)
         else:
@@ -93,7 +102,8 @@ class VolterraLoss:
 
     def precompute(self, weight_decays, t) -> None:
         """Solve for every weight decay at times ``t`` in one vectorised pass and cache the outputs
-        (``f0="zero"`` with the separable solver only; otherwise the decays are solved one by one)."""
+        (``f0="zero"`` with the separable or reduced solver only; otherwise the decays are solved one by
+        one)."""
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
         lams = [float(v) for v in np.atleast_1d(weight_decays)]
         if self.f0 != "zero" or not hasattr(self.flow, "solve_many"):

@@ -217,7 +217,7 @@ class SeparableCrossScaleFlow(CrossScaleFlow):
 
     def _batched_grid(self, lams, grids, y):
         """The loop of :meth:`_solve_grid` (MSE, g = 0) for all decays at once on their own grids, padded."""
-        L, N, K, a = len(lams), self.n_train, y.shape[1], self.normalization
+        L, N, K, a = len(lams), self.blocks_train.shape[1], y.shape[1], self.normalization
         n = max(len(g[0]) for g in grids)
         t = np.stack([np.pad(g[0], (0, n - len(g[0])), mode="edge") for g in grids])      # (L, n)
         v = np.stack([np.pad(g[1], (0, n - len(g[1]))) for g in grids])

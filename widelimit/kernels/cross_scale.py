@@ -90,9 +90,13 @@ def _check_scales(scale1, scale2) -> Tuple[Array, Array, bool]:
 
 def _sin_minus_theta_cos(theta: Array) -> Array:
     """``sin(theta) - theta cos(theta)`` without cancellation near 0 (series below 0.1)."""
-    t2 = theta * theta
-    series = theta * t2 * (1 / 3 - t2 * (1 / 30 - t2 * (1 / 840 - t2 / 45360)))
-    return np.where(theta < 0.1, series, np.sin(theta) - theta * np.cos(theta))
+    out = np.sin(theta) - theta * np.cos(theta)
+    small = theta < 0.1
+    if np.any(small):                 # the series only where it is needed (the diagonal, near-parallel pairs)
+        t = theta[small]
+        t2 = t * t
+        out[small] = t * t2 * (1 / 3 - t2 * (1 / 30 - t2 * (1 / 840 - t2 / 45360)))
+    return out
 
 
 def _abrelu_step(a, b, qa, qb, c, ntk):

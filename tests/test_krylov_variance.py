@@ -106,3 +106,15 @@ def test_bad_nngp_and_test_kernels_named_before_the_solve(problem):
         KrylovLoss(p["ntt"], p["y"], 3, **{**kw, "ntk_test_train": nxt})
     with pytest.raises(ValueError, match="nngp_test_train must have shape"):
         KrylovLoss(p["ntt"], p["y"], 3, **{**kw, "nngp_test_train": kw["nngp_test_train"][:, :-1]})
+
+
+def test_exact_trace_warns_up_front_when_it_costs_more_than_dense(problem):
+    p = problem
+    kw = dict(p["kw"])
+    m = 40                                   # 8 * 40 > N / 2 = 200
+    sub = dict(kw, ntk_test_train=np.vstack([kw["ntk_test_train"]] * 4)[:m],
+               nngp_test_train=np.vstack([kw["nngp_test_train"]] * 4)[:m],
+               nngp_test_test_diag=np.concatenate([kw["nngp_test_test_diag"]] * 4)[:m],
+               y_test=np.vstack([kw["y_test"]] * 4)[:m])
+    with pytest.warns(RuntimeWarning, match="costs more than the dense path"):
+        KrylovLoss(p["ntt"], p["y"], 3, variance="exact", **sub)

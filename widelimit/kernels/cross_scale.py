@@ -88,9 +88,10 @@ def _check_scales(scale1, scale2) -> Tuple[Array, Array, bool]:
     return a.astype(np.float64), b.astype(np.float64), scalar
 
 
-def _sin_minus_theta_cos(theta: Array) -> Array:
-    """``sin(theta) - theta cos(theta)`` without cancellation near 0 (series below 0.1)."""
-    out = np.sin(theta) - theta * np.cos(theta)
+def _sin_minus_theta_cos(theta: Array, sin_t: Array, cos_t: Array) -> Array:
+    """``sin(theta) - theta cos(theta)`` from the known ``sin_t = sin(theta)``, ``cos_t = cos(theta)``,
+    without cancellation near 0 (series below 0.1)."""
+    out = sin_t - theta * cos_t
     small = theta < 0.1
     if np.any(small):                 # the series only where it is needed (the diagonal, near-parallel pairs)
         t = theta[small]
@@ -108,7 +109,7 @@ def _abrelu_step(a, b, qa, qb, c, ntk):
     dot = diag - factor * theta
     sq = np.sqrt(qa[..., :, None] * qb[..., None, :])
     phi_ab = sq * (factor * sin_t + dot * (1 - c))
-    c_new = np.clip((diag * c - factor * _sin_minus_theta_cos(theta)) / diag, 0.0, 2.0)
+    c_new = np.clip((diag * c - factor * _sin_minus_theta_cos(theta, sin_t, 1 - c)) / diag, 0.0, 2.0)
     c_new = np.where(sq == 0, 1.0, c_new)
     return diag * qa, diag * qb, phi_ab, c_new, ntk * dot
 

@@ -12,7 +12,8 @@ For each N: random inputs (d = 16, K = 2 outputs), an n_lam x n_budget table of 
 
 with the stated quadrature error estimate (max over the table), the kernel-fit error (separable,
 reduced) and, for ``reduced``, the stated basis error (max over the table), the basis size k and the
-number r of full pivot kernels. ``--skip-homogeneous`` skips the Volterra run on the bias-free net.
+number r of full pivot kernels. ``--skip-homogeneous`` skips the Volterra run on the bias-free net;
+``--step`` sets the base step in v (default ``default_step(rtol)``; at most ``8 rtol^(1/4)``).
 Single-threaded BLAS by default (the
 machine is shared). Usage::
 
@@ -41,7 +42,7 @@ def table(model, lams, times):
 
 
 def run(n: int, n_lam: int, n_budget: int, rtol: float, seed: int = 0, method: str = "separable",
-        homogeneous: bool = True) -> dict:
+        homogeneous: bool = True, step=None) -> dict:
     rng = np.random.default_rng(seed)
     d, m, k = 16, max(10, n // 4), 2
     x, xt = rng.normal(size=(n, d)), rng.normal(size=(m, d))
@@ -58,7 +59,7 @@ def run(n: int, n_lam: int, n_budget: int, rtol: float, seed: int = 0, method: s
     nets = (("homogeneous", spec),) if homogeneous else ()
     for name, sp in nets + (("bias", spec.replace(b_std=0.5)),):
         t0 = time.perf_counter()
-        vl = VolterraLoss(sp, x, y, xt, yt, f0="zero", rtol=rtol, method=method)
+        vl = VolterraLoss(sp, x, y, xt, yt, f0="zero", rtol=rtol, method=method, step=step)
         vl.precompute(lams, times)          # separable: all weight decays in one vectorised pass
         tab = table(vl, lams, times)
         out[f"{name}_s"] = time.perf_counter() - t0
@@ -81,14 +82,18 @@ def main() -> None:
     p.add_argument("--rtol", type=float, default=1e-6)
     p.add_argument("--method", choices=("separable", "nystrom", "reduced"), default="separable")
     p.add_argument("--skip-homogeneous", action="store_true")
+    p.add_argument("--step", type=float, default=None,
+                   help="base step in v (default: default_step(rtol), a-priori estimate rtol/10)")
     a = p.parse_args()
-    print(f"{a.n_lam} weight_decay x {a.n_budget} budget table, rtol={a.rtol:g}, method={a.method}")
+    print(f"{a.n_lam} weight_decay x {a.n_budget} budget table, rtol={a.rtol:g}, method={a.method}, "
+          f"step={a.step}")
     print("| N | closed form (s) | Volterra, homogeneous (s) | max rel. deviation | Volterra, biases (s) "
           "| ratio biases/closed | stated quadrature error (max) | stated basis error (max) | kernel-fit error "
           "| k / r | finest-grid nodes |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in a.n:
-        r = run(n, a.n_lam, a.n_budget, a.rtol, method=a.method, homogeneous=not a.skip_homogeneous)
+        r = run(n, a.n_lam, a.n_budget, a.rtol, method=a.method, homogeneous=not a.skip_homogeneous,
+                step=a.step)
         hom = (f"{r['homogeneous_s']:.2f} | {r['homogeneous_dev']:.1e}" if "homogeneous_s" in r else "- | -")
         print(f"| {r['N']} | {r['closed_s']:.3f} | {hom} | "
               f"{r['bias_s']:.2f} | {r['bias_s'] / r['closed_s']:.0f} | {r['bias_err_est']:.1e} | "

@@ -161,3 +161,21 @@ def test_empirical_cross_scale_kernels_of_wide_networks(activation):
     i, j = np.unravel_index(np.argmax(np.abs(wrong - theory.ntk)), wrong.shape)
     iv = bootstrap_interval(np.array(ntk_runs)[:, i, j], level=0.999)
     assert not iv.contains(wrong[i, j]), (iv, wrong[i, j])
+
+
+@pytest.mark.parametrize("spec", [MLP(depth=3, b_std=0.5), MLP(depth=3, activation="erf", b_std=0.8),
+                                  MLP(depth=2, activation="leaky_relu", slope=0.2),
+                                  MLP(depth=3, b_std=0.3, parameterization="standard", width=64)])
+def test_jax_backend_equals_numpy_backend(spec):
+    """The jit-compiled recursion against the NumPy one (same formulas, different evaluation order)."""
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.normal(size=(9, 4)), rng.normal(size=(5, 4))
+    s1, s2 = np.array([0.2, 0.9, 1.0]), np.array([0.5, 0.9, 1.0])
+    for a, b in ((x1, None), (x2, x1)):
+        ref = cross_scale_kernels(spec, a, b, scale1=s1, scale2=s2)
+        out = cross_scale_kernels(spec, a, b, scale1=s1, scale2=s2, backend="jax")
+        for u, v in ((out.ntk, ref.ntk), (out.nngp, ref.nngp)):
+            assert isinstance(u, np.ndarray) and u.dtype == np.float64
+            np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-14 * np.max(np.abs(v)))
+    with pytest.raises(ValueError, match="backend"):
+        cross_scale_kernels(spec, x1, scale1=1.0, scale2=1.0, backend="torch")

@@ -42,6 +42,7 @@ def _rows(k: KernelMatrix, rows: np.ndarray) -> np.ndarray:
 
 VARIANCE_METHODS = ("auto", "exact", "hutch++")
 EXACT_BLOCKS = 8            # variance="auto": the exact trace's basis is estimated as EXACT_BLOCKS * M vectors
+HUTCHPP_VARIANCE_TOL = 1e-5  # basis-2 tolerance under Hutch++ (its ~1e-3 standard error dominates)
 _ROUNDING_RTOL = 1e-11      # rounding floor of the stated error (sums over N modes in float64)
 EXACT_MAX_DIM = 2560        # ... and used only up to this size (its reorthogonalisation costs N r^2)
 
@@ -79,7 +80,7 @@ class KrylovLoss:
         or ``"auto"`` (default): exact when its basis is affordable, ``EXACT_BLOCKS * M <= min(N / 4,
         max_dim, EXACT_MAX_DIM)`` (block Krylov from M start vectors needs ~``EXACT_BLOCKS`` blocks), else
         Hutch++. The choice made is :attr:`variance_method`.
-      variance_tol: tolerance of basis 2 (default ``tol`` for the exact trace, 1e-7 for Hutch++, whose
+      variance_tol: tolerance of basis 2 (default ``tol`` for the exact trace, 1e-5 for Hutch++, whose
         stochastic error dominates).
       variance_sketch: Hutch++ sketch rank (directions traced exactly).
       variance_probes: number of Rademacher probes for the rest, or ``"exact"`` (same as ``variance="exact"``).
@@ -178,7 +179,7 @@ class KrylovLoss:
                 z, weights, n_rem = self._probes(test, m, int(variance_sketch), int(variance_probes), seed)
             self.variance_exact = variance == "exact"
             if variance_tol is None:
-                variance_tol = tol if self.variance_exact else 1e-7
+                variance_tol = tol if self.variance_exact else HUTCHPP_VARIANCE_TOL
         self.variance_method = variance if averaged else None
         groups = [("y", y2)] + ([("f0", f0)] if f0 is not None and np.any(f0) else [])
         b = sum(g.shape[1] for _, g in groups) + (z.shape[1] if averaged else 0)

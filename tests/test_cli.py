@@ -683,11 +683,11 @@ def test_solver_krylov_matches_eigh(capsys):
 ])
 def test_kernels_that_do_not_fit_are_a_one_line_usage_error(extra, hint, tmp_path, monkeypatch, capsys,
                                                              no_compute):
-    """With (pretend) 8 MiB available, 600 training points do not fit: exit 2 before anything is
+    """With (pretend) 1 MiB available, 600 training points do not fit: exit 2 before anything is
     computed or written, one line naming --n-train, the bytes needed and the way out."""
     import widelimit.kernels.blockwise as blockwise
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(blockwise, "available_memory_bytes", lambda: 8 * 2 ** 20)
+    monkeypatch.setattr(blockwise, "available_memory_bytes", lambda: 2 ** 20)
     argv = ["--data", "digits", "--n-train", "600", "--n-test", "100"] + extra
     for cmd in (["solve", "--out", "o"], ["table", "ntk"]):
         assert cli.main(cmd + argv) == 2

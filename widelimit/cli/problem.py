@@ -74,6 +74,12 @@ class MemoryPlan:
     on_disk: bool
     available: int
 
+    @property
+    def pass_bytes(self) -> int:
+        """Bytes of the NTK blocks (train-train and test-train), which every Krylov pass reads."""
+        n, m = self.n_train, self.n_test
+        return (n * n + m * n) * (4 if self.dtype == "float32" else 8)
+
     def line(self) -> str:
         where = "memory-mapped on disk (page cache)" if self.on_disk else "in memory"
         return (f"memory: kernels {self.kernel_bytes / GiB:.2f} GiB ({self.dtype}, {where}) + {self.solver} "
@@ -111,7 +117,7 @@ def memory_plan(args) -> MemoryPlan:
 def check_memory(args) -> MemoryPlan:
     """Refuse, as a one-line usage error (exit 2) before any computation, a run that would not fit:
     kernels + solver above 90 % of the available memory, or, memory-mapped, kernels above the available
-    memory (every solver pass would then read them from disk). Sets ``args.solver_resolved`` and ``args.memory_plan`` (printed by
+    memory for the NTK blocks every solver pass reads (they would then come from disk at every pass). Sets ``args.solver_resolved`` and ``args.memory_plan`` (printed by
     :func:`load_problem` once the data are loaded)."""
     if args.kernels is not None:
         if args.kernel_dir is not None or args.kernel_dtype is not None:
@@ -121,7 +127,9 @@ def check_memory(args) -> MemoryPlan:
     plan = memory_plan(args)
     args.solver_resolved = plan.solver
     need = plan.solver_bytes + (0 if plan.on_disk else plan.kernel_bytes)
-    over_disk = plan.on_disk and plan.kernel_bytes > plan.available
+    # memory-mapped: the NTK blocks are read at every solver pass (the NNGP blocks once), so they must stay
+    # in the page cache
+    over_disk = plan.on_disk and plan.pass_bytes > plan.available
     if need > 0.9 * plan.available or over_disk:
         hint = ("use --solver krylov" if plan.solver == "eigh" else
                 "use --kernel-dtype float32" if plan.dtype == "float64" else

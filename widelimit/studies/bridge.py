@@ -61,8 +61,8 @@ SIZES: Dict[str, Dict[str, Any]] = {
                   seeds=list(range(8)), steps=2000, eval_every=25, batch_size=64, budgets=[250, 500, 1000, 2000],
                   fit_budget=500),
     # the six MLP programs take ~15 min on 2 cores under load; the CNN has 8 channels because vmapped
-    # convolutions are slow on XLA's CPU backend (measured: 8 members x 100 steps took 179 s at 32 channels,
-    # ~2 s at 8 channels, compile excluded)
+    # convolutions are slow on XLA's CPU backend (measured under load, compile included: 8 members x 100
+    # steps took 179 s at 32 channels and 7 s at 8 channels)
     "medium": dict(variants=[_v("bn_mlp_digits", _DIG, _BN, [_SGD, _MOM, _ADW]),
                              _v("ln_mlp_mnist1d", _M1D, _LN, [_SGD, _MOM, _ADW]),
                              _v("bn_cnn_mnist1d", dict(_M1D, data_options=dict(_M1D["data_options"], layout="signal")),

@@ -169,3 +169,21 @@ def test_predict_solver_switch(problem):
                                lambda_opt(de, steps=steps).weight_decay_opt, rtol=1e-5)
     with pytest.raises(ValueError, match="solver"):
         predict_model(dk, solver="lu")
+
+
+def test_query_outside_checked_region_warns(problem):
+    """Queries less damped than the stopping rule checked (weight decay below the range at t > 1/lo) get a
+    warning (the stated error does not cover them); others do not."""
+    p = problem
+    m = KrylovLoss(p["ntt"], p["y"], p["L"], ntk_test_train=p["nxt"], y_test=p["yt"],
+                   weight_decay_range=(1e-3, 1e-1), horizon=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.test_outputs(1e-2, [1.0, 1e3, 1e5])                   # checked decay (any t: more damping)
+        m.test_outputs(0.0, [10.0, 1e3])                        # lam = 0 but t <= 1/lo
+    with pytest.warns(KrylovConvergenceWarning, match="outside the region"):
+        m.test_outputs(0.0, [1e4])                              # lam = 0 at t > 1/lo: never checked
+    m2 = KrylovLoss(p["ntt"], p["y"], p["L"], ntk_test_train=p["nxt"], y_test=p["yt"],
+                    weight_decay_range=(1e-3, 1e-1), horizon=10.0)
+    with pytest.warns(KrylovConvergenceWarning, match="outside the region"):
+        m2.test_loss(1e-5, [2e3])                               # below the range, t > 1/lo

@@ -8,6 +8,7 @@ widelimit.kernels.blockwise.large_data_kernels, float32, memory-mapped under $SC
 ``predict_model(kernels, solver=...)``.
 
     python benchmarks/bench_scale.py bandwidth                 # numpy streaming read bandwidth
+    python benchmarks/bench_scale.py bandwidth --kernel-dir /tmp/widelimit_bench_krylov/n10000  # operator passes
     python benchmarks/bench_scale.py kernel-speed --n 4096     # old vs new block path, one process
     python benchmarks/bench_scale.py kernels --n 5000          # kernels only (own process)
     python benchmarks/bench_scale.py solve --n 5000 --solver krylov|eigh   # build + 50x50 table
@@ -93,6 +94,87 @@ def cmd_bandwidth(gib: float = 4.0) -> None:
         np.asarray(k[i:i + rows], np.float64)
     res["f32_to_f64_convert_GBps"] = k.nbytes / (time.perf_counter() - t0) / 1e9
     emit(cmd="bandwidth", bytes=a.nbytes, read_GBps=a.nbytes / best / 1e9, **res, commit=_commit())
+
+
+def _kernel_file(d: Path) -> Path:
+    """The float32 train-train NTK under ``d`` (``train_train/`` of bench_scale, ``tt/`` of bench_krylov)."""
+    for sub in ("train_train", "tt"):
+        if (d / sub / "ntk.npy").exists():
+            return d / sub / "ntk.npy"
+    raise SystemExit(f"no train_train/ntk.npy or tt/ntk.npy under {d}")
+
+
+def _old_matmat(mm, x, rows):
+    """The operator's float32 pass before commit of this section (a fresh float64 array per chunk)."""
+    out = np.empty((mm.shape[0], x.shape[1]))
+    for i in range(0, mm.shape[0], rows):
+        blk = np.asarray(mm[i:i + rows], dtype=np.float64)
+        out[i:i + blk.shape[0]] = blk @ x
+    return out
+
+
+def cmd_bandwidth_kernels(d: Path, chunks_mib, widths, reps: int = 5) -> None:
+    """Pass bandwidth of :class:`KernelMatrix` over an on-disk float32 kernel (opened read-only), one
+    process, variants interleaved, best of ``reps``: the old pass (fresh float64 array per 128 MiB chunk,
+    BLAS default threads; and the old ``--tune``: 16 MiB, 1 thread) against the reused buffer at every
+    chunk size in ``chunks_mib`` with BLAS 1 thread and default threads; ``matmat`` for each block width
+    in ``widths``, ``rmatmat``/``sandwich`` at the first width. GB/s = float32 bytes read / pass time."""
+    from threadpoolctl import threadpool_limits
+
+    from widelimit.dynamics.krylov import KernelMatrix
+    f = _kernel_file(d)
+    mm = np.load(f, mmap_mode="r")
+    n = mm.shape[1]
+    for i in range(0, mm.shape[0], 4096):          # page cache warm-up, and the file's own read bound
+        mm[i:i + 4096].sum()
+    t0 = time.perf_counter()
+    for i in range(0, mm.shape[0], 4096):
+        np.add.reduce(mm[i:i + 4096], axis=None)
+    read = mm.nbytes / (time.perf_counter() - t0) / 1e9
+    rng = np.random.default_rng(0)
+    xs = {b: rng.standard_normal((n, b)) for b in widths}
+    b0 = widths[0]
+    ref = _old_matmat(mm, xs[b0], max(1, (1 << 27) // (8 * n))) / 7.0
+    variants = [("old_128MiB_default_thr", "old", 1 << 27, None), ("old_16MiB_1thr", "old", 1 << 24, 1)]
+    for c in chunks_mib:
+        for thr in (1, None):
+            variants.append((f"new_{c:g}MiB_{'1thr' if thr else 'default_thr'}", "new", int(c * 2 ** 20), thr))
+    best: dict = {}
+    for _ in range(reps):
+        for name, kind, cb, thr in variants:
+            for b in widths:
+                if kind == "old":
+                    rows = max(1, cb // (8 * n))
+                    with (threadpool_limits(limits=thr, user_api="blas") if thr else _null()):
+                        t0 = time.perf_counter()
+                        _old_matmat(mm, xs[b], rows)
+                        dt = time.perf_counter() - t0
+                else:
+                    op = KernelMatrix("ntk", mm, 7.0, chunk_bytes=cb, blas_threads=thr)
+                    op.matmat(xs[b][:, :1])                      # first pass: buffer + finite check
+                    t0 = time.perf_counter()
+                    y = op.matmat(xs[b])
+                    dt = time.perf_counter() - t0
+                    if b == b0:
+                        assert np.allclose(y, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max()), name
+                key = f"matmat_b{b}_{name}"
+                best[key] = min(best.get(key, np.inf), dt)
+            if kind == "new" and thr == 1:
+                for meth, arg in (("rmatmat", xs[b0]), ("sandwich", xs[b0])):
+                    t0 = time.perf_counter()
+                    getattr(op, meth)(arg)
+                    key = f"{meth}_b{b0}_{name}"
+                    best[key] = min(best.get(key, np.inf), time.perf_counter() - t0)
+    gbps = {k: mm.nbytes / v / 1e9 for k, v in best.items()}
+    emit(cmd="bandwidth-kernels", file=str(f), shape=list(mm.shape), bytes=int(mm.nbytes),
+         file_read_GBps=read, **{f"{k}_GBps": v for k, v in gbps.items()},
+         speedup_best_new_vs_old_default=max(v for k, v in gbps.items() if k.startswith(f"matmat_b{b0}_new"))
+         / gbps[f"matmat_b{b0}_old_128MiB_default_thr"], commit=_commit())
+
+
+def _null():
+    import contextlib
+    return contextlib.nullcontext()
 
 
 def cmd_kernel_speed(n: int, block: int) -> None:
@@ -334,10 +416,18 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=2048)
     p.add_argument("--solver", choices=("krylov", "eigh"), default="krylov")
     p.add_argument("--gib", type=float, default=4.0)
+    p.add_argument("--kernel-dir", type=Path, default=None,
+                   help="bandwidth: also time KernelMatrix passes over DIR/train_train/ntk.npy (or DIR/tt/ntk.npy), "
+                        "read-only")
+    p.add_argument("--chunks-mib", type=float, nargs="+", default=[2, 4, 8, 16, 32, 128])
+    p.add_argument("--widths", type=int, nargs="+", default=[10, 40])
+    p.add_argument("--reps", type=int, default=5, help="bandwidth --kernel-dir: best of this many passes")
     p.add_argument("--tune", action="store_true", help="solve/end-to-end: BLAS 1 thread, 16 MiB operator chunks")
     a = p.parse_args(argv)
     ROOT.mkdir(parents=True, exist_ok=True)
-    if a.cmd == "bandwidth":
+    if a.cmd == "bandwidth" and a.kernel_dir is not None:
+        cmd_bandwidth_kernels(a.kernel_dir, a.chunks_mib, a.widths, a.reps)
+    elif a.cmd == "bandwidth":
         cmd_bandwidth(a.gib)
     elif a.cmd == "kernel-speed":
         cmd_kernel_speed(a.n, a.block)

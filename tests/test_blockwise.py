@@ -41,10 +41,10 @@ def test_memmap_resume(xs, tmp_path, capsys):
     blockwise_kernels(spec, x, block=40, path=tmp_path, dtype="float64", progress=False, get=("ntk",))
     assert "GiB" in capsys.readouterr().err                          # memory printed before starting
     rec = json.loads((tmp_path / "progress.json").read_text())
-    assert len(rec["done"]) == 21                                    # 6 x 6 blocks, upper triangle
+    assert len(rec["kernels"]["ntk"]) == 21                          # 6 x 6 blocks, upper triangle
     # simulate an interruption: forget 5 blocks and poison their entries; a resume recomputes exactly those
-    lost = rec["done"][-5:]
-    rec["done"] = rec["done"][:-5]
+    lost = rec["kernels"]["ntk"][-5:]
+    rec["kernels"]["ntk"] = rec["kernels"]["ntk"][:-5]
     (tmp_path / "progress.json").write_text(json.dumps(rec))
     mm = np.load(tmp_path / "ntk.npy", mmap_mode="r+")
     for i, j in lost:
@@ -54,9 +54,10 @@ def test_memmap_resume(xs, tmp_path, capsys):
     out = blockwise_kernels(spec, x, block=40, path=tmp_path, dtype="float64", progress=False, get=("ntk",))
     assert isinstance(out["ntk"], np.memmap)
     np.testing.assert_allclose(out["ntk"], ref, rtol=1e-13)
-    # other inputs under the same path: a fresh computation, never a mix
-    out = blockwise_kernels(spec, 2 * x, block=40, path=tmp_path, dtype="float64", progress=False, get=("ntk",))
-    np.testing.assert_allclose(out["ntk"], mlp_kernels(spec, 2 * x)[0], rtol=1e-13)
+    # other inputs under the same path: an error, never a mix and never an overwrite
+    with pytest.raises(ValueError, match="another computation"):
+        blockwise_kernels(spec, 2 * x, block=40, path=tmp_path, dtype="float64", progress=False, get=("ntk",))
+    np.testing.assert_allclose(np.load(tmp_path / "ntk.npy"), ref, rtol=1e-13)
 
 
 def test_bad_input(xs):

@@ -5,9 +5,11 @@ closed forms of :mod:`widelimit.kernels.native`) block by block of ``block x blo
 
 * storage ``float32`` (default; half the bytes) or ``float64``; every block is computed in float64 and
   rounded once when stored;
-* in memory, or in ``.npy`` memory-mapped files under ``path`` with a record of finished blocks, so an
-  interrupted computation resumes where it stopped (the record is keyed by a hash of spec and inputs; a
-  mismatch starts afresh rather than mixing kernels);
+* in memory, or in ``.npy`` memory-mapped files under ``path`` with a record of the finished blocks of
+  each kernel, so an interrupted computation resumes where it stopped; a request for a subset of an
+  earlier run's kernels (the NTK of an NTK + NNGP run) reuses the finished files read-only, untouched.
+  The record is keyed by a hash of spec, inputs, dtype and block: files of another computation, or
+  without a record, raise ValueError and are never overwritten;
 * for ``x2=None`` only the blocks on and above the diagonal are computed and mirrored; diagonal blocks
   use the exact-diagonal convention of :func:`~widelimit.kernels.native.mlp_kernels`;
 * the bytes it will hold are printed (and checked against the available memory when not on disk) before
@@ -33,6 +35,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..arch import MLP
+from ._store import open_store, write_record
 from .native import _check_inputs, mlp_kernels
 
 GETS = ("ntk", "nngp")
@@ -231,10 +234,13 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
       block: rows/columns of input pairs per block (memory of one block ~ ``6 * 8 * block^2`` bytes).
       dtype: storage ``"float32"`` or ``"float64"`` (computation is always float64).
       path: directory for ``<kernel>.npy`` memory-mapped results and ``progress.json``; resumes a finished
-        part of the same computation. ``None``: in memory (MemoryError up front if it does not fit).
+        part of the same computation and reuses finished kernel files read-only; ValueError (before any
+        compute) for files of another computation. ``None``: in memory (MemoryError up front if it does
+        not fit).
       device: ``"auto"`` (JAX on a GPU if present, else NumPy), ``"numpy"`` or ``"jax"``.
 
-    Returns ``{"ntk": array, "nngp": array}`` (only the requested keys); memmaps when ``path`` is given.
+    Returns ``{"ntk": array, "nngp": array}`` (only the requested keys); memmaps when ``path`` is given
+    (read-only ``mode="r"`` for a kernel that was already complete).
     """
     x1, x2c, same = _check_inputs(spec, x1, x2)
     get = tuple(get)
@@ -258,23 +264,14 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
         raise MemoryError(f"the kernels need {nbytes / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB are "
                           "available: pass path=... to store them memory-mapped on disk, or dtype='float32'")
     sym = x2 is None or same
-    key = _key(spec, x1, None if sym else x2c, get, dtype, block)
+    key = _key(spec, x1, None if sym else x2c, GETS, dtype, block)   # of the computation, whatever ``get``
     blocks = [(i, j) for i in range(0, n1, block) for j in range(0, n2, block) if not sym or j >= i]
-    done: set = set()
     if path is None:
         out = {g: np.empty((n1, n2), dtype=dtype) for g in get}
+        done = {g: set() for g in get}
     else:
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        rec = root / "progress.json"
-        state = json.loads(rec.read_text()) if rec.exists() else {}
-        fresh = state.get("key") != key or not all((root / f"{g}.npy").exists() for g in get)
-        mode = "w+" if fresh else "r+"
-        out = {g: np.lib.format.open_memmap(root / f"{g}.npy", mode=mode, dtype=dtype, shape=(n1, n2))
-               for g in get}
-        done = set() if fresh else {tuple(b) for b in state.get("done", [])}
-        if fresh:
-            rec.write_text(json.dumps({"key": key, "done": []}))
+        legacy = lambda gets: _key(spec, x1, None if sym else x2c, gets, dtype, block)  # noqa: E731
+        out, done = open_store(Path(path), key, legacy, get, GETS, dtype, (n1, n2), blocks)
     fn = _jax_block_fn(spec) if dev == "jax" else None
     with _blas_threads(1):  # the (rows x d) @ (d x block) Gram products are small: threaded BLAS only loses
         _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress)
@@ -295,9 +292,9 @@ def _blas_threads(n: int):
 
 
 def _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress) -> None:
-    """Compute the ``blocks`` not in ``done`` into ``out`` (recording them in ``done`` / ``progress.json``)."""
-    rec = None if path is None else Path(path) / "progress.json"
-    todo = [b for b in blocks if b not in done]
+    """Compute, for every kernel ``g`` of ``out``, the ``blocks`` not in ``done[g]`` (recording them in
+    ``done`` and ``progress.json``); a block is computed once and written to the kernels that lack it."""
+    todo = [b for b in blocks if any(b not in done[g] for g in out)]
     last = time.monotonic()
     bar = None
     if progress:
@@ -307,28 +304,30 @@ def _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress)
         a = x1[i:i + block]
         diag = sym and i == j
         b = a if diag else x2c[j:j + block]
-        dst = {g: out[g][i:i + block, j:j + block] for g in out}
+        need = [g for g in out if (i, j) not in done[g]]
+        dst = {g: out[g][i:i + block, j:j + block] for g in need}
         if fn is not None:
             from .._x64 import x64
             with x64():
                 vals = dict(zip(("ntk", "nngp"), (np.asarray(v, np.float64) for v in fn(a, b, bool(diag)))))
-            for g in out:
+            for g in need:
                 dst[g][...] = vals[g]
-            for g in out:
                 if sym and not diag:
                     out[g][j:j + block, i:i + block] = dst[g].T
         else:
-            mir = {g: out[g][j:j + block, i:i + block] for g in out} if sym and not diag else {}
+            mir = {g: out[g][j:j + block, i:i + block] for g in need} if sym and not diag else {}
             _numpy_block(spec, a, b, diag, dst.get("ntk"), dst.get("nngp"), mir.get("ntk"), mir.get("nngp"))
         if diag:  # a diagonal block is symmetric exactly (its two triangles may round differently)
-            for g in out:
+            for g in need:
                 v = dst[g]
                 v[...] = np.triu(v) + np.triu(v, 1).T
-        done.add((i, j))
+        for g in need:
+            done[g].add((i, j))
         if path is not None and (time.monotonic() - last >= FLUSH_EVERY_S or n_done == len(todo)):
             for g in out:
-                out[g].flush()
-            rec.write_text(json.dumps({"key": key, "done": sorted(done)}))
+                if out[g].mode != "r":
+                    out[g].flush()
+            write_record(Path(path), key, done)
             last = time.monotonic()
         if bar is not None:
             bar.update(1)

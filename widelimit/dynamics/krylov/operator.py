@@ -8,17 +8,19 @@ read a few thousand entries, never the whole matrix, so they run before any expe
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import numpy as np
 
-_CHUNK_BYTES = 1 << 27          # 128 MiB of float64 rows per chunk
+_CHUNK_BYTES = 1 << 24          # 16 MiB float64 chunk buffer (measured: benchmarks/RESULTS_scale.md §6)
+_BLAS_THREADS = 1               # BLAS threads in a float32 pass (measured: benchmarks/RESULTS_scale.md §6)
 _SYMMETRY_RTOL = 1e-5           # |K_ij - K_ji| <= rtol * max|diag K| (tolerates float32 kernels)
 _PSD_RTOL = 1e-5                # smallest eigenvalue of a principal submatrix >= -rtol * largest
 
 
 # one implementation, shared with the blockwise kernels (dynamics may import kernels, not the reverse)
-from ...kernels.blockwise import available_memory_bytes  # noqa: E402
+from ...kernels.blockwise import _blas_threads, available_memory_bytes  # noqa: E402
 
 
 class KernelMatrix:
@@ -28,10 +30,12 @@ class KernelMatrix:
       name: argument name used in error messages.
       matrix: array-like of shape (P, N); float32/float64 arrays and memmaps are used without a copy.
       normalization: divisor ``> 0`` (``N K`` for the MSE NTK; 1 for the NNGP).
-      chunk_bytes: float64 bytes of one row chunk (bounds the temporary memory).
+      chunk_bytes: float64 bytes of one row chunk: the one reused buffer of the float32 passes.
+      blas_threads: BLAS threads during a float32 chunked pass (``None``: BLAS's own default).
     """
 
-    def __init__(self, name: str, matrix, normalization: float = 1.0, chunk_bytes: int = _CHUNK_BYTES):
+    def __init__(self, name: str, matrix, normalization: float = 1.0, chunk_bytes: int = _CHUNK_BYTES,
+                 blas_threads: Optional[int] = _BLAS_THREADS):
         if matrix is None:
             raise TypeError(f"{name} must be an array, got None")
         if not isinstance(matrix, np.ndarray):
@@ -48,7 +52,14 @@ class KernelMatrix:
         if not (np.isfinite(normalization) and normalization > 0):
             raise ValueError(f"normalization must be finite and > 0, got {normalization}")
         self.name, self.matrix, self.normalization = name, matrix, float(normalization)
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        if blas_threads is not None and (isinstance(blas_threads, bool) or not isinstance(
+                blas_threads, (int, np.integer)) or blas_threads < 1):
+            raise ValueError(f"blas_threads must be a positive int or None, got {blas_threads!r}")
         self.rows = max(1, int(chunk_bytes) // (8 * matrix.shape[1]))
+        self.blas_threads = None if blas_threads is None else int(blas_threads)
+        self._buf = None         # the float64 chunk buffer, allocated at the first float32 pass
         self.passes = 0          # number of full passes over the matrix (matmat calls)
         self._finite_checked = False
 
@@ -61,8 +72,16 @@ class KernelMatrix:
         return int(self.matrix.nbytes)
 
     def _chunks(self):
-        for i in range(0, self.shape[0], self.rows):
-            blk = np.asarray(self.matrix[i:i + self.rows], dtype=np.float64)
+        """Yield ``(i, rows i.. of the matrix as float64)``; float32 rows are cast into ONE reused buffer of
+        ``self.rows`` rows (allocated at the first pass), so a pass allocates nothing per chunk. The yielded
+        array is overwritten by the next chunk: use it before advancing."""
+        n_rows = self.shape[0]
+        if self._buf is None:
+            self._buf = np.empty((min(self.rows, n_rows), self.shape[1]))
+        for i in range(0, n_rows, self.rows):
+            src = self.matrix[i:i + self.rows]
+            blk = self._buf[:src.shape[0]]
+            np.copyto(blk, src)
             if not self._finite_checked and not np.all(np.isfinite(blk)):
                 raise ValueError(f"{self.name} contains NaN or inf (rows {i}..{i + blk.shape[0] - 1})")
             yield i, blk
@@ -77,15 +96,18 @@ class KernelMatrix:
         """``A @ x`` for ``x`` of shape (N, b), float64, one pass over the matrix.
 
         A float64 matrix (in memory or memory-mapped) is multiplied in one BLAS call on a view (no copy);
-        a float32 one in float64 row chunks. Non-finite entries raise ValueError: a NaN/inf entry makes its
-        output row non-finite (checked on every pass; float32 chunks are also checked entry-wise once)."""
+        a float32 one in float64 row chunks (one reused buffer, each chunk's product written in place into
+        the result), with BLAS limited to ``blas_threads``. Non-finite entries raise ValueError: a NaN/inf
+        entry makes its output row non-finite (checked on every pass; float32 chunks are also checked
+        entry-wise once)."""
         x = np.asarray(x, dtype=np.float64)
         self.passes += 1
         if self.matrix.dtype == np.float64:
             return self._check_out(np.asarray(self.matrix) @ x) / self.normalization
         out = np.empty((self.shape[0], x.shape[1]))
-        for i, blk in self._chunks():
-            out[i:i + blk.shape[0]] = blk @ x
+        with self._threads():
+            for i, blk in self._chunks():
+                np.matmul(blk, x, out=out[i:i + blk.shape[0]])
         return self._check_out(out) / self.normalization
 
     def rmatmat(self, z: np.ndarray) -> np.ndarray:
@@ -95,19 +117,35 @@ class KernelMatrix:
         if self.matrix.dtype == np.float64:
             return self._check_out(np.asarray(self.matrix).T @ z) / self.normalization
         out = np.zeros((self.shape[1], z.shape[1]))
-        for i, blk in self._chunks():
-            out += blk.T @ z[i:i + blk.shape[0]]
+        tmp = np.empty_like(out)
+        with self._threads():
+            for i, blk in self._chunks():
+                np.matmul(blk.T, z[i:i + blk.shape[0]], out=tmp)
+                out += tmp
         return out / self.normalization
 
     def sandwich(self, q: np.ndarray) -> np.ndarray:
         """``q^T A q`` for a square ``A`` and ``q`` of shape (N, r), one pass, O(rows * r) extra memory."""
         q = np.asarray(q, dtype=np.float64)
         self.passes += 1
-        out = np.zeros((q.shape[1], q.shape[1]))
-        for i, blk in self._chunks():
-            out += q[i:i + blk.shape[0]].T @ (blk @ q)
+        r = q.shape[1]
+        out = np.zeros((r, r))
+        aq = np.empty((min(self.rows, self.shape[0]), r))
+        tmp = np.empty((r, r))
+        with self._threads():
+            for i, blk in self._chunks():
+                m = blk.shape[0]
+                np.matmul(blk, q, out=aq[:m])
+                np.matmul(q[i:i + m].T, aq[:m], out=tmp)
+                out += tmp
         out /= self.normalization
         return 0.5 * (out + out.T)
+
+    def _threads(self):
+        """BLAS limited to ``blas_threads`` during a chunked pass (no limit when None)."""
+        if self.blas_threads is None:
+            return contextlib.nullcontext()
+        return _blas_threads(self.blas_threads)
 
     def check_square(self, n_pairs: int = 4096, n_sub: int = 256, seed: int = 0) -> None:
         """Cheap checks that ``A`` is a symmetric PSD kernel, reading ``O(n_pairs + n_sub^2 + N)`` entries.

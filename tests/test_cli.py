@@ -713,7 +713,7 @@ def test_memory_line_and_large_mnist1d_on_disk(tmp_path, capsys):
     k = np.load(kd / "train_train" / "ntk.npy", mmap_mode="r")
     assert k.shape == (4010, 4010) and k.dtype == np.float32
     progress = json.loads((kd / "train_train" / "progress.json").read_text())
-    assert len(progress["done"]) == 3                                  # 2x2 blocks of 2048, upper triangle
+    assert len(progress["kernels"]["ntk"]) == 3                        # 2x2 blocks of 2048, upper triangle
     stamp = (kd / "train_train" / "ntk.npy").stat().st_mtime_ns
     assert cli.main(argv + ["--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == out["rows"]

@@ -19,9 +19,27 @@ def loss_model(prob, f0: str, learning_rate: Optional[float] = None, solver: str
     ``learning_rate``; ``solver`` "auto", "eigh" or "krylov" as there)."""
     from widelimit.predict import predict_model
     try:
-        return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate, solver=solver)
+        with solver_threads(solver, prob.kernels.ntk_train_train.shape[0]):
+            return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate, solver=solver)
     except ValueError as e:
         raise CommandError(f"cannot build the {f0} model from {prob.source}: {e}") from e
+
+
+def solver_threads(solver: str, n_train: int):
+    """BLAS limited to one thread while the Krylov path builds its bases (what ``bench_scale.py --tune``
+    measured, benchmarks/RESULTS_scale.md: the thin float64 products of the kernel passes and the small
+    dense algebra of the recurrence ran faster on one thread of the shared machine); no limit for eigh,
+    whose O(N^3) eigendecomposition uses every core."""
+    import contextlib
+
+    from widelimit.predict.models import resolve_solver
+    if resolve_solver(solver, n_train) != "krylov":
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def spread_model(prob, learning_rate: Optional[float] = None):

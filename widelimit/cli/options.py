@@ -68,12 +68,22 @@ SOLVER_CHOICES = ("auto", "eigh", "krylov")
 KERNEL_DTYPE_CHOICES = ("float32", "float64")
 
 
+class _KrylovMinN:
+    """Prints as :data:`widelimit.predict.models.KRYLOV_MIN_N`, imported only when a help text is formatted
+    (building the parser stays free of the theory modules)."""
+
+    def __str__(self) -> str:
+        from widelimit.predict.models import KRYLOV_MIN_N
+        return str(KRYLOV_MIN_N)
+
+
 def add_solver_options(g) -> None:
     """``--solver`` (as Python's ``predict_model(..., solver=...)``), ``--kernel-dtype``, ``--kernel-dir``."""
-    g.add_argument("--solver", choices=SOLVER_CHOICES, default="auto",
-                   help="eigh: dense eigendecomposition (O(N³) time, float64 kernels); krylov: matrix-free "
-                        "block Krylov solver (kernels kept at --kernel-dtype, read in passes); auto (default): "
-                        "krylov from 8000 training points, as predict_model")
+    act = g.add_argument("--solver", choices=SOLVER_CHOICES, default="auto",
+                         help="eigh: dense eigendecomposition (O(N³) time, float64 kernels); krylov: matrix-free "
+                              "block Krylov solver (kernels kept at --kernel-dtype, read in passes); auto "
+                              "(default): krylov from %(krylov_min_n)s training points, as predict_model")
+    act.krylov_min_n = _KrylovMinN()
     g.add_argument("--kernel-dtype", dest="kernel_dtype", choices=KERNEL_DTYPE_CHOICES, default=None,
                    help="storage of the analytic kernels on the krylov path (computed in float64, rounded once; "
                         "default float32, half the memory); the eigh path always uses float64")

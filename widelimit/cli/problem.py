@@ -15,7 +15,7 @@ GiB = 2 ** 30
 #: typical Krylov basis size per basis (benchmarks/RESULTS_krylov.md: r = 230-270 at N = 5k-20k) and the
 #: operator's chunk buffer; only for the printed estimate (the solver checks its own reservation)
 KRYLOV_TYPICAL_DIM = 600
-KRYLOV_CHUNK_BYTES = 2 ** 27
+KRYLOV_CHUNK_BYTES = 2 ** 24   # widelimit.dynamics.krylov.operator's default chunk buffer
 #: runs needing less memory than this do not print the memory line
 QUIET_BYTES = 2 ** 26
 
@@ -88,9 +88,7 @@ class MemoryPlan:
 
 def resolve_solver(args, n_train: int) -> str:
     """``--solver``, with ``auto`` resolved by the library's own threshold (``KRYLOV_MIN_N``)."""
-    if args.solver != "auto":
-        return args.solver
-    return "krylov" if n_train >= require("widelimit.predict.models", "KRYLOV_MIN_N") else "eigh"
+    return require("widelimit.predict.models", "resolve_solver")(args.solver, n_train)
 
 
 def memory_plan(args) -> MemoryPlan:
@@ -105,7 +103,7 @@ def memory_plan(args) -> MemoryPlan:
                          f"N = {n}) keeps float64 kernels in memory: use --solver krylov or drop {opt}")
     if solver == "krylov" and getattr(args, "seeds", None) is not None:
         raise UsageError("--seeds: the n-seed spread needs the dense path (--solver eigh, and --n-train below "
-                         "8000 with --solver auto)")
+                         f"{require('widelimit.predict.models', 'KRYLOV_MIN_N')} with --solver auto)")
     nngp = args.f0 == "nngp"
     dtype = "float64" if solver == "eigh" else (args.kernel_dtype or "float32")
     kb = kernel_bytes(n, m, nngp=nngp, dtype=dtype)
@@ -165,6 +163,10 @@ def _load_large(args, ds, spec, src: str) -> Problem:
                   progress=not getattr(args, "no_progress", False), verbose=False, source=src)
     except (MemoryError, OSError) as e:
         raise CommandError(f"cannot compute the kernels of {ds.n_train} training points: {e}") from e
+    except ValueError as e:   # a --kernel-dir holding another computation's kernels: never overwritten
+        if args.kernel_dir is None:
+            raise CommandError(f"cannot compute the kernels of {ds.n_train} training points: {e}") from e
+        raise UsageError(f"--kernel-dir: {' '.join(str(e).split())}") from None
     return Problem(k, src, ds.labels is not None)
 
 

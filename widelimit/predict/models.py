@@ -44,12 +44,22 @@ def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "
     for name in ("ntk_train_train", "ntk_test_train", "y_test", "L"):
         if not hasattr(kernels, name):
             raise TypeError(f"kernels must be a widelimit.kernels.DataKernels, got {type(kernels).__name__}")
-    if solver == "krylov" or (solver == "auto" and kernels.ntk_train_train.shape[0] >= KRYLOV_MIN_N):
+    if resolve_solver(solver, kernels.ntk_train_train.shape[0]) == "krylov":
         from ..dynamics.krylov import KrylovLoss
         return KrylovLoss.from_kernels(kernels, learning_rate=learning_rate, f0=f0)
     if f0 == "zero":
         return FlowLoss.from_kernels(kernels, learning_rate=learning_rate)
     return ExpectedLoss.from_kernels(kernels, learning_rate=learning_rate)
+
+
+def resolve_solver(solver: str, n_train: int) -> str:
+    """``"eigh"`` or ``"krylov"``: ``solver`` itself, or for ``"auto"`` Krylov from :data:`KRYLOV_MIN_N`
+    training points on."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver != "auto":
+        return solver
+    return "krylov" if n_train >= KRYLOV_MIN_N else "eigh"
 
 
 def as_model(model, y_test=None):
@@ -97,5 +107,5 @@ def verdict(*, is_unstable: bool, is_no_learning: bool, at_edge: bool, steps: Op
     return Validity.OK
 
 
-__all__ = ["predict_model", "as_model", "unstable", "no_learning", "verdict", "NO_LEARNING_RTOL",
+__all__ = ["predict_model", "resolve_solver", "as_model", "unstable", "no_learning", "verdict", "NO_LEARNING_RTOL",
            "TOO_FAST_STEPS"]

@@ -1,0 +1,104 @@
+"""The CLI's Krylov path (issue 11): the tuned pass settings of ``bench_scale.py --tune`` end to end, the
+``--solver`` help read from ``KRYLOV_MIN_N``, and ``--kernel-dir`` stores reused, never overwritten."""
+import json
+
+import numpy as np
+import pytest
+
+from widelimit import cli
+from widelimit.dynamics.krylov import KernelMatrix, KrylovLoss
+from widelimit.dynamics.krylov import operator as op_mod
+from widelimit.predict import models
+
+ARGS = ["--data", "digits", "--n-train", "120", "--n-test", "40", "--seed", "1", "--solver", "krylov",
+        "--weight-decay", "0.03", "--no-progress"]
+
+
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("cmd", [["table", "ntk", "--format", "json"], ["solve", "--no-plot", "--out", "o"]])
+def test_cli_krylov_runs_with_the_tuned_settings(cmd, monkeypatch, tmp_path, capsys):
+    """BLAS on one thread while the Krylov model builds and during every float32 kernel pass, and the
+    operators' chunk buffer at the tuned default (16 MiB) -- what ``bench_scale.py end-to-end --tune`` set."""
+    monkeypatch.chdir(tmp_path)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):   # as a 2-core machine starts
+        if _blas_threads() < 2:
+            pytest.skip("BLAS has one thread here: nothing to limit")
+        seen = {"build": [], "pass": [], "rows": set()}
+        real_build, real_chunks = KrylovLoss.from_kernels.__func__, KernelMatrix._chunks
+
+        def build(cls, *a, **kw):
+            seen["build"].append(_blas_threads())
+            return real_build(cls, *a, **kw)
+
+        def chunks(self):
+            seen["rows"].add((self.rows, self.shape[1], self.matrix.dtype.name))
+            for item in real_chunks(self):
+                seen["pass"].append(_blas_threads())
+                yield item
+
+        monkeypatch.setattr(KrylovLoss, "from_kernels", classmethod(build))
+        monkeypatch.setattr(KernelMatrix, "_chunks", chunks)
+        assert cli.main(cmd + ARGS + ["--f0", "zero"]) == 0
+        assert _blas_threads() == 2                                     # restored afterwards
+    capsys.readouterr()
+    assert seen["build"] and set(seen["build"]) == {1}
+    assert seen["pass"] and set(seen["pass"]) == {1}
+    assert op_mod._CHUNK_BYTES == 1 << 24
+    assert {(r, d) for r, n, d in seen["rows"]} == {(max(1, (1 << 24) // (8 * 120)), "float32")}
+
+
+def test_eigh_keeps_blas_threads(monkeypatch, capsys):
+    from widelimit.cli import _theory
+    with _theory.solver_threads("eigh", 10 ** 6):
+        n_eigh = _blas_threads()
+    with _theory.solver_threads("auto", models.KRYLOV_MIN_N - 1):
+        n_auto_small = _blas_threads()
+    with _theory.solver_threads("auto", models.KRYLOV_MIN_N):
+        n_auto_large = _blas_threads()
+    assert n_auto_large == 1 and n_eigh == n_auto_small == _blas_threads()
+
+
+def test_solver_help_reads_the_threshold(monkeypatch, capsys):
+    monkeypatch.setattr(models, "KRYLOV_MIN_N", 12345)
+    assert cli.main(["table", "ntk", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "krylov from 12345 training points" in out
+
+
+def test_resolve_solver():
+    assert models.resolve_solver("auto", models.KRYLOV_MIN_N) == "krylov"
+    assert models.resolve_solver("auto", models.KRYLOV_MIN_N - 1) == "eigh"
+    assert models.resolve_solver("eigh", 10 ** 6) == "eigh" and models.resolve_solver("krylov", 10) == "krylov"
+    with pytest.raises(ValueError, match="solver"):
+        models.resolve_solver("dense", 10)
+
+
+def test_kernel_dir_subset_reused_and_other_run_refused(tmp_path, capsys):
+    """``--f0 nngp`` stores NTK + NNGP; a later ``--f0 zero`` (NTK only) reuses the NTK files untouched (the
+    bug: they were overwritten in place); a run of another size in the same directory is a one-line
+    usage error (exit 2) that leaves the files alone."""
+    kd = tmp_path / "kd"
+    common = ["table", "ntk", "--data", "digits", "--n-test", "40", "--seed", "1", "--solver", "krylov",
+              "--weight-decay", "0.03", "--no-progress", "--format", "json"]
+    base = common + ["--kernel-dir", str(kd)]
+    assert cli.main(base + ["--n-train", "120"]) == 0
+    capsys.readouterr()
+    files = sorted(kd.rglob("*.npy")) + sorted(kd.rglob("progress.json"))
+    assert len(files) == 6                                             # ntk, nngp and a record, twice
+    stamps = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
+    assert cli.main(base + ["--n-train", "120", "--f0", "zero"]) == 0
+    zero = json.loads(capsys.readouterr().out)
+    assert {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files} == stamps
+    assert cli.main(base + ["--n-train", "100", "--f0", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--kernel-dir" in err and "another computation" in err
+    assert {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files} == stamps
+    # the reused NTK gives the table of a fresh computation
+    assert cli.main(common + ["--kernel-dir", str(tmp_path / "fresh"), "--n-train", "120", "--f0", "zero"]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert np.allclose([r["t*"] for r in fresh["rows"]], [r["t*"] for r in zero["rows"]], rtol=1e-12)

@@ -29,6 +29,19 @@ LAMS = np.geomspace(1e-5, 1e-1, 50)
 BUDGETS = np.geomspace(1e2, 1e6, 50)
 
 
+def _commit() -> str:
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "widelimit", "benchmarks"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
 def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -59,13 +72,21 @@ def cmd_kernels(n: int, m: int, dtype: str) -> dict:
 _IN_MEMORY = {}   # n -> kernels read into RAM once (compare --in-memory): no page-cache refaults per pass
 
 
+_M_USE = [None]   # --m-use: the first M test points only (both paths; the dense path's cost hardly depends on M)
+
+
 def _load(n: int):
     d = ROOT / f"n{n}"
     z = np.load(d / "data.npz")
     if n in _IN_MEMORY:
-        return _IN_MEMORY[n], z["y"], z["yt"], z["kxx"]
-    k = {f"{a}_{b}": np.load(d / a / f"{b}.npy", mmap_mode="r") for a in ("tt", "xt") for b in ("ntk", "nngp")}
-    return k, z["y"], z["yt"], z["kxx"]
+        k = _IN_MEMORY[n]
+    else:
+        k = {f"{a}_{b}": np.load(d / a / f"{b}.npy", mmap_mode="r") for a in ("tt", "xt") for b in ("ntk", "nngp")}
+    m = _M_USE[0]
+    if m is None:
+        return k, z["y"], z["yt"], z["kxx"]
+    k = dict(k, xt_ntk=k["xt_ntk"][:m], xt_nngp=k["xt_nngp"][:m])
+    return k, z["y"], z["yt"][:m], z["kxx"][:m]
 
 
 def build(solver: str, n: int, **kw):
@@ -136,7 +157,8 @@ def _accuracy(dense, kry) -> dict:
 
 def cmd_compare(n: int, tol: float, accuracy: bool, **kw) -> dict:
     """Dense and Krylov in ONE process on the same problem: build + 50 x 50 table each, then accuracy."""
-    res = dict(cmd="compare", n=n, load_before=os.getloadavg(), in_memory=n in _IN_MEMORY)
+    res = dict(cmd="compare", n=n, m=_M_USE[0] or "all", options={k: v for k, v in kw.items()},
+               load_before=os.getloadavg(), in_memory=n in _IN_MEMORY, commit=_commit())
     for solver in ("dense", "krylov"):
         t0 = time.perf_counter()
         model = build(solver, n, **({} if solver == "dense" else dict(tol=tol, **kw)))
@@ -175,9 +197,13 @@ def main(argv=None):
     p.add_argument("--variance", default=None, choices=("auto", "exact", "hutch++"))
     p.add_argument("--no-accuracy", action="store_true", help="compare: timings and table only")
     p.add_argument("--max-dim", type=int, default=None, help="Krylov max_dim (the exact trace may need N)")
+    p.add_argument("--m-use", type=int, default=None, help="use only the first M test points (both paths)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="Krylov: BLAS threads for its kernel passes (KrylovLoss threads=; default BLAS's)")
     p.add_argument("--in-memory", action="store_true",
                    help="read the kernels into RAM before timing (both paths; else memory-mapped)")
     a = p.parse_args(argv)
+    _M_USE[0] = a.m_use
     if a.in_memory:
         d = ROOT / f"n{a.n}"
         _IN_MEMORY[a.n] = {f"{x}_{y}": np.load(d / x / f"{y}.npy") for x in ("tt", "xt") for y in ("ntk", "nngp")}
@@ -189,6 +215,8 @@ def main(argv=None):
         kw = {} if a.variance is None else {"variance": a.variance}
         if a.max_dim is not None:
             kw["max_dim"] = a.max_dim
+        if a.threads is not None:
+            kw["threads"] = a.threads
         res = cmd_compare(a.n, a.tol, not a.no_accuracy, **kw)
     else:
         res = cmd_accuracy(a.n, a.tol, **({} if a.variance is None else {"variance": a.variance}))

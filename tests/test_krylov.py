@@ -187,3 +187,23 @@ def test_query_outside_checked_region_warns(problem):
                     weight_decay_range=(1e-3, 1e-1), horizon=10.0)
     with pytest.warns(KrylovConvergenceWarning, match="outside the region"):
         m2.test_loss(1e-5, [2e3])                               # below the range, t > 1/lo
+
+
+def test_blas_threads_limits_and_restores():
+    from threadpoolctl import threadpool_info
+    from widelimit.dynamics.krylov.lanczos import blas_threads
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    with blas_threads(1):
+        assert blas() and all(n == 1 for n in blas())
+    assert blas() == before
+    with blas_threads(None):
+        assert blas() == before
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            blas_threads(bad)
+    with pytest.raises(ValueError, match="threads"):
+        KrylovLoss(np.eye(4), np.ones(4), 2, threads=0)

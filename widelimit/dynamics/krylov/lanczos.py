@@ -31,6 +31,40 @@ import numpy as np
 _PSD_RTOL = 1e-5
 
 
+class blas_threads:
+    """Context: BLAS limited to ``n`` threads (threadpoolctl; ``n=None`` or without threadpoolctl a no-op).
+
+    ``blas_threads(1)`` wraps the small dense algebra of the iteration (Ritz and Gram eigendecompositions,
+    reorthogonalisation) while the kernel passes keep the caller's setting. Threaded OpenBLAS on small
+    matrices is pathological on a shared machine: measured (load 5 on 2 cores; benchmarks/RESULTS_krylov.md)
+    eigh of a 270 x 270 matrix took 346 ms median on 2 threads and 23 ms on one."""
+
+    _controller = None
+
+    def __init__(self, n=1):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
+        self.n = n
+
+    def __enter__(self):
+        if blas_threads._controller is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                blas_threads._controller = ThreadpoolController()
+            except ImportError:  # pragma: no cover
+                blas_threads._controller = False
+        self._ctx = None
+        if self.n is not None and blas_threads._controller:
+            self._ctx = blas_threads._controller.limit(limits=int(self.n), user_api="blas")
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+        return False
+
+
 @dataclass(frozen=True)
 class KrylovBasis:
     """An orthonormal block Krylov basis and its projected operator.
@@ -148,35 +182,36 @@ def block_lanczos(matmat: Callable[[np.ndarray], np.ndarray], start: np.ndarray,
         if on_block is not None:
             on_block(block)
         aq = matmat(block)
-        n_blocks += 1
-        r_new = r + b
-        coef = q[:, :r_new].T @ aq
-        t_mat[:r_new, r:r_new] = coef
-        t_mat[r:r_new, :r] = coef[:r].T
-        t_mat[r:r_new, r:r_new] = 0.5 * (coef[r:] + coef[r:].T)
-        r = r_new
-        check = n_blocks <= min_blocks or r >= r_checked + max(1, int(check_growth * r_checked))
-        if check:                      # Ritz pairs and the solution at geometrically spaced sizes
-            theta, w = np.linalg.eigh(t_mat[:r, :r])
-            norm_a = max(norm_a, float(np.max(np.abs(theta))))
-            if theta[0] < -_PSD_RTOL * norm_a:
-                raise ValueError(f"{name} is not positive semi-definite: Ritz value {theta[0]:.3g} (a Rayleigh "
-                                 f"quotient) vs largest {theta[-1]:.3g}")
-            sols.append(solution(q[:, :r], theta, w))
-            r_checked = r
-            if len(sols) > lag:
-                err = _relative_change(sols[-1], sols[-1 - lag])
-                sols.pop(0)
-        else:
-            norm_a = max(norm_a, float(np.max(np.abs(np.diag(t_mat[:r, :r])))))
-        # next block: residual of A Q_last against the whole basis, orthogonalised twice, then deflated
-        res = aq - q[:, :r] @ coef
-        res -= q[:, :r] @ (q[:, :r].T @ res)
-        size = _norm2(aq)
-        block, resid, low = _orthonormal_columns(res, deflation_rtol * max(norm_a, 1e-300))
-        if block.shape[1] and low < 1e-4 * size:    # small kept directions: a third pass keeps them orthogonal
-            block -= q[:, :r] @ (q[:, :r].T @ block)
-            block, _ = np.linalg.qr(block)
+        with blas_threads(1):            # everything but the kernel pass: small dense algebra
+            n_blocks += 1
+            r_new = r + b
+            coef = q[:, :r_new].T @ aq
+            t_mat[:r_new, r:r_new] = coef
+            t_mat[r:r_new, :r] = coef[:r].T
+            t_mat[r:r_new, r:r_new] = 0.5 * (coef[r:] + coef[r:].T)
+            r = r_new
+            check = n_blocks <= min_blocks or r >= r_checked + max(1, int(check_growth * r_checked))
+            if check:                      # Ritz pairs and the solution at geometrically spaced sizes
+                theta, w = np.linalg.eigh(t_mat[:r, :r])
+                norm_a = max(norm_a, float(np.max(np.abs(theta))))
+                if theta[0] < -_PSD_RTOL * norm_a:
+                    raise ValueError(f"{name} is not positive semi-definite: Ritz value {theta[0]:.3g} (a Rayleigh "
+                                     f"quotient) vs largest {theta[-1]:.3g}")
+                sols.append(solution(q[:, :r], theta, w))
+                r_checked = r
+                if len(sols) > lag:
+                    err = _relative_change(sols[-1], sols[-1 - lag])
+                    sols.pop(0)
+            else:
+                norm_a = max(norm_a, float(np.max(np.abs(np.diag(t_mat[:r, :r])))))
+            # next block: residual of A Q_last against the whole basis, orthogonalised twice, then deflated
+            res = aq - q[:, :r] @ coef
+            res -= q[:, :r] @ (q[:, :r].T @ res)
+            size = _norm2(aq)
+            block, resid, low = _orthonormal_columns(res, deflation_rtol * max(norm_a, 1e-300))
+            if block.shape[1] and low < 1e-4 * size:    # small kept directions: a third pass keeps them orthogonal
+                block -= q[:, :r] @ (q[:, :r].T @ block)
+                block, _ = np.linalg.qr(block)
         history.append((r, err))
         if block.shape[1] == 0:
             invariant, err = True, 0.0
@@ -186,9 +221,10 @@ def block_lanczos(matmat: Callable[[np.ndarray], np.ndarray], start: np.ndarray,
         if r >= max_dim:
             break
         block = block[:, :max_dim - r]
-    theta, w = np.linalg.eigh(t_mat[:r, :r])
+    with blas_threads(1):
+        theta, w = np.linalg.eigh(t_mat[:r, :r])
     return KrylovBasis(q[:, :r], theta, w, float(resid), n_blocks, float(err),
                        bool(invariant or err <= tol), tuple(history), _time.perf_counter() - t0)
 
 
-__all__ = ["KrylovBasis", "block_lanczos"]
+__all__ = ["KrylovBasis", "block_lanczos", "blas_threads"]

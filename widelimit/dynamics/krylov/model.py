@@ -24,6 +24,7 @@ the spread of the random ones (:meth:`KrylovLoss.variance_error`); ``K_XX`` ente
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Optional, Tuple
 
@@ -31,8 +32,18 @@ import numpy as np
 
 from ..modes import check_learning_rate, mode_response
 from ..ntk_l2 import _as_float_array, _check_degree, _check_lam
-from .lanczos import KrylovBasis, block_lanczos
+from .lanczos import KrylovBasis, blas_threads, block_lanczos
 from .operator import KernelMatrix, as_kernel, available_memory_bytes
+
+
+def _serial(method):
+    """Evaluate on one BLAS thread: the table's algebra is small (r x r at most; threaded BLAS only loses,
+    measured 2x on the loaded 2-core machine, benchmarks/RESULTS_krylov.md)."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with blas_threads(1):
+            return method(*args, **kwargs)
+    return wrapper
 
 
 def _rows(k: KernelMatrix, rows: np.ndarray) -> np.ndarray:
@@ -86,6 +97,9 @@ class KrylovLoss:
       variance_probes: number of Rademacher probes for the rest, or ``"exact"`` (same as ``variance="exact"``).
       on_failure: ``"warn"`` (:class:`KrylovConvergenceWarning`) or ``"raise"`` when not converged.
       normalization: kernel divisor, default ``N K``.
+      threads: BLAS threads for the kernel passes while building (``None``: the BLAS default). The small
+        dense algebra of the iteration always runs on one thread (:class:`~.lanczos.blas_threads`). On a
+        loaded 2-core machine one thread for the passes too was measured faster (benchmarks/RESULTS_krylov.md).
     """
 
     def __init__(self, ntk_train_train, y_train, L: int, *, ntk_test_train=None, y_test=None,
@@ -95,7 +109,8 @@ class KrylovLoss:
                  tol: float = 1e-10, variance_tol: Optional[float] = None, max_dim: Optional[int] = None,
                  variance_sketch: int = 48,
                  variance_probes=16, seed: int = 0, variance: str = "auto",
-                 on_failure: str = "warn", normalization: Optional[float] = None):
+                 on_failure: str = "warn", normalization: Optional[float] = None,
+                 threads: Optional[int] = None):
         if not isinstance(ntk_train_train, (np.ndarray, KernelMatrix)):
             ntk_train_train = _as_float_array("ntk_train_train", ntk_train_train, (2,))
         n = ntk_train_train.shape[0]
@@ -104,6 +119,7 @@ class KrylovLoss:
             raise ValueError(f"y_train must have {n} rows (one per training point), got shape {y.shape}")
         self.L = _check_degree(L)
         self.learning_rate = check_learning_rate(learning_rate)
+        self._threads = blas_threads(threads)      # validates threads
         if on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
         lo, hi = (float(v) for v in weight_decay_range)
@@ -220,7 +236,8 @@ class KrylovLoss:
             self._var_eigenvalues = np.maximum(vb.ritz_values, 0.0)
             q, w = vb.q, vb.ritz_vectors
             s_w = w.T @ (q.T @ w_probe)
-            kq = w.T @ nngp.sandwich(q) @ w                              # W^T Q^T K_XX Q W
+            with self._threads:
+                kq = w.T @ nngp.sandwich(q) @ w                          # W^T Q^T K_XX Q W
             self._s_u, self._s_w, self._kq = s_u, s_w, kq
             self._weights, self._n_rem = weights, n_rem
             self._h = kq * ((s_u * weights) @ s_u.T) / m
@@ -266,8 +283,9 @@ class KrylovLoss:
             groups = [out[..., kinds], out[..., ~kinds]]
             return [g for g in groups if g.size]
 
-        basis = block_lanczos(a.matmat, start, solution=solution, tol=tol, max_dim=max_dim,
-                              name="ntk_train_train", on_block=on_block)
+        with self._threads:
+            basis = block_lanczos(a.matmat, start, solution=solution, tol=tol, max_dim=max_dim,
+                                  name="ntk_train_train", on_block=on_block)
         if not basis.converged:
             msg = (f"Krylov basis ({what}) not converged: error estimate {basis.error_estimate:.3g} > tol "
                    f"{tol:g} at max_dim={max_dim} ({basis.n_blocks} blocks); results carry that relative error")
@@ -380,6 +398,7 @@ class KrylovLoss:
             raise ValueError("no test points: build the model with ntk_test_train and y_test")
 
     # -- outputs ----------------------------------------------------------------------------------
+    @_serial
     def test_outputs(self, weight_decay: float, t) -> np.ndarray:
         """Test outputs ``f_x(t)`` of the given-f0 (default 0, the mean) function: (T, M, K)."""
         if self._g is None:
@@ -393,6 +412,7 @@ class KrylovLoss:
             out += c.decay[:, 0, None, None] * self._f0x[None]
         return out
 
+    @_serial
     def train_outputs(self, weight_decay: float, t) -> np.ndarray:
         """Training outputs ``f_X(t)``: (T, N, K)."""
         c = self.coefficients(weight_decay, t)
@@ -403,6 +423,7 @@ class KrylovLoss:
         return np.einsum("nr,trk->tnk", u, coef)
 
     # -- losses -----------------------------------------------------------------------------------
+    @_serial
     def loss_of_mean(self, weight_decay: float, t) -> np.ndarray:
         """Test MSE of the f0 = 0 function (or of the given-f0 function) at times ``t`` (1-D)."""
         self._need_test()
@@ -425,6 +446,7 @@ class KrylovLoss:
             sq = np.maximum(f2 - 2 * jm @ self._r_y + self._c0, 0.0)
         return (2 * e * np.sqrt(f2 * sq) + e * e * f2) / (2 * self._yt.size)
 
+    @_serial
     def variance(self, weight_decay: float, t) -> np.ndarray:
         """Probe estimate of ``mean_x Var_{f0} f_x(t)`` (per output) at times ``t`` (1-D)."""
         if not self.averaged:
@@ -434,6 +456,7 @@ class KrylovLoss:
         quad = np.einsum("ti,ti->t", gm @ self._h, gm)
         return np.maximum(d * d * self._kxx - 2 * d * (gm @ self._rv) + quad, 0.0)
 
+    @_serial
     def variance_error(self, weight_decay: float, t) -> np.ndarray:
         """Stated error of :meth:`variance`: one standard error over the random Hutch++ probes (none for the
         exact trace) plus the Krylov error of basis 2 propagated to the probe terms (``2 e (|cross| + quad)``
@@ -452,11 +475,13 @@ class KrylovLoss:
                + np.einsum("trs,rq,tqs->ts", x, self._kq, x)) / self._m    # (T, s): remainder probes
         return per.std(axis=1, ddof=1) / np.sqrt(per.shape[1]) + krylov
 
+    @_serial
     def test_loss(self, weight_decay: float, t) -> np.ndarray:
         """Test MSE at times ``t`` (1-D): expected over ``f0 ~ NNGP`` when built with the NNGP kernels."""
         out = self.loss_of_mean(weight_decay, t)
         return out + 0.5 * self.variance(weight_decay, t) if self.averaged else out
 
+    @_serial
     def test_loss_error(self, weight_decay: float, t) -> np.ndarray:
         """Stated error of :meth:`test_loss`: ``variance_error / 2`` (Hutch++ standard error, if any, plus
         Krylov error) plus the mean-function basis' estimate ``e`` propagated to its loss: outputs off by
@@ -467,6 +492,7 @@ class KrylovLoss:
             return mean
         return mean + 0.5 * (self.variance_error(weight_decay, t) + _ROUNDING_RTOL * self.variance(weight_decay, t))
 
+    @_serial
     def test_accuracy(self, weight_decay: float, t) -> np.ndarray:
         """Fraction of test points classified correctly by the mean function (argmax; sign for K = 1)."""
         self._need_test()
@@ -475,6 +501,7 @@ class KrylovLoss:
             return np.mean(np.sign(f[..., 0]) == np.sign(self._yt[None, :, 0]), axis=1)
         return np.mean(np.argmax(f, 2) == np.argmax(self._yt, 1)[None], axis=1)
 
+    @_serial
     def train_loss(self, weight_decay: float, t) -> np.ndarray:
         """Training MSE of the mean (or given-f0) function; exact in the basis since ``y`` lies in it.
         The f0-variance part of the expected training loss is not included."""

@@ -14,6 +14,7 @@ widelimit.kernels.blockwise.large_data_kernels, float32, memory-mapped under $SC
     python benchmarks/bench_scale.py solve --n 5000 --solver krylov|eigh   # build + 50x50 table
     python benchmarks/bench_scale.py scaling --ns 1000 2000 5000 --dense-max 5000   # one subprocess each
     python benchmarks/bench_scale.py end-to-end --n 50000      # kernels + Krylov table in one process
+    python benchmarks/bench_scale.py crossover --n 2000 --f0 zero   # eigh vs krylov, one process (auto threshold)
     .venvs/nt/bin/python benchmarks/bench_scale.py nt --n 5000 # neural-tangents gradient_descent_mse, lambda=0
     python benchmarks/bench_scale.py ours-lambda0 --n 5000     # our Krylov path, same outputs, and compare
 
@@ -326,6 +327,30 @@ def cmd_solve(n: int, solver: str, tune: bool = False) -> None:
     emit(cmd="solve", n=n, kernel_bytes=k.nbytes, **res, commit=_commit())
 
 
+def cmd_crossover(n: int, f0: str, reps: int = 1) -> None:
+    """``predict_model(k, f0=f0, solver="eigh")`` against ``solver="krylov"`` on the same kernels in ONE
+    process (build + 50 x 50 test-loss table each, interleaved, best of ``reps``); the Krylov side as the
+    library now runs it (KernelMatrix defaults: 16 MiB buffer, 1-thread passes) with BLAS limited to one
+    thread during its build, as the CLI does. For the ``solver="auto"`` threshold ``KRYLOV_MIN_N``."""
+    from threadpoolctl import threadpool_limits
+
+    from widelimit.predict import predict_model
+    k = kernels_for(n)
+    times = {"eigh": np.inf, "krylov": np.inf}
+    tabs = {}
+    for _ in range(reps):
+        for solver in ("eigh", "krylov"):
+            ctx = threadpool_limits(limits=1, user_api="blas") if solver == "krylov" else _null()
+            t0 = time.perf_counter()
+            with ctx:
+                model = predict_model(k, f0=f0, solver=solver)
+            tabs[solver] = table(model)
+            times[solver] = min(times[solver], time.perf_counter() - t0)
+    rel = float(np.max(np.abs(tabs["krylov"] / tabs["eigh"] - 1)))
+    emit(cmd="crossover", n=n, f0=f0, eigh_s=times["eigh"], krylov_s=times["krylov"],
+         eigh_over_krylov=times["eigh"] / times["krylov"], max_rel_table_diff=rel, commit=_commit())
+
+
 def cmd_scaling(ns, dense_max: int) -> None:
     """Each point in its own subprocess (kernels, krylov, eigh where N <= dense_max), so peaks don't mix."""
     me = [sys.executable, __file__]
@@ -409,6 +434,7 @@ def cmd_ours_lambda0(n: int, extended: bool = False) -> None:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cmd", choices=("bandwidth", "kernel-speed", "kernels", "solve", "scaling", "end-to-end", "nt",
+                                   "crossover",
                                    "ours-lambda0", "ours-lambda0-ext"))
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--ns", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
@@ -416,6 +442,7 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=2048)
     p.add_argument("--solver", choices=("krylov", "eigh"), default="krylov")
     p.add_argument("--gib", type=float, default=4.0)
+    p.add_argument("--f0", choices=("zero", "nngp"), default="zero", help="crossover: the model compared")
     p.add_argument("--kernel-dir", type=Path, default=None,
                    help="bandwidth: also time KernelMatrix passes over DIR/train_train/ntk.npy (or DIR/tt/ntk.npy), "
                         "read-only")
@@ -435,6 +462,8 @@ def main(argv=None):
         cmd_kernels(a.n)
     elif a.cmd == "solve":
         cmd_solve(a.n, a.solver, a.tune)
+    elif a.cmd == "crossover":
+        cmd_crossover(a.n, a.f0, a.reps)
     elif a.cmd == "scaling":
         cmd_scaling(a.ns, a.dense_max)
     elif a.cmd == "end-to-end":

@@ -100,6 +100,13 @@ def test_large_data_kernels_and_bytes(xs, tmp_path):
     np.testing.assert_allclose(k.nngp_test_train, mlp_kernels(spec, x2, x)[1], rtol=1e-6)
     np.testing.assert_allclose(k.nngp_test_test, np.diag(mlp_kernels(spec, x2)[1]), rtol=1e-14)
     assert k.nbytes == kernel_bytes(len(x), len(x2), nngp=True, dtype="float32")
+    # one set of fields with DataKernels (the shared base), kept as stored here
+    from dataclasses import fields
+
+    from widelimit.kernels.container import DataKernels, KernelBlocks
+    assert issubclass(type(k), KernelBlocks) and issubclass(DataKernels, KernelBlocks)
+    assert [f.name for f in fields(k)] == [f.name for f in fields(DataKernels)]
+    assert (k.n_train, k.n_test) == (len(x), len(x2)) and not isinstance(k, DataKernels)
     assert kernel_bytes(50_000, 1000, nngp=False, dtype="float32") == 4 * (50_000 ** 2 + 1000 * 50_000)
     with pytest.raises(ValueError, match="n_train"):
         kernel_bytes(0, 10)

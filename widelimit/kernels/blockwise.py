@@ -36,6 +36,7 @@ import numpy as np
 
 from ..arch import MLP
 from ._store import open_store, write_record
+from .container import KernelBlocks
 from .native import _check_inputs, mlp_kernels
 
 GETS = ("ntk", "nngp")
@@ -348,29 +349,16 @@ def kernel_bytes(n_train: int, n_test: int, *, nngp: bool = True, dtype: str = "
 
 
 @dataclass(frozen=True, eq=False)
-class LargeKernels:
-    """The fields of :class:`widelimit.kernels.DataKernels`, kept as stored (float32 or float64 arrays or
-    read-only memmaps, never copied to float64): what the matrix-free solver
-    (:class:`widelimit.dynamics.krylov.KrylovLoss`, ``predict_model(..., solver="krylov")``) reads.
+class LargeKernels(KernelBlocks):
+    """The fields of :class:`widelimit.kernels.DataKernels` (shared base :class:`KernelBlocks`), kept as
+    stored (float32 or float64 arrays or read-only memmaps, never copied to float64): what the
+    matrix-free solver (:class:`widelimit.dynamics.krylov.KrylovLoss`, ``predict_model(...,
+    solver="krylov")``) reads.
 
     Fields: ``ntk_train_train`` (N, N) and ``ntk_test_train`` (M, N) unnormalised NTK; ``y_train`` (N, K)
     / ``y_test`` (M, K) float64 targets; ``L`` homogeneity degree; ``nngp_train_train``,
     ``nngp_test_train`` and ``nngp_test_test`` (its diagonal, (M,), float64) or all three None;
     ``source`` provenance text; ``nbytes`` the stored kernel bytes (:func:`kernel_bytes`)."""
-
-    ntk_train_train: np.ndarray
-    ntk_test_train: np.ndarray
-    y_train: np.ndarray
-    y_test: np.ndarray
-    L: int
-    nngp_train_train: Optional[np.ndarray] = None
-    nngp_test_train: Optional[np.ndarray] = None
-    nngp_test_test: Optional[np.ndarray] = None
-    source: str = ""
-
-    @property
-    def has_nngp(self) -> bool:
-        return self.nngp_train_train is not None
 
     @property
     def nbytes(self) -> int:

@@ -54,7 +54,36 @@ def _psd(name: str, k: np.ndarray) -> None:
 
 
 @dataclass(frozen=True, eq=False)
-class DataKernels:
+class KernelBlocks:
+    """The fields of one problem's kernels, shared by :class:`DataKernels` (float64, validated) and
+    :class:`widelimit.kernels.blockwise.LargeKernels` (as stored: float32/float64 arrays or memmaps).
+    Field meanings as documented on :class:`DataKernels` (docs/theory.md §1)."""
+
+    ntk_train_train: np.ndarray
+    ntk_test_train: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    L: int
+    nngp_train_train: Optional[np.ndarray] = None
+    nngp_test_train: Optional[np.ndarray] = None
+    nngp_test_test: Optional[np.ndarray] = None
+    source: str = ""
+
+    @property
+    def n_train(self) -> int:
+        return self.ntk_train_train.shape[0]
+
+    @property
+    def n_test(self) -> int:
+        return self.ntk_test_train.shape[0]
+
+    @property
+    def has_nngp(self) -> bool:
+        return self.nngp_train_train is not None
+
+
+@dataclass(frozen=True, eq=False)
+class DataKernels(KernelBlocks):
     """Kernels, targets and degree of one problem (float64; validated on construction).
 
     Fields:
@@ -71,16 +100,6 @@ class DataKernels:
     Construction checks shapes, finiteness and symmetry (cheap); :meth:`validate` (run by :meth:`load`)
     also checks positive semi-definiteness (O(N^3)).
     """
-
-    ntk_train_train: np.ndarray
-    ntk_test_train: np.ndarray
-    y_train: np.ndarray
-    y_test: np.ndarray
-    L: int
-    nngp_train_train: Optional[np.ndarray] = None
-    nngp_test_train: Optional[np.ndarray] = None
-    nngp_test_test: Optional[np.ndarray] = None
-    source: str = ""
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -151,18 +170,6 @@ class DataKernels:
         src = source if source is not None else f"analytic kernels of {spec!r}"
         return cls(tt.ntk, xt.ntk, y_train, y_test, int(L), source=src, **extra)
 
-    @property
-    def n_train(self) -> int:
-        return self.ntk_train_train.shape[0]
-
-    @property
-    def n_test(self) -> int:
-        return self.ntk_test_train.shape[0]
-
-    @property
-    def has_nngp(self) -> bool:
-        return self.nngp_train_train is not None
-
     def validate(self) -> "DataKernels":
         """Also check that ``ntk_train_train`` and ``nngp_train_train`` are PSD (ValueError naming the
         field); returns ``self``."""
@@ -217,4 +224,4 @@ class DataKernels:
         return type(self)(**kw)
 
 
-__all__ = ["DataKernels", "FORMAT_VERSION"]
+__all__ = ["DataKernels", "KernelBlocks", "FORMAT_VERSION"]

@@ -118,3 +118,42 @@ def test_exact_trace_warns_up_front_when_it_costs_more_than_dense(problem):
                y_test=np.vstack([kw["y_test"]] * 4)[:m])
     with pytest.warns(RuntimeWarning, match="costs more than the dense path"):
         KrylovLoss(p["ntt"], p["y"], 3, variance="exact", **sub)
+
+
+def test_jackknife_over_probes_reproduces_the_stated_error_and_covers_t_star(problem):
+    import dataclasses
+
+    from widelimit.predict import t_star
+    p = problem
+    m = KrylovLoss(p["ntt"], p["y"], 3, variance="hutch++", variance_sketch=2, variance_probes=8, seed=1,
+                   **p["kw"])
+    reps = m.probe_replicates()
+    assert len(reps) == 8 and all(r._n_rem == 7 for r in reps)
+    lam, t = 1e-3, S / 1e-3
+    # the full estimate is the mean of the delete-one estimates (the probe estimator is linear)
+    np.testing.assert_allclose(np.mean([r.variance(lam, t) for r in reps], axis=0), m.variance(lam, t),
+                               rtol=1e-12)
+    # for the (linear) variance, the jackknife s.e. is the sample s.e. that variance_error states, computed
+    # here by another code path (variance_error with the Krylov part switched off)
+    no_krylov = object.__new__(KrylovLoss)
+    no_krylov.__dict__.update(m.__dict__)
+    no_krylov.variance_basis = dataclasses.replace(m.variance_basis, error_estimate=0.0)
+    np.testing.assert_allclose(m.jackknife_error(lambda r: r.variance(lam, t)), no_krylov.variance_error(lam, t),
+                               rtol=1e-9)
+    # a derived prediction: t* with its jackknife error, against the exact (dense) t*
+    lams = np.array([1e-4, 1e-3, 1e-2])
+    got = t_star(m, weight_decays=lams).t_star
+    se = m.jackknife_error(lambda r: t_star(r, weight_decays=lams).t_star)
+    ref = t_star(p["dense"], weight_decays=lams).t_star
+    assert np.all(se > 0)
+    assert np.all(np.abs(got - ref) <= 4 * se)
+
+
+def test_probe_replicates_need_random_probes(problem):
+    p = problem
+    exact = KrylovLoss(p["ntt"], p["y"], 3, **p["kw"])
+    with pytest.raises(ValueError, match="Hutch"):
+        exact.probe_replicates()
+    mean_only = KrylovLoss(p["ntt"], p["y"], 3, ntk_test_train=p["kw"]["ntk_test_train"], y_test=p["kw"]["y_test"])
+    with pytest.raises(ValueError, match="Hutch"):
+        mean_only.jackknife_error(lambda r: r.test_loss(1e-3, [1.0]))

@@ -514,6 +514,40 @@ class KrylovLoss:
     def __call__(self, weight_decay: float, t) -> np.ndarray:
         return self.test_loss(weight_decay, t)
 
+    # -- stochastic error of derived predictions (Hutch++) ------------------------------------------
+    def probe_replicates(self) -> list:
+        """Delete-one jackknife replicates of a Hutch++ model: ``p`` models (``p = variance_probes``), the
+        i-th the same estimator built without random probe ``i`` (its remaining ``p - 1`` probes weighted
+        ``1/(p - 1)``; sketch, bases and mean function shared, nothing recomputed but r x r products).
+        Raises ValueError for a model without random probes (exact trace, or no NNGP kernels)."""
+        if not self.averaged or self.variance_exact or self._n_rem < 3:
+            raise ValueError("probe replicates need a Hutch++ model (variance='hutch++', variance_probes >= 3)")
+        p, s_total = self._n_rem, self._s_u.shape[1]
+        out = []
+        for i in range(p):
+            keep = np.r_[np.arange(s_total - p), s_total - p + np.delete(np.arange(p), i)]
+            new = object.__new__(type(self))
+            new.__dict__.update(self.__dict__)
+            w = self._weights[keep].copy()
+            w[-(p - 1):] = 1.0 / (p - 1)
+            new._s_u, new._s_w, new._weights, new._n_rem = self._s_u[:, keep], self._s_w[:, keep], w, p - 1
+            new._h = self._kq * ((new._s_u * w) @ new._s_u.T) / self._m
+            new._rv = np.einsum("is,is->i", new._s_w * w, new._s_u) / self._m
+            out.append(new)
+        return out
+
+    def jackknife_error(self, statistic) -> np.ndarray:
+        """Jackknife standard error, over the Hutch++ random probes, of any prediction derived from this
+        model: ``statistic(model) -> array`` (e.g. ``lambda m: t_star(m, weight_decays=lams).t_star``).
+
+        ``se = sqrt((p - 1)/p * sum_i (S_i - mean S)^2)`` over the :meth:`probe_replicates` ``S_i``; for a
+        statistic linear in the probes (the variance itself) it equals the sample standard error that
+        :meth:`variance_error` states. It covers the probe noise only, not the Krylov truncation (whose
+        estimate is far smaller under Hutch++, ``HUTCHPP_VARIANCE_TOL``)."""
+        vals = np.array([np.asarray(statistic(r), dtype=np.float64) for r in self.probe_replicates()])
+        p = vals.shape[0]
+        return np.sqrt((p - 1) / p * np.sum((vals - vals.mean(axis=0)) ** 2, axis=0))
+
     def with_learning_rate(self, learning_rate: Optional[float]) -> "KrylovLoss":
         """The same basis as gradient flow (``None``) or GD at ``learning_rate`` (nothing recomputed)."""
         new = object.__new__(type(self))

@@ -9,6 +9,7 @@ t = eta T (eta = 1, T log-spaced in [1e2, 1e6]).
     python benchmarks/bench_krylov.py solve --n 5000 --solver dense|krylov   # one path, own process
     python benchmarks/bench_krylov.py accuracy --n 5000         # Krylov vs dense: outputs, loss, t*, lambda_opt
     python benchmarks/bench_krylov.py compare --n 5000          # both paths in ONE process: speed + accuracy
+    python benchmarks/bench_krylov.py calibrate --n 2000 --m 400 --seeds 8   # Hutch++ stated errors vs truth
 
 Every sub-command prints one JSON line (times in s, peak RSS of its process in bytes).
 """
@@ -199,9 +200,56 @@ def cmd_compare(n: int, tol: float, accuracy: bool, **kw) -> dict:
     return res
 
 
+def cmd_calibrate(store: int, n: int, m: int, seeds: int) -> dict:
+    """Calibration of the Hutch++ stated errors over probe seeds: the first ``n`` training and ``m`` test
+    points of the ``store`` kernels; reference = the exact trace on the full basis (``max_dim = n``).
+
+    For every seed: the expected-loss error over a 9 lambda x 6 (lambda t) grid in units of the stated
+    ``test_loss_error``, and t* (9 lambdas) and lambda_opt (8 budgets) errors in units of their jackknife
+    standard errors. Well-calibrated one-s.e. errors cover ~68 % (|z| < 1) and ~95 % (|z| < 2)."""
+    from widelimit.dynamics.krylov import KrylovLoss
+    from widelimit.predict import lambda_opt, t_star
+    k, y, yt, kxx = _load(store)
+    tt = {g: np.array(k[f"tt_{g}"][:n, :n], np.float64) for g in ("ntk", "nngp")}
+    xt = {g: np.array(k[f"xt_{g}"][:m, :n], np.float64) for g in ("ntk", "nngp")}
+
+    def make(**kw):
+        return KrylovLoss(tt["ntk"], y[:n], 3, ntk_test_train=xt["ntk"], y_test=yt[:m], nngp_train_train=tt["nngp"],
+                          nngp_test_train=xt["nngp"], nngp_test_test_diag=kxx[:m], **kw)
+
+    lams, grid, steps = np.geomspace(1e-5, 1e-1, 9), np.array([0.01, 0.1, 0.3, 1.0, 3.0, 10.0]), BUDGETS[::7]
+    ts = lambda mod: t_star(mod, weight_decays=lams).t_star                          # noqa: E731
+    lo = lambda mod: np.asarray(lambda_opt(mod, steps=steps, learning_rate=1.0).weight_decay_opt)  # noqa: E731
+    ref = make(variance="exact", max_dim=n)
+    ref_loss = [ref.test_loss(lam, grid / lam) for lam in lams]
+    ref_ts, ref_lo = ts(ref), lo(ref)
+    z = {"loss": [], "t_star": [], "lambda_opt": []}
+    rel = {"loss": [], "t_star": [], "lambda_opt": []}
+    for seed in range(seeds):
+        mod = make(variance="hutch++", seed=seed)
+        for lam, r in zip(lams, ref_loss):
+            e = mod.test_loss(lam, grid / lam) - r
+            z["loss"].append(e / mod.test_loss_error(lam, grid / lam))
+            rel["loss"].append(e / r)
+        for key, f, r in (("t_star", ts, ref_ts), ("lambda_opt", lo, ref_lo)):
+            got, se = f(mod), mod.jackknife_error(f)
+            ok = se > 0
+            z[key].append(((got - r) / np.where(ok, se, np.nan))[ok])
+            rel[key].append(got / r - 1)
+        print(json.dumps({"seed": seed, "load": os.getloadavg()}), file=sys.stderr, flush=True)
+    out = dict(cmd="calibrate", store=store, n=n, m=m, seeds=seeds, commit=_commit(),
+               variance_dim=int(mod.variance_basis.dim))
+    for key in z:
+        zz, rr = np.abs(np.concatenate(z[key])), np.abs(np.concatenate(rel[key]))
+        out[key] = dict(points=int(zz.size), max_rel=float(rr.max()), rms_rel=float(np.sqrt(np.mean(rr ** 2))),
+                        within_1se=float(np.mean(zz < 1)), within_2se=float(np.mean(zz < 2)),
+                        within_3se=float(np.mean(zz < 3)), max_z=float(zz.max()))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cmd", choices=("kernels", "solve", "accuracy", "compare"))
+    p.add_argument("cmd", choices=("kernels", "solve", "accuracy", "compare", "calibrate"))
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--m", type=int, default=1000)
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
@@ -210,6 +258,8 @@ def main(argv=None):
     p.add_argument("--variance", default=None, choices=("auto", "exact", "hutch++"))
     p.add_argument("--no-accuracy", action="store_true", help="compare: timings and table only")
     p.add_argument("--max-dim", type=int, default=None, help="Krylov max_dim (the exact trace may need N)")
+    p.add_argument("--store", type=int, default=5000, help="calibrate: kernel store to take the subset from")
+    p.add_argument("--seeds", type=int, default=8, help="calibrate: Hutch++ probe seeds")
     p.add_argument("--m-use", type=int, default=None, help="use only the first M test points (both paths)")
     p.add_argument("--threads", type=int, default=None,
                    help="Krylov: BLAS threads for its kernel passes (KrylovLoss threads=; default BLAS's)")
@@ -224,6 +274,8 @@ def main(argv=None):
         res = cmd_kernels(a.n, a.m, a.dtype)
     elif a.cmd == "solve":
         res = cmd_solve(a.n, a.solver, a.tol)
+    elif a.cmd == "calibrate":
+        res = cmd_calibrate(a.store, a.n, a.m, a.seeds)
     elif a.cmd == "compare":
         kw = {} if a.variance is None else {"variance": a.variance}
         if a.max_dim is not None:

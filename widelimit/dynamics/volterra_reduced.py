@@ -49,16 +49,20 @@ from __future__ import annotations
 
 from typing import Optional
 
+import math
+
 import numpy as np
 import scipy.linalg
 from numpy.polynomial import chebyshev
 
 from ..kernels.cross_scale import cross_scale_kernels
 from .ntk_l2 import _check_lam
-from .volterra import CrossScaleFlow, VolterraOutputs, _check_times_1d, _grid, _nodes
+from .volterra import _LEVELS, CrossScaleFlow, VolterraOutputs, _check_times_1d, _grid, _nodes
 from .volterra_separable import SeparableCrossScaleFlow, basis, triangle_samples
 
 _CHECK_SEED = 12345
+_SAFETY = 2.0                # basis_error = 2 |f_k - f_3k/4| / scale
+_SKETCH, _SKETCH_FACTOR, _SKETCH_SEED = 64, 2.0, 7   # |R| <= 2 |Omega R| / 8: fails w.p. P(chi2_64 < 16) = 1.3e-10
 
 
 def _check_points():
@@ -72,14 +76,19 @@ def _check_points():
 
 def _orth_against(Q: np.ndarray, W: np.ndarray, drop: float) -> np.ndarray:
     """Columns of ``W`` orthogonalised against ``Q`` (two passes) and among themselves; columns whose
-    norm after projection is below ``drop`` of their norm before are dropped (rank-revealing QR)."""
+    norm after projection is below ``drop`` of their norm before are dropped (rank-revealing QR); the kept
+    ones are projected once more after normalisation (``Q^T q`` at rounding level)."""
     norm0 = max(float(np.max(np.linalg.norm(W, axis=0))), 1e-300)
     for _ in range(2):
         if Q.shape[1]:
             W = W - Q @ (Q.T @ W)
     q, r, piv = scipy.linalg.qr(W, mode="economic", pivoting=True)
     keep = np.abs(np.diag(r)) > drop * norm0
-    return q[:, keep]
+    q = q[:, keep]
+    if Q.shape[1] and q.shape[1]:     # normalising small projections amplifies what is left in span(Q)
+        q = q - Q @ (Q.T @ q)
+        q = np.linalg.qr(q)[0]
+    return q
 
 
 class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
@@ -208,8 +217,11 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
         for _ in range(2):
             W = W - Q0 @ (Q0.T @ W)
         U, sv, _ = scipy.linalg.svd(W, full_matrices=False)
-        n_keep = min(int(np.sum(sv > tol * sv[0])), self.max_basis - Q0.shape[1])
-        return np.concatenate([Q0, U[:, :max(n_keep, 0)]], axis=1)
+        n_keep = max(min(int(np.sum(sv > tol * sv[0])), self.max_basis - Q0.shape[1]), 0)
+        new = U[:, :n_keep]
+        if n_keep:          # the small singular vectors carry the rounding left in span(y): project again
+            new = np.linalg.qr(new - Q0 @ (Q0.T @ new))[0]
+        return np.concatenate([Q0, new], axis=1)
 
     def _set_basis(self, Q: np.ndarray) -> None:
         """Install the basis ``Q`` (whose leading columns are the current basis): projections of the pivot
@@ -228,11 +240,12 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
             self.blocks_test = None
 
     # -- solving --------------------------------------------------------------------------------------
-    def _loop(self, lams, grids, cols: Optional[int] = None, capture: int = 0):
+    def _loop(self, lams, grids, cols: Optional[int] = None, capture: int = 0, bound: bool = False):
         """The separable node loop (MSE, g = 0) in the first ``cols`` basis columns, all decays at once.
         Returns full-space train (L, R, N, K), test (L, R, M, K), and, if ``capture``, the reduced full
         histories ``z_r + w_i phi_r(s_i, s_i) q_i`` at every ``capture``-th node, stacked as columns
-        (r k, n_columns): ``sum_r B_r Q z_r`` is the Nystrom history in the full space."""
+        (r k, n_columns): ``sum_r B_r Q z_r`` is the Nystrom history in the full space. With ``bound``,
+        the third output is instead the residual bound (L, R) of :meth:`_residual_bound` (absolute)."""
         Q = self.basis if cols is None else self.basis[:, :cols]
         kk = Q.shape[1]
         Bt = self.blocks_train[:, :kk, :kk]
@@ -259,10 +272,21 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
         eye = np.eye(kk)
         Bflat = Bt.reshape(r, kk * kk)
         snaps = []
+        if bound:        # sketch of the residual operator (I - Q Q^T) [B_1 Q, ..., B_r Q]: (s, r k)
+            om = np.random.default_rng(_SKETCH_SEED).standard_normal((_SKETCH, self.n_train))
+            BQ = self._bq[:, :, :kk].transpose(1, 0, 2).reshape(self.n_train, r * kk)
+            PF = BQ - Q @ E                                                            # (N, r k), exact
+            P = (_SKETCH_FACTOR / math.sqrt(_SKETCH)) * (om @ PF)
+            dtr, dte = self._diagonals()
+            racc = np.zeros((Lm, K))
+            bnd = np.zeros((Lm, req.shape[1]))
+            nr2 = np.zeros((Lm, K))
         for i in range(n):
             if i > 0:
                 decay = np.exp(-lams * (t[:, i] - t[:, i - 1]))[:, None, None, None]
                 mom = decay * (mom + (v[:, i - 1, None] * T[:, i - 1])[:, :, None, None] * q[:, None])
+            if bound and i > 0:
+                racc = np.exp(-2 * lams * (t[:, i] - t[:, i - 1]))[:, None] * (racc + v[:, i - 1, None] * nr2)
             z = (G[:, i] @ mom.reshape(Lm, p, kk * K)).reshape(Lm, r, kk, K)
             kd = w[:, i, None, None] * (diag[:, i] @ Bflat).reshape(Lm, kk, kk)
             hist = (E @ z.transpose(1, 2, 0, 3).reshape(r * kk, Lm * K)).reshape(kk, Lm, K).transpose(1, 0, 2)
@@ -271,7 +295,22 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
             if (capture > 0 and i % capture == capture - 1) or (capture < 0 and np.any(req == i)):
                 zf = z + (w[:, i, None] * diag[:, i])[:, :, None, None] * q[:, None]
                 snaps.append(zf.transpose(1, 2, 0, 3).reshape(r * kk, -1))
+            if bound:
+                zf = z + (w[:, i, None] * diag[:, i])[:, :, None, None] * q[:, None]
+                res = P @ zf.transpose(1, 2, 0, 3).reshape(r * kk, Lm * K)             # (s, L K)
+                nr2 = np.sum(res ** 2, axis=0).reshape(Lm, K)
             hit = np.nonzero(req == i)
+            if bound and hit[0].size:
+                li = hit[0]
+                S = (racc[li] + w[li, i, None] * nr2[li]) / (2 * a)                    # bound on |D|^2, (l, K)
+                rex = PF @ zf[li].transpose(1, 2, 0, 3).reshape(r * kk, -1)              # exact R: (N, l K)
+                rex = np.abs(rex).reshape(self.n_train, len(li), K).transpose(1, 0, 2)  # (l, N, K)
+                th = np.sqrt(np.maximum(diag[li, i] @ dtr, 0))                           # (l, N)
+                b_tr = np.max(rex + th[:, :, None] * np.sqrt(S)[:, None, :], axis=(1, 2))
+                if dte is not None:
+                    th_te = np.sqrt(np.maximum(np.max(diag[li, i] @ dte, axis=1), 0))
+                    b_tr = np.maximum(b_tr, th_te * np.sqrt(np.max(S, axis=1)))
+                bnd[li, hit[1]] = b_tr
             if hit[0].size:
                 train[hit[0], hit[1]] = u[hit[0]] + yr
                 if Et is not None:
@@ -279,18 +318,24 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
                     zt = (G[hit[0], i] @ tot.reshape(len(hit[0]), p, kk * K)).reshape(len(hit[0]), r * kk, K)
                     test[hit[0], hit[1]] = -(Et @ zt)
         train = y + np.einsum("ia,lrak->lrik", Q, train - yr)
-        return train, test, (np.concatenate(snaps, axis=1) if snaps else None)
+        return train, test, (np.concatenate(snaps, axis=1) if snaps else None), (bnd if bound else None)
+
+    def _diagonals(self):
+        """Diagonals of the interpolation matrices ``B_r`` on the training points (r, N) and on the test
+        points (r, M) or None: ``Theta(x, x; s, s) ~= sum_r U_r(s, s) diag(B_r)(x)``."""
+        if getattr(self, "_diag_cache", None) is None:
+            dtr = self._mix @ np.stack([np.diag(k) for k in self._piv_train])
+            dte = None
+            if self.x_test is not None:
+                dte = self._mix @ np.stack([np.diag(self._full(self.x_test, None, a, b)) for a, b in self.pivots])
+            self._diag_cache = (dtr, dte)
+        return self._diag_cache
 
     def _batched_grid(self, lams, grids, y):
-        tr, te, _ = self._loop(lams, grids, self._cols)
+        tr, te, _, bnd = self._loop(lams, grids, self._cols, bound=self._cols is None)
+        if bnd is not None:
+            self._bounds.append(bnd)
         return tr, te
-
-    def _coarse_grids(self, lams, pos):
-        grids = []
-        for lam in lams:
-            edges, counts = _nodes(pos, self.t0, lam, self.step)
-            grids.append(_grid(edges, counts, self.t0, lam, 1, pos))
-        return grids
 
     def enrich(self, weight_decays, t) -> int:
         """Greedy enrichment of the basis for this table: solve on the coarsest grids, form the full-space
@@ -303,34 +348,52 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
         pos = pos[pos > 0]
         if not pos.size:
             return 0
-        if len(lams) > 6:                       # enrichment on a spread subset of the decays (all are checked)
-            lams = lams[np.unique(np.linspace(0, len(lams) - 1, 6).round().astype(int))]
-        grids = self._coarse_grids(lams, pos)
         rng = np.random.default_rng(1)
+        every = lams
+        if len(lams) > 6:                       # rounds on a spread subset of the decays, the last on all
+            lams = lams[np.unique(np.linspace(0, len(lams) - 1, 6).round().astype(int))]
+        grids = self._grids(lams, pos, 1)
         added, final = 0, False
         for rnd in range(self.max_rounds + 1):
-            room = self.max_basis - self.basis.shape[1]
-            if room <= 0:
+            if self.basis.shape[1] >= self.max_basis:
                 break
-            _, _, Z = self._loop(lams, grids, capture=1)
-            sketch = min(Z.shape[1], 2 * min(room, 48))
-            BQ = self._bq.transpose(1, 0, 2).reshape(self.n_train, -1)              # (N, r k)
-            H = BQ @ (Z @ rng.standard_normal((Z.shape[1], sketch)))                  # sketch of the history
-            R = H - self.basis @ (self.basis.T @ H)
-            R = R - self.basis @ (self.basis.T @ R)
-            U, sv, _ = scipy.linalg.svd(R, full_matrices=False)
-            top = scipy.linalg.svd(H, compute_uv=False)[0]
-            # rounds above enrich_tol; then one last round at 1e-3 enrich_tol, whose change is the estimate
-            final = final or rnd == self.max_rounds or not np.any(sv > self.enrich_tol * top)
-            cut = (1e-3 if final else 1.0) * self.enrich_tol * top
-            n_new = min(int(np.sum(sv > max(cut, 1e-13 * top))), room, sketch // 2)
-            new = _orth_against(self.basis, U[:, :n_new], 1e-10) if n_new else U[:, :0]
-            if new.shape[1]:
-                self._set_basis(np.concatenate([self.basis, new], axis=1))
-                added += new.shape[1]
-            if final:
+            # rounds above enrich_tol; then one last round at 1e-3 enrich_tol
+            last = final or rnd == self.max_rounds
+            if last and len(every) > len(lams):
+                lams, grids = every, self._grids(every, pos, 1)
+            n_new, final = self._enrich_round(lams, grids, last, rng)
+            added += n_new
+            if final and len(lams) == len(every):
                 break
         return added
+
+    def _grids(self, lams, pos, refine):
+        grids = []
+        for lam in lams:
+            edges, counts = _nodes(pos, self.t0, lam, self.step)
+            grids.append(_grid(edges, counts, self.t0, lam, refine, pos))
+        return grids
+
+    def _enrich_round(self, lams, grids, final, rng):
+        """One enrichment round on the coarsest ``grids``: the history at every node, its residual sketch,
+        the directions above ``enrich_tol`` of the history added -- above ``1e-3 enrich_tol`` if ``final``
+        or if none is above ``enrich_tol`` (then this is the final round). Returns (columns added, final)."""
+        room = self.max_basis - self.basis.shape[1]
+        _, _, Z, _ = self._loop(lams, grids, capture=1)
+        sketch = min(Z.shape[1], 2 * min(room, 48))
+        BQ = self._bq.transpose(1, 0, 2).reshape(self.n_train, -1)              # (N, r k)
+        H = BQ @ (Z @ rng.standard_normal((Z.shape[1], sketch)))                  # sketch of the history
+        R = H - self.basis @ (self.basis.T @ H)
+        R = R - self.basis @ (self.basis.T @ R)
+        U, sv, _ = scipy.linalg.svd(R, full_matrices=False)
+        top = scipy.linalg.svd(H, compute_uv=False)[0]
+        final = final or not np.any(sv > self.enrich_tol * top)
+        cut = (1e-3 if final else 1.0) * self.enrich_tol * top
+        n_new = min(int(np.sum(sv > max(cut, 1e-13 * top))), room, sketch // 2)
+        new = _orth_against(self.basis, U[:, :n_new], 1e-10) if n_new else U[:, :0]
+        if new.shape[1]:
+            self._set_basis(np.concatenate([self.basis, new], axis=1))
+        return new.shape[1], final
 
     def solve_many(self, weight_decays, t) -> list:
         """All weight decays in one vectorised pass (MSE, ``g = 0``); each output carries the quadrature
@@ -341,29 +404,37 @@ class ReducedCrossScaleFlow(SeparableCrossScaleFlow):
         if not pos.size:
             return [CrossScaleFlow.solve(self, lam, times) for lam in lams]
         self.enrich(lams, pos)
+        self._bounds = []
         outs = super().solve_many(lams, times)
+        b0, b1, b2 = self._bounds                   # per grid: (L, R) bounds on |u_k - u| (absolute)
+        bounds = (64 * b2 + 20 * b1 + b0) / 45      # |R_k - R| <= this for R = (64 r2 - 20 r1 + r0) / 45
+        scales = []
+        for o in outs:
+            scale = max(float(np.max(np.abs(o.train))), float(np.max(np.abs(self.y_train))))
+            if o.test is not None:
+                scale = max(scale, float(np.max(np.abs(o.test))))
+            scales.append(scale)
         k = self.basis.shape[1]
         sub = max(self.y_train.shape[1], (3 * k) // 4)
         if sub >= k or k == self.n_train:           # a complete basis: the Galerkin solve is the full one
-            return [VolterraOutputs(*_fields(o), basis_error=0.0) for o in outs]
+            return [VolterraOutputs(*_fields(o), basis_error=0.0, basis_bound=0.0) for o in outs]
         self._cols = sub
         try:
             subs = super().solve_many(lams, times)
         finally:
             self._cols = None
         res = []
-        for o, b in zip(outs, subs):
+        for o, b, bnd, scale in zip(outs, subs, bounds, scales):
             err = float(np.max(np.abs(o.train - b.train)))
-            scale = max(float(np.max(np.abs(o.train))), float(np.max(np.abs(self.y_train))))
             if o.test is not None:
                 err = max(err, float(np.max(np.abs(o.test - b.test))))
-                scale = max(scale, float(np.max(np.abs(o.test))))
-            rel = err / scale
+            bound = float(np.max(bnd)) / scale
+            rel = min(_SAFETY * err / scale, bound)    # both are upper bounds in practice: so is the smaller
             if rel > self.rtol:
                 raise FloatingPointError(f"reduced-basis error estimate {rel:.2g} exceeds rtol={self.rtol:g} at "
                                          f"weight_decay={o.weight_decay:g}; use a larger max_basis (now "
                                          f"{self.max_basis}; k = {k}) or a smaller enrich_tol")
-            res.append(VolterraOutputs(*_fields(o), basis_error=rel))
+            res.append(VolterraOutputs(*_fields(o), basis_error=rel, basis_bound=bound))
         return res
 
     def solve(self, weight_decay: float, t, *, initial=None, loss: str = "mse") -> VolterraOutputs:

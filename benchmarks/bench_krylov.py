@@ -150,9 +150,7 @@ def _accuracy(dense, kry) -> dict:
     lod, lok = np.asarray(lo_d.weight_decay_opt), np.asarray(lo_k.weight_decay_opt)
     jk = {}
     if getattr(kry, "variance_method", None) == "hutch++":   # stochastic: the differences in jackknife s.e.
-        se_t = kry.jackknife_error(lambda r: t_star(r, weight_decays=lams).t_star)
-        se_l = kry.jackknife_error(lambda r: np.asarray(lambda_opt(r, steps=BUDGETS[::7],
-                                                                   learning_rate=1.0).weight_decay_opt))
+        se_t, se_l = ts_k.t_star_solver_se, np.asarray(lo_k.weight_decay_opt_solver_se)
         jk = dict(t_star_jackknife_se_rel=float(np.nanmax(se_t / ts_k.t_star)),
                   t_star_over_jackknife_se=float(np.nanmax(np.abs(ts_k.t_star - ts_d.t_star) / se_t)),
                   lambda_opt_jackknife_se_rel=float(np.nanmax(se_l / lok)),
@@ -218,11 +216,11 @@ def cmd_calibrate(store: int, n: int, m: int, seeds: int) -> dict:
                           nngp_test_train=xt["nngp"], nngp_test_test_diag=kxx[:m], **kw)
 
     lams, grid, steps = np.geomspace(1e-5, 1e-1, 9), np.array([0.01, 0.1, 0.3, 1.0, 3.0, 10.0]), BUDGETS[::7]
-    ts = lambda mod: t_star(mod, weight_decays=lams).t_star                          # noqa: E731
-    lo = lambda mod: np.asarray(lambda_opt(mod, steps=steps, learning_rate=1.0).weight_decay_opt)  # noqa: E731
+    ts = lambda mod: t_star(mod, weight_decays=lams)                                # noqa: E731
+    lo = lambda mod: lambda_opt(mod, steps=steps, learning_rate=1.0)                 # noqa: E731
     ref = make(variance="exact", max_dim=n)
     ref_loss = [ref.test_loss(lam, grid / lam) for lam in lams]
-    ref_ts, ref_lo = ts(ref), lo(ref)
+    ref_ts, ref_lo = ts(ref).t_star, np.asarray(lo(ref).weight_decay_opt)
     z = {"loss": [], "t_star": [], "lambda_opt": []}
     rel = {"loss": [], "t_star": [], "lambda_opt": []}
     for seed in range(seeds):
@@ -231,8 +229,10 @@ def cmd_calibrate(store: int, n: int, m: int, seeds: int) -> dict:
             e = mod.test_loss(lam, grid / lam) - r
             z["loss"].append(e / mod.test_loss_error(lam, grid / lam))
             rel["loss"].append(e / r)
-        for key, f, r in (("t_star", ts, ref_ts), ("lambda_opt", lo, ref_lo)):
-            got, se = f(mod), mod.jackknife_error(f)
+        a_t, a_l = ts(mod), lo(mod)      # a stochastic model states its jackknife errors (*_solver_se)
+        for key, got, se, r in (("t_star", a_t.t_star, a_t.t_star_solver_se, ref_ts),
+                                ("lambda_opt", np.asarray(a_l.weight_decay_opt),
+                                 np.asarray(a_l.weight_decay_opt_solver_se), ref_lo)):
             ok = se > 0
             z[key].append(((got - r) / np.where(ok, se, np.nan))[ok])
             rel[key].append(got / r - 1)

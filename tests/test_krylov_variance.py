@@ -142,11 +142,20 @@ def test_jackknife_over_probes_reproduces_the_stated_error_and_covers_t_star(pro
                                rtol=1e-9)
     # a derived prediction: t* with its jackknife error, against the exact (dense) t*
     lams = np.array([1e-4, 1e-3, 1e-2])
-    got = t_star(m, weight_decays=lams).t_star
-    se = m.jackknife_error(lambda r: t_star(r, weight_decays=lams).t_star)
-    ref = t_star(p["dense"], weight_decays=lams).t_star
+    res = t_star(m, weight_decays=lams)                      # stochastic model: the error comes with it
+    got, se = res.t_star, res.t_star_solver_se
+    np.testing.assert_allclose(se, m.jackknife_error(lambda r: t_star(r, weight_decays=lams,
+                                                                      solver_error=False).t_star), rtol=1e-12)
+    ref_res = t_star(p["dense"], weight_decays=lams)
+    ref = ref_res.t_star
+    assert ref_res.t_star_solver_se is None                   # the dense path is exact: nothing to state
     assert np.all(se > 0)
     assert np.all(np.abs(got - ref) <= 4 * se)
+    assert t_star(m, weight_decays=lams, solver_error=False).t_star_solver_se is None
+    with pytest.raises(ValueError, match="exact"):
+        t_star(p["dense"], weight_decays=lams, solver_error=True)
+    with pytest.raises(TypeError, match="solver_error"):
+        t_star(m, weight_decays=lams, solver_error="yes")
 
 
 def test_probe_replicates_need_random_probes(problem):
@@ -157,3 +166,18 @@ def test_probe_replicates_need_random_probes(problem):
     mean_only = KrylovLoss(p["ntt"], p["y"], 3, ntk_test_train=p["kw"]["ntk_test_train"], y_test=p["kw"]["y_test"])
     with pytest.raises(ValueError, match="Hutch"):
         mean_only.jackknife_error(lambda r: r.test_loss(1e-3, [1.0]))
+
+
+def test_lambda_opt_states_its_solver_error_in_rows(problem):
+    from widelimit.predict import lambda_opt, to_rows
+    p = problem
+    m = KrylovLoss(p["ntt"], p["y"], 3, variance="hutch++", variance_sketch=2, variance_probes=8, seed=1,
+                   **p["kw"])
+    res = lambda_opt(m, steps=[1e3, 1e4])
+    ref = lambda_opt(p["dense"], steps=[1e3, 1e4]).weight_decay_opt
+    se = res.weight_decay_opt_solver_se
+    assert se.shape == res.weight_decay_opt.shape and np.all(se > 0)
+    assert np.all(np.abs(res.weight_decay_opt - ref) <= 4 * se)
+    rows = to_rows(res)
+    assert rows[0]["weight_decay_opt_solver_se"] == pytest.approx(float(se[0]))
+    assert res.units["weight_decay_opt_solver_se"] == "1/(η·steps)"

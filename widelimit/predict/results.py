@@ -20,7 +20,8 @@ _UNITS = {"weight_decay": "1/(η·steps)", "weight_decay_opt": "1/(η·steps)", 
           "steps_star": "steps", "steps": "steps", "learning_rate": "", "c": "", "best": "MSE (metric loss) or fraction (accuracy)", "reference_c": "",
           "zero_loss": "MSE", "test_loss": "MSE", "train_loss": "MSE", "test_accuracy": "fraction",
           "best_accuracy": "fraction", "validity": "", "seeds": "", "level": "", "t_star_low": "η·steps",
-          "t_star_high": "η·steps", "weight_decay_opt_low": "1/(η·steps)", "weight_decay_opt_high": "1/(η·steps)"}
+          "t_star_high": "η·steps", "weight_decay_opt_low": "1/(η·steps)", "weight_decay_opt_high": "1/(η·steps)",
+          "t_star_solver_se": "η·steps", "weight_decay_opt_solver_se": "1/(η·steps)"}
 
 
 def _units(*names) -> Mapping[str, str]:
@@ -60,6 +61,8 @@ class TStar:
       model: the model's label.
       seeds, level, t_star_low, t_star_high: with ``t_star(..., seeds=n)``, the predicted central ``level``
         interval of t* of an n-seed average (docs/theory.md §3.5; η·steps); None otherwise.
+      t_star_solver_se: standard error of ``t_star`` from the solver's own stochastic estimate (jackknife
+        over the Hutch++ probes of a Krylov model, docs/theory.md §4.3; η·steps); None for exact models.
     """
 
     weight_decay: np.ndarray
@@ -76,9 +79,10 @@ class TStar:
     level: Optional[float] = None
     t_star_low: Optional[np.ndarray] = None
     t_star_high: Optional[np.ndarray] = None
+    t_star_solver_se: Optional[np.ndarray] = None
     units: ClassVar[Mapping[str, str]] = _units("weight_decay", "t_star", "steps_star", "c", "best",
                                                 "zero_loss", "validity", "seeds", "level", "t_star_low",
-                                                "t_star_high")
+                                                "t_star_high", "t_star_solver_se")
 
     @property
     def at_edge(self) -> np.ndarray:
@@ -102,6 +106,8 @@ class LambdaOpt:
       seeds, level, weight_decay_opt_low, weight_decay_opt_high: with ``lambda_opt(..., seeds=n)``, the
         predicted central ``level`` interval of lambda_opt of an n-seed average (docs/theory.md §3.5), shape S;
         None otherwise.
+      weight_decay_opt_solver_se: standard error of ``weight_decay_opt`` from the solver's stochastic
+        estimate (jackknife over Hutch++ probes, docs/theory.md §4.3), shape S; None for exact models.
     """
 
     learning_rate: np.ndarray
@@ -120,9 +126,11 @@ class LambdaOpt:
     level: Optional[float] = None
     weight_decay_opt_low: Optional[np.ndarray] = None
     weight_decay_opt_high: Optional[np.ndarray] = None
+    weight_decay_opt_solver_se: Optional[np.ndarray] = None
     units: ClassVar[Mapping[str, str]] = _units("learning_rate", "steps", "time", "weight_decay_opt",
                                                 "best", "c", "zero_loss", "validity", "seeds", "level",
-                                                "weight_decay_opt_low", "weight_decay_opt_high")
+                                                "weight_decay_opt_low", "weight_decay_opt_high",
+                                                "weight_decay_opt_solver_se")
 
     @property
     def lam_opt(self) -> np.ndarray:

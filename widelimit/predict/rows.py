@@ -17,13 +17,15 @@ def to_rows(result: Union[TStar, LambdaOpt, LambdaRule, Curves]) -> list[dict]:
     per grid point (Curves). Column units are ``result.units`` (see :func:`table_rows`)."""
     if isinstance(result, LambdaOpt):
         cols = ("learning_rate", "steps", "time", "weight_decay_opt", "c", "best") + (
-            ("weight_decay_opt_low", "weight_decay_opt_high") if result.seeds is not None else ())
+            ("weight_decay_opt_low", "weight_decay_opt_high") if result.seeds is not None else ()) + (
+            ("weight_decay_opt_solver_se",) if result.weight_decay_opt_solver_se is not None else ())
         flat = {k: np.asarray(getattr(result, k)).reshape(-1) for k in cols}
         return [{"metric": result.metric, **{k: flat[k][i].item() for k in cols},
                  "validity": result.validity[i].value} for i in range(flat["time"].size)]
     if isinstance(result, TStar):
         cols = ["weight_decay", "t_star"] + (["steps_star"] if result.steps_star is not None else []) \
-            + (["t_star_low", "t_star_high"] if result.seeds is not None else []) + ["c", "best"]
+            + (["t_star_low", "t_star_high"] if result.seeds is not None else []) \
+            + (["t_star_solver_se"] if result.t_star_solver_se is not None else []) + ["c", "best"]
         return [{"metric": result.metric, **{k: np.asarray(getattr(result, k))[i].item() for k in cols},
                  "validity": result.validity[i].value} for i in range(result.weight_decay.size)]
     if isinstance(result, LambdaRule):

@@ -62,6 +62,20 @@ def _run_learning_rate(m, learning_rate) -> Optional[float]:
     return lr
 
 
+def _solver_error(m, solver_error, metric: str) -> bool:
+    """Whether to state the solver's own stochastic error of t* / lambda_opt (docs/theory.md §4.3): models
+    with random trace probes (a Hutch++ :class:`~widelimit.dynamics.krylov.KrylovLoss`) have one."""
+    if solver_error is not None and not isinstance(solver_error, bool):
+        raise TypeError(f"solver_error must be None, True or False, got {solver_error!r}")
+    stochastic = hasattr(m, "jackknife_error") and getattr(m, "variance_method", None) == "hutch++"
+    if solver_error and not stochastic:
+        raise ValueError("solver_error=True: this model is exact (no random trace probes, no solver error "
+                         "to state); only a Krylov model with variance='hutch++' has one")
+    if solver_error and metric != "loss":
+        raise ValueError("solver_error=True: the stochastic part is in the expected loss (metric='loss')")
+    return bool(stochastic and metric == "loss" and solver_error is not False)
+
+
 def _spread_input(model, seeds, level, metric):
     """Check ``seeds``/``level`` before any work; the spread model for ``seeds=n`` (docs/theory.md §3.5)."""
     from .spread import _check_level, _check_seeds, _check_spread_model, spread_model
@@ -75,7 +89,7 @@ def _spread_input(model, seeds, level, metric):
 
 def t_star(model, y_test=None, *, weight_decays=None, learning_rate: Optional[float] = None,
            metric: str = "loss", s_range: tuple = (1e-3, 1e2), n_grid: int = 200, refine: bool = True,
-           seeds: Optional[int] = None, level: float = 0.8) -> TStar:
+           seeds: Optional[int] = None, level: float = 0.8, solver_error: Optional[bool] = None) -> TStar:
     """Time ``t*`` (η·steps) of the best test loss (or accuracy) for each weight decay, with validity.
 
     ``model``: any :class:`~widelimit.dynamics.LossModel`, an :class:`L2Flow` / :class:`L2FlowEnsemble`
@@ -86,11 +100,15 @@ def t_star(model, y_test=None, *, weight_decays=None, learning_rate: Optional[fl
     (:func:`widelimit.predict.spread.t_star_spread`; ``model`` must be a
     :class:`~widelimit.dynamics.spread.LossSpread` or a DataKernels with the full test-test NNGP); default
     None: the infinite-seed mean only.
+    ``solver_error``: state ``t_star_solver_se``, the jackknife standard error of t* over the random probes
+    of a stochastic (Hutch++) Krylov model; ``None`` (default) does so whenever the model is stochastic,
+    at the cost of one more search per probe (16 by default); ``False`` skips it.
     """
     if seeds is not None:
         model = _spread_input(model, seeds, level, metric)
     m = as_model(model, y_test)
     fn = _metric_fn(m, metric)
+    with_se = _solver_error(m, solver_error, metric)
     if weight_decays is None:
         raise TypeError("t_star needs weight_decays (the L2 coefficients to search t* for)")
     lams = _floats("weight_decays", weight_decays, positive=True)
@@ -127,6 +145,10 @@ def t_star(model, y_test=None, *, weight_decays=None, learning_rate: Optional[fl
         from .spread import t_star_spread
         sp = t_star_spread(m, lams, seeds=seeds, level=level, s_range=s_range)
         band = dict(seeds=int(seeds), level=float(level), t_star_low=sp.low, t_star_high=sp.high)
+    if with_se:
+        band["t_star_solver_se"] = m.jackknife_error(lambda r: t_star(
+            r, weight_decays=lams, learning_rate=learning_rate, metric=metric, s_range=s_range, n_grid=n_grid,
+            refine=refine, solver_error=False).t_star)
     return TStar(lams, ts, None if eta is None else ts / eta, lams * ts, out_best, tuple(flags), zero, metric,
                  eta, getattr(m, "label", ""), **band)
 
@@ -150,7 +172,7 @@ def _refine_time(fn, lam, t_lo, t_hi, gd, t0, v0, metric):
 
 def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=None, metric: str = "loss",
                s_range: tuple = (1e-3, 1e2), refine: bool = True, seeds: Optional[int] = None,
-               level: float = 0.8) -> LambdaOpt:
+               level: float = 0.8, solver_error: Optional[bool] = None) -> LambdaOpt:
     """The theory's own best weight decay for budgets of ``steps`` at ``learning_rate`` (default 1 for a
     flow model; a GD model's own), with validity per budget.
 
@@ -161,11 +183,13 @@ def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=N
     ``seeds=n``: also the predicted central ``level`` interval of lambda_opt of an n-seed average
     (:func:`widelimit.predict.spread.lambda_opt_spread`, on its own grid unless ``weight_decays`` is given;
     ``model`` as for :func:`t_star`); default None: the infinite-seed optimum only.
+    ``solver_error``: as for :func:`t_star` (``weight_decay_opt_solver_se``, on the same grid).
     """
     if seeds is not None:
         model = _spread_input(model, seeds, level, metric)
     m = as_model(model, y_test)
     fn = _metric_fn(m, metric)
+    with_se = _solver_error(m, solver_error, metric)
     gd = getattr(m, "learning_rate", None)
     eta_a = np.asarray(gd if learning_rate is None and gd is not None
                        else (1.0 if learning_rate is None else learning_rate), dtype=np.float64)
@@ -229,6 +253,10 @@ def lambda_opt(model, y_test=None, *, steps, learning_rate=None, weight_decays=N
                                weight_decays=None if weight_decays is None else grid)
         band = dict(seeds=int(seeds), level=float(level), weight_decay_opt_low=sp.low[inv].reshape(shape),
                     weight_decay_opt_high=sp.high[inv].reshape(shape))
+    if with_se:
+        band["weight_decay_opt_solver_se"] = m.jackknife_error(lambda r: lambda_opt(
+            r, steps=steps, learning_rate=learning_rate, weight_decays=grid, metric=metric, s_range=s_range,
+            refine=refine, solver_error=False).weight_decay_opt)
     return LambdaOpt(np.array(eta_b), np.array(steps_b), time, lam_opt, sign * best_v, lam_opt * time,
                      tuple(flat), zero, grid, sign * values, metric,
                      getattr(m, "label", ""), **band)

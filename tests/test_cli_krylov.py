@@ -22,7 +22,8 @@ def _blas_threads():
 @pytest.mark.parametrize("cmd", [["table", "ntk", "--format", "json"], ["solve", "--no-plot", "--out", "o"]])
 def test_cli_krylov_runs_with_the_tuned_settings(cmd, monkeypatch, tmp_path, capsys):
     """BLAS on one thread while the Krylov model builds and during every float32 kernel pass, and the
-    operators' chunk buffer at the tuned default (16 MiB) -- what ``bench_scale.py end-to-end --tune`` set."""
+    operators' chunk buffer at the measured default -- what ``bench_scale.py end-to-end --tune`` set
+    (there: 16 MiB chunks; the default is now 4 MiB, benchmarks/RESULTS_scale.md §6)."""
     monkeypatch.chdir(tmp_path)
     threadpoolctl = pytest.importorskip("threadpoolctl")
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):   # as a 2-core machine starts
@@ -48,8 +49,7 @@ def test_cli_krylov_runs_with_the_tuned_settings(cmd, monkeypatch, tmp_path, cap
     capsys.readouterr()
     assert seen["build"] and set(seen["build"]) == {1}
     assert seen["pass"] and set(seen["pass"]) == {1}
-    assert op_mod._CHUNK_BYTES == 1 << 24
-    assert {(r, d) for r, n, d in seen["rows"]} == {(max(1, (1 << 24) // (8 * 120)), "float32")}
+    assert {(r, d) for r, n, d in seen["rows"]} == {(op_mod._CHUNK_BYTES // (8 * 120), "float32")}
 
 
 def test_eigh_keeps_blas_threads(monkeypatch, capsys):
@@ -60,22 +60,50 @@ def test_eigh_keeps_blas_threads(monkeypatch, capsys):
         n_auto_small = _blas_threads()
     with _theory.solver_threads("auto", models.KRYLOV_MIN_N):
         n_auto_large = _blas_threads()
-    assert n_auto_large == 1 and n_eigh == n_auto_small == _blas_threads()
+    with _theory.solver_threads("auto", models.KRYLOV_MIN_N_ZERO, "zero"):
+        n_auto_zero = _blas_threads()
+    assert n_auto_large == n_auto_zero == 1 and n_eigh == n_auto_small == _blas_threads()
 
 
 def test_solver_help_reads_the_threshold(monkeypatch, capsys):
     monkeypatch.setattr(models, "KRYLOV_MIN_N", 12345)
-    assert cli.main(["table", "ntk", "--help"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "krylov from 12345 training points" in out
+    monkeypatch.setattr(models, "KRYLOV_MIN_N_ZERO", 678)
+    for cmd in (["table", "ntk"], ["solve"]):
+        assert cli.main(cmd + ["--help"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "krylov from 12345 training points (678 with --f0 zero)" in out
 
 
 def test_resolve_solver():
-    assert models.resolve_solver("auto", models.KRYLOV_MIN_N) == "krylov"
-    assert models.resolve_solver("auto", models.KRYLOV_MIN_N - 1) == "eigh"
+    assert models.KRYLOV_MIN_N_ZERO < models.KRYLOV_MIN_N
+    for f0, n in (("nngp", models.KRYLOV_MIN_N), ("zero", models.KRYLOV_MIN_N_ZERO)):
+        assert models.resolve_solver("auto", n, f0) == "krylov"
+        assert models.resolve_solver("auto", n - 1, f0) == "eigh"
+    assert models.resolve_solver("auto", models.KRYLOV_MIN_N_ZERO) == "eigh"       # default f0: nngp
     assert models.resolve_solver("eigh", 10 ** 6) == "eigh" and models.resolve_solver("krylov", 10) == "krylov"
     with pytest.raises(ValueError, match="solver"):
         models.resolve_solver("dense", 10)
+    with pytest.raises(ValueError, match="f0"):
+        models.resolve_solver("auto", 10, "prior")
+
+
+def test_predict_model_auto_by_f0():
+    """``predict_model(solver="auto")`` switches by f0: Krylov for the mean function from KRYLOV_MIN_N_ZERO,
+    the dense expected loss below KRYLOV_MIN_N (threshold lowered here so the test stays small)."""
+    from widelimit.kernels import DataKernels
+    from widelimit.kernels.native import mlp_kernels
+    from widelimit.arch import MLP
+    rng = np.random.default_rng(0)
+    x, xt = rng.standard_normal((60, 5)), rng.standard_normal((10, 5))
+    spec = MLP(depth=3)
+    (ntt, ktt), (nxt, kxt) = mlp_kernels(spec, x), mlp_kernels(spec, xt, x)
+    kxx = np.diag(mlp_kernels(spec, xt)[1])
+    dk = DataKernels(ntt, nxt, rng.standard_normal((60, 2)), rng.standard_normal((10, 2)), 3, ktt, kxt, kxx)
+    import unittest.mock as mock
+    with mock.patch.object(models, "KRYLOV_MIN_N_ZERO", 60):
+        assert isinstance(models.predict_model(dk, f0="zero"), KrylovLoss)
+        assert not isinstance(models.predict_model(dk), KrylovLoss)
+    assert not isinstance(models.predict_model(dk, f0="zero"), KrylovLoss)            # 60 < 1000
 
 
 def test_kernel_dir_subset_reused_and_other_run_refused(tmp_path, capsys):

@@ -49,7 +49,7 @@ def test_accumulation_is_float64(k32):
 
 def test_second_pass_allocates_no_chunk(k32):
     rows = 100                                   # chunk 320 kB, output N x 1 = 3.2 kB
-    op = _op(k32, rows, blas_threads=None)       # (threadpoolctl's own bookkeeping is Python allocations)
+    op = _op(k32, rows)
     x = np.ones((N, 1))
     op.matmat(x)                                 # first pass allocates the buffer (and checks finiteness)
     tracemalloc.start()
@@ -86,10 +86,22 @@ def test_blas_threads_limited_during_pass(k32):
                                 if i["user_api"] == "blas"))
                 yield item
 
-    Spy("k", k32, 1.0, chunk_bytes=8 * N * 50).matmat(np.ones((N, 2)))
-    assert seen and set(seen) == {1}
-    assert op_mod._BLAS_THREADS == 1 and KernelMatrix("k", k32).blas_threads == 1
-    assert KernelMatrix("k", k32, blas_threads=None).blas_threads is None
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        if max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas") < 2:
+            pytest.skip("BLAS has one thread here: nothing to limit")
+        Spy("k", k32, 1.0, chunk_bytes=8 * N * 50, blas_threads=1).matmat(np.ones((N, 2)))
+        assert seen and set(seen) == {1}
+        seen.clear()
+        Spy("k", k32, 1.0, chunk_bytes=8 * N * 50).matmat(np.ones((N, 2)))   # default: the caller's setting
+        assert seen and set(seen) == {2}
+    assert op_mod._BLAS_THREADS is None and KernelMatrix("k", k32).blas_threads is None
+
+
+def test_default_chunk_rows():
+    big = np.zeros((3, 200_000), np.float32)                      # 4 MiB would be 2 rows: the floor is 10
+    assert KernelMatrix("k", big).rows == op_mod._MIN_ROWS == 10
+    assert KernelMatrix("k", np.zeros((3, 1000), np.float32)).rows == op_mod._CHUNK_BYTES // 8000
+    assert KernelMatrix("k", big, chunk_bytes=8 * 200_000).rows == 1   # an explicit size is honoured
 
 
 @pytest.mark.parametrize("kw, match", [({"chunk_bytes": 0}, "chunk_bytes"), ({"chunk_bytes": True}, "chunk_bytes"),

@@ -19,13 +19,13 @@ def loss_model(prob, f0: str, learning_rate: Optional[float] = None, solver: str
     ``learning_rate``; ``solver`` "auto", "eigh" or "krylov" as there)."""
     from widelimit.predict import predict_model
     try:
-        with solver_threads(solver, prob.kernels.ntk_train_train.shape[0]):
+        with solver_threads(solver, prob.kernels.ntk_train_train.shape[0], f0):
             return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate, solver=solver)
     except ValueError as e:
         raise CommandError(f"cannot build the {f0} model from {prob.source}: {e}") from e
 
 
-def solver_threads(solver: str, n_train: int):
+def solver_threads(solver: str, n_train: int, f0: str = "nngp"):
     """BLAS limited to one thread while the Krylov path builds its bases (what ``bench_scale.py --tune``
     measured, benchmarks/RESULTS_scale.md: the thin float64 products of the kernel passes and the small
     dense algebra of the recurrence ran faster on one thread of the shared machine); no limit for eigh,
@@ -33,7 +33,7 @@ def solver_threads(solver: str, n_train: int):
     import contextlib
 
     from widelimit.predict.models import resolve_solver
-    if resolve_solver(solver, n_train) != "krylov":
+    if resolve_solver(solver, n_train, f0) != "krylov":
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits

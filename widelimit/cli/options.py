@@ -68,13 +68,16 @@ SOLVER_CHOICES = ("auto", "eigh", "krylov")
 KERNEL_DTYPE_CHOICES = ("float32", "float64")
 
 
-class _KrylovMinN:
-    """Prints as :data:`widelimit.predict.models.KRYLOV_MIN_N`, imported only when a help text is formatted
-    (building the parser stays free of the theory modules)."""
+class _ModelsConstant:
+    """Prints as a constant of :mod:`widelimit.predict.models` (e.g. ``KRYLOV_MIN_N``), imported only when
+    a help text is formatted (building the parser stays free of the theory modules)."""
+
+    def __init__(self, name: str):
+        self.name = name
 
     def __str__(self) -> str:
-        from widelimit.predict.models import KRYLOV_MIN_N
-        return str(KRYLOV_MIN_N)
+        from widelimit.predict import models
+        return str(getattr(models, self.name))
 
 
 def add_solver_options(g) -> None:
@@ -82,8 +85,9 @@ def add_solver_options(g) -> None:
     act = g.add_argument("--solver", choices=SOLVER_CHOICES, default="auto",
                          help="eigh: dense eigendecomposition (O(N³) time, float64 kernels); krylov: matrix-free "
                               "block Krylov solver (kernels kept at --kernel-dtype, read in passes); auto "
-                              "(default): krylov from %(krylov_min_n)s training points, as predict_model")
-    act.krylov_min_n = _KrylovMinN()
+                              "(default): krylov from %(krylov_min_n)s training points (%(krylov_min_n_zero)s "
+                              "with --f0 zero), as predict_model")
+    act.krylov_min_n, act.krylov_min_n_zero = _ModelsConstant("KRYLOV_MIN_N"), _ModelsConstant("KRYLOV_MIN_N_ZERO")
     g.add_argument("--kernel-dtype", dest="kernel_dtype", choices=KERNEL_DTYPE_CHOICES, default=None,
                    help="storage of the analytic kernels on the krylov path (computed in float64, rounded once; "
                         "default float32, half the memory); the eigh path always uses float64")

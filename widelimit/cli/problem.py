@@ -15,7 +15,7 @@ GiB = 2 ** 30
 #: typical Krylov basis size per basis (benchmarks/RESULTS_krylov.md: r = 230-270 at N = 5k-20k) and the
 #: operator's chunk buffer; only for the printed estimate (the solver checks its own reservation)
 KRYLOV_TYPICAL_DIM = 600
-KRYLOV_CHUNK_BYTES = 2 ** 24   # widelimit.dynamics.krylov.operator's default chunk buffer
+KRYLOV_CHUNK_BYTES = 2 ** 22   # widelimit.dynamics.krylov.operator's default chunk buffer
 #: runs needing less memory than this do not print the memory line
 QUIET_BYTES = 2 ** 26
 
@@ -87,8 +87,9 @@ class MemoryPlan:
 
 
 def resolve_solver(args, n_train: int) -> str:
-    """``--solver``, with ``auto`` resolved by the library's own threshold (``KRYLOV_MIN_N``)."""
-    return require("widelimit.predict.models", "resolve_solver")(args.solver, n_train)
+    """``--solver``, with ``auto`` resolved by the library's own thresholds for ``--f0`` (``KRYLOV_MIN_N``,
+    ``KRYLOV_MIN_N_ZERO``)."""
+    return require("widelimit.predict.models", "resolve_solver")(args.solver, n_train, args.f0)
 
 
 def memory_plan(args) -> MemoryPlan:

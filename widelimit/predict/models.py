@@ -25,7 +25,18 @@ NO_LEARNING_RTOL = 0.01    # best loss >= (1 - 1%) * zero-function loss: nothing
 TOO_FAST_STEPS = 5.0       # t* below this many steps: outside the flow's range
 F0_CHOICES = ("nngp", "zero")
 SOLVERS = ("auto", "eigh", "krylov")
-KRYLOV_MIN_N = 8000        # solver="auto": the Krylov path from this many training points (docs/theory.md §4)
+#: solver="auto": the Krylov path (docs/theory.md §4) from this many training points for f0 = "nngp" (the
+#: default). Its expected loss is a Hutch++ estimate with a stated error (~1e-2 relative at N = 5 000,
+#: benchmarks/RESULTS_krylov.md) where the dense path is exact, so the dense path is kept up to where its
+#: O(N^3) eigendecomposition gets slow (Krylov 2.6-14x faster at N = 5 000 and 19-28x at 10 000).
+KRYLOV_MIN_N = 8000
+#: solver="auto" for f0 = "zero" (the mean function, exact to rounding on both paths): measured
+#: (benchmarks/RESULTS_scale.md §6, ``bench_scale.py crossover``, one process per N, 50 x 50 table, tables
+#: equal to <= 6.6e-15) Krylov 4.0x faster at N = 250, 4.3x at 500, 5.4x at 1 000, 13x at 2 000, 18x at
+#: 3 000, 29x at 5 000. Below 1 000 the dense path still takes only seconds and holds at every weight decay
+#: and time, including the lambda = 0 long-time queries the Krylov stopping rule does not check
+#: (KrylovConvergenceWarning), so it stays the default there.
+KRYLOV_MIN_N_ZERO = 1000
 
 
 def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp", solver: str = "auto"):
@@ -35,7 +46,7 @@ def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "
     started from ``f0 = 0``. ``learning_rate``: ``None`` for gradient flow, else full-batch GD at eta.
     ``solver``: ``"eigh"`` (dense eigendecomposition), ``"krylov"``
     (:class:`~widelimit.dynamics.krylov.KrylovLoss`, matrix-free) or ``"auto"`` (Krylov from
-    :data:`KRYLOV_MIN_N` training points).
+    :data:`KRYLOV_MIN_N` training points, :data:`KRYLOV_MIN_N_ZERO` with ``f0="zero"``).
     """
     if f0 not in F0_CHOICES:
         raise ValueError(f"f0 must be one of {F0_CHOICES}, got {f0!r}")
@@ -44,7 +55,7 @@ def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "
     for name in ("ntk_train_train", "ntk_test_train", "y_test", "L"):
         if not hasattr(kernels, name):
             raise TypeError(f"kernels must be a widelimit.kernels.DataKernels, got {type(kernels).__name__}")
-    if resolve_solver(solver, kernels.ntk_train_train.shape[0]) == "krylov":
+    if resolve_solver(solver, kernels.ntk_train_train.shape[0], f0) == "krylov":
         from ..dynamics.krylov import KrylovLoss
         return KrylovLoss.from_kernels(kernels, learning_rate=learning_rate, f0=f0)
     if f0 == "zero":
@@ -52,14 +63,16 @@ def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "
     return ExpectedLoss.from_kernels(kernels, learning_rate=learning_rate)
 
 
-def resolve_solver(solver: str, n_train: int) -> str:
+def resolve_solver(solver: str, n_train: int, f0: str = "nngp") -> str:
     """``"eigh"`` or ``"krylov"``: ``solver`` itself, or for ``"auto"`` Krylov from :data:`KRYLOV_MIN_N`
-    training points on."""
+    training points on (:data:`KRYLOV_MIN_N_ZERO` for ``f0="zero"``)."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if f0 not in F0_CHOICES:
+        raise ValueError(f"f0 must be one of {F0_CHOICES}, got {f0!r}")
     if solver != "auto":
         return solver
-    return "krylov" if n_train >= KRYLOV_MIN_N else "eigh"
+    return "krylov" if n_train >= (KRYLOV_MIN_N_ZERO if f0 == "zero" else KRYLOV_MIN_N) else "eigh"
 
 
 def as_model(model, y_test=None):
@@ -107,5 +120,5 @@ def verdict(*, is_unstable: bool, is_no_learning: bool, at_edge: bool, steps: Op
     return Validity.OK
 
 
-__all__ = ["predict_model", "resolve_solver", "as_model", "unstable", "no_learning", "verdict", "NO_LEARNING_RTOL",
-           "TOO_FAST_STEPS"]
+__all__ = ["predict_model", "resolve_solver", "as_model", "unstable", "no_learning", "verdict", "KRYLOV_MIN_N",
+           "KRYLOV_MIN_N_ZERO", "NO_LEARNING_RTOL", "TOO_FAST_STEPS"]

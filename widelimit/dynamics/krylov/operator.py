@@ -13,8 +13,15 @@ from typing import Optional
 
 import numpy as np
 
-_CHUNK_BYTES = 1 << 24          # 16 MiB float64 chunk buffer (measured: benchmarks/RESULTS_scale.md §6)
-_BLAS_THREADS = 1               # BLAS threads in a float32 pass (measured: benchmarks/RESULTS_scale.md §6)
+#: default float64 chunk buffer, and the fewest rows a default chunk has (each chunk re-reads the (N, b)
+#: block from cache: at N = 50 000, 5-row chunks ran at 0.9 GB/s, 10-row (4 MiB) ones at 1.9 GB/s and
+#: 41-row (16 MiB) ones at 1.8 GB/s; at N = 10 000 every size from 0.5 to 32 MiB was within noise;
+#: benchmarks/RESULTS_scale.md §6)
+_CHUNK_BYTES = 1 << 22
+_MIN_ROWS = 10
+#: BLAS threads of a float32 pass: None leaves the caller's setting (``KrylovLoss(threads=...)``, the CLI's
+#: one thread on the Krylov path); an int limits every pass of this operator
+_BLAS_THREADS = None
 _SYMMETRY_RTOL = 1e-5           # |K_ij - K_ji| <= rtol * max|diag K| (tolerates float32 kernels)
 _PSD_RTOL = 1e-5                # smallest eigenvalue of a principal submatrix >= -rtol * largest
 
@@ -30,11 +37,14 @@ class KernelMatrix:
       name: argument name used in error messages.
       matrix: array-like of shape (P, N); float32/float64 arrays and memmaps are used without a copy.
       normalization: divisor ``> 0`` (``N K`` for the MSE NTK; 1 for the NNGP).
-      chunk_bytes: float64 bytes of one row chunk: the one reused buffer of the float32 passes.
-      blas_threads: BLAS threads during a float32 chunked pass (``None``: BLAS's own default).
+      chunk_bytes: float64 bytes of one row chunk: the one reused buffer of the float32 passes (default
+        ``None``: 4 MiB, and at least 10 rows).
+      blas_threads: BLAS threads during a float32 chunked pass (``None``, the default: the caller's
+        setting, e.g. ``KrylovLoss(threads=...)``; 1 thread ran the passes up to 2.8x faster on the shared
+        2-core machine, benchmarks/RESULTS_scale.md §6).
     """
 
-    def __init__(self, name: str, matrix, normalization: float = 1.0, chunk_bytes: int = _CHUNK_BYTES,
+    def __init__(self, name: str, matrix, normalization: float = 1.0, chunk_bytes: Optional[int] = None,
                  blas_threads: Optional[int] = _BLAS_THREADS):
         if matrix is None:
             raise TypeError(f"{name} must be an array, got None")
@@ -52,12 +62,14 @@ class KernelMatrix:
         if not (np.isfinite(normalization) and normalization > 0):
             raise ValueError(f"normalization must be finite and > 0, got {normalization}")
         self.name, self.matrix, self.normalization = name, matrix, float(normalization)
-        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
-            raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        if chunk_bytes is not None and (isinstance(chunk_bytes, bool) or not isinstance(
+                chunk_bytes, (int, np.integer)) or chunk_bytes < 1):
+            raise ValueError(f"chunk_bytes must be a positive int or None, got {chunk_bytes!r}")
         if blas_threads is not None and (isinstance(blas_threads, bool) or not isinstance(
                 blas_threads, (int, np.integer)) or blas_threads < 1):
             raise ValueError(f"blas_threads must be a positive int or None, got {blas_threads!r}")
-        self.rows = max(1, int(chunk_bytes) // (8 * matrix.shape[1]))
+        self.rows = max(_MIN_ROWS, _CHUNK_BYTES // (8 * matrix.shape[1])) if chunk_bytes is None else \
+            max(1, int(chunk_bytes) // (8 * matrix.shape[1]))
         self.blas_threads = None if blas_threads is None else int(blas_threads)
         self._buf = None         # the float64 chunk buffer, allocated at the first float32 pass
         self.passes = 0          # number of full passes over the matrix (matmat calls)

@@ -114,6 +114,49 @@ def _old_matmat(mm, x, rows):
     return out
 
 
+def cmd_bandwidth_split(d: Path, chunks_mib, b: int = 10, reps: int = 3) -> None:
+    """Where a float32 pass goes, one thread, one process: the float32 -> float64 cast of every row chunk
+    into one reused buffer alone, the (rows, N) @ (N, b) product on that buffer alone, and the two in
+    sequence (what :class:`KernelMatrix` does), per chunk size; GB/s of float32 read, best of ``reps``."""
+    from threadpoolctl import threadpool_limits
+    mm = np.load(_kernel_file(d), mmap_mode="r")
+    n, p = mm.shape[1], mm.shape[0]
+    x = np.random.default_rng(0).standard_normal((n, b))
+    for i in range(0, p, 4096):
+        mm[i:i + 4096].sum()
+    res = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for c in chunks_mib:
+            rows = max(1, int(c * 2 ** 20) // (8 * n))
+            buf, out = np.empty((rows, n)), np.empty((p, b))
+
+            def cast():
+                for i in range(0, p, rows):
+                    src = mm[i:i + rows]
+                    np.copyto(buf[:src.shape[0]], src)
+
+            def product():
+                for i in range(0, p, rows):
+                    m = min(rows, p - i)
+                    np.matmul(buf[:m], x, out=out[i:i + m])
+
+            def both():
+                for i in range(0, p, rows):
+                    src = mm[i:i + rows]
+                    blk = buf[:src.shape[0]]
+                    np.copyto(blk, src)
+                    np.matmul(blk, x, out=out[i:i + blk.shape[0]])
+
+            for name, fn in (("cast", cast), ("product", product), ("both", both)):
+                best = np.inf
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    fn()
+                    best = min(best, time.perf_counter() - t0)
+                res[f"{name}_{c:g}MiB_GBps"] = mm.nbytes / best / 1e9
+    emit(cmd="bandwidth-split", shape=list(mm.shape), b=b, **res, commit=_commit())
+
+
 def cmd_bandwidth_kernels(d: Path, chunks_mib, widths, reps: int = 5) -> None:
     """Pass bandwidth of :class:`KernelMatrix` over an on-disk float32 kernel (opened read-only), one
     process, variants interleaved, best of ``reps``: the old pass (fresh float64 array per 128 MiB chunk,
@@ -449,10 +492,14 @@ def main(argv=None):
     p.add_argument("--chunks-mib", type=float, nargs="+", default=[2, 4, 8, 16, 32, 128])
     p.add_argument("--widths", type=int, nargs="+", default=[10, 40])
     p.add_argument("--reps", type=int, default=5, help="bandwidth --kernel-dir: best of this many passes")
+    p.add_argument("--split", action="store_true",
+                   help="bandwidth --kernel-dir: time the cast and the product of a pass separately")
     p.add_argument("--tune", action="store_true", help="solve/end-to-end: BLAS 1 thread, 16 MiB operator chunks")
     a = p.parse_args(argv)
     ROOT.mkdir(parents=True, exist_ok=True)
-    if a.cmd == "bandwidth" and a.kernel_dir is not None:
+    if a.cmd == "bandwidth" and a.kernel_dir is not None and a.split:
+        cmd_bandwidth_split(a.kernel_dir, a.chunks_mib, a.widths[0], a.reps)
+    elif a.cmd == "bandwidth" and a.kernel_dir is not None:
         cmd_bandwidth_kernels(a.kernel_dir, a.chunks_mib, a.widths, a.reps)
     elif a.cmd == "bandwidth":
         cmd_bandwidth(a.gib)

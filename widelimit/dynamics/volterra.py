@@ -59,11 +59,9 @@ class VolterraOutputs:
     error_estimate: estimated max relative quadrature error of ``train``/``test`` (see the module docs).
     n_nodes: nodes of the finest time grid. weight_decay: lam (1/time).
     basis_error: for the reduced-basis solver (:mod:`widelimit.dynamics.volterra_reduced`), the stated
-      error of the basis truncation (relative, same scale as ``error_estimate``; checked against ``rtol``):
-      the smaller of ``basis_bound`` and twice the change from the leading 3k/4 basis columns, each an
-      upper bound of the measured error in every test; None for the full-space solvers.
-    basis_bound: for the reduced-basis solver, the residual bound alone (relative; docs/theory.md §5.5);
-      None for the full-space solvers.
+      bound on the error of the basis truncation (relative, same scale as ``error_estimate``; checked
+      against ``rtol``): the Galerkin residual through the energy estimate of docs/theory.md §5.5, above
+      the measured error in every test; None for the full-space solvers.
     """
 
     t: np.ndarray
@@ -75,7 +73,6 @@ class VolterraOutputs:
     n_nodes: int
     weight_decay: float
     basis_error: Optional[float] = None
-    basis_bound: Optional[float] = None
 
 
 def _check_rtol(rtol) -> float:

@@ -73,7 +73,7 @@ from .volterra_enrich import BasisEnrichment, orth_against
 from .volterra_separable import SeparableCrossScaleFlow, basis, triangle_samples
 
 _CHECK_SEED = 12345
-_COARSE = 0.95               # default step: 0.95 of the largest the a-priori estimate (h/8)^4 <= rtol allows
+_COARSE = 0.75               # default step: 0.75 of the largest the a-priori estimate (h/8)^4 <= rtol allows
 _RETRIES = 2
 _SKETCH, _SKETCH_FACTOR, _SKETCH_SEED = 64, 2.0, 7   # |R| <= 2 |Omega R| / 8: fails w.p. P(chi2_64 < 16) = 1.3e-10
 
@@ -92,8 +92,8 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
     (``initial=None``, MSE) as for :class:`~widelimit.dynamics.volterra_separable.SeparableCrossScaleFlow`.
 
     Args (besides those of :class:`~widelimit.dynamics.volterra.CrossScaleFlow`):
-      step: base step in ``v``; default ``min(2, 0.95 * 8 rtol^(1/4))``, the coarsest the a-priori check allows
-        (a-priori estimate ``0.81 rtol``; :func:`~widelimit.dynamics.volterra.default_step` aims at
+      step: base step in ``v``; default ``min(2, 0.75 * 8 rtol^(1/4))``, the coarsest the a-priori check allows
+        (a-priori estimate ``0.32 rtol``; :func:`~widelimit.dynamics.volterra.default_step` aims at
         ``rtol / 10``): the a-posteriori quadrature estimate is checked against ``rtol`` in any case.
       degree: total degree ``P`` of the fit in the two scales (int in [2, 40], default 20).
       n_samples: ``m``, Duffy-Chebyshev samples per axis (default ``P + 2``), on the probe entries only.
@@ -138,7 +138,7 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
             raise ValueError(f"kernel_backend must be 'numpy' or 'jax', got {kernel_backend!r}")
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or not 0 <= max_rounds <= 50:
             raise ValueError(f"max_rounds must be an int in [0, 50], got {max_rounds!r}")
-        if step is None:      # the coarsest base step the a-priori check allows (estimate 0.81 rtol)
+        if step is None:      # the coarsest base step the a-priori check allows (estimate 0.32 rtol)
             step = min(2.0, _COARSE * _CALIBRATED_H * _check_rtol(rtol) ** 0.25)
         # CrossScaleFlow's constructor (validation, mu_max); not the separable fit
         super(SeparableCrossScaleFlow, self).__init__(spec, x_train, y_train, x_test=x_test, rtol=rtol,

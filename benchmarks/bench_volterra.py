@@ -11,7 +11,8 @@ For each N: random inputs (d = 16, K = 2 outputs), an n_lam x n_budget table of 
   same net with biases (b_std = 0.5), kernels and fit included;
 
 with the stated quadrature error estimate (max over the table), the kernel-fit error (separable,
-reduced) and, for ``reduced``, the stated basis error (max over the table), the basis size k and the
+reduced) and, for ``reduced``, the stated basis error (max over the table; since commit abedd5d the
+residual bound of docs/theory.md §5.5, before it the 3k/4-column estimate), the basis size k and the
 number r of full pivot kernels. ``--skip-homogeneous`` skips the Volterra run on the bias-free net;
 ``--step`` sets the base step in v (default ``default_step(rtol)``; at most ``8 rtol^(1/4)``).
 Single-threaded BLAS by default (the

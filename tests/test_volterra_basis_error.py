@@ -63,14 +63,17 @@ def test_stated_basis_error_bounds_the_measured_one_homogeneous():
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", NETS[:3], ids=["relu-b0.5", "relu-b1.5", "erf-b0.8"])
 def test_stated_basis_error_bounds_the_measured_one_at_rtol(spec):
-    """N = 240 at rtol = 1e-6 (default enrichment, k < N): deviation from the full-space solver <= stated
-    basis error + the two fit errors' effect (measured ~1e-8 with a complete basis) and < 1e-6."""
+    """N = 240 at rtol = 1e-6 (default enrichment): deviation from the full-space solver <= stated basis
+    error + the two fit errors' effect (measured ~1e-8 with a complete basis) and < 1e-6. Measured: k < N
+    for ReLU b = 0.5; for the other two nets the enrichment completes the basis at this N (k = N, stated
+    basis error 0: the deviation is the fit difference alone)."""
     x, xt, y = _problem(13, 240, 40)
     t = np.geomspace(1.0, 1e3, 5)
     lams = list(np.geomspace(1e-4, 1e-2, 7))
     red = ReducedCrossScaleFlow(spec, x, y, x_test=xt, rtol=1e-6)
     outs = red.solve_many(lams, t)
-    assert red.basis.shape[1] < 240
+    if spec.b_std == 0.5:
+        assert red.basis.shape[1] < 240
     refs = SeparableCrossScaleFlow(spec, x, y, x_test=xt, rtol=1e-6, step=red.step).solve_many(lams, t)
     for out, ref in zip(outs, refs):
         dev = _dev(out, ref, y)

@@ -31,16 +31,10 @@ BUDGETS = np.geomspace(1e2, 1e6, 50)
 
 
 def _commit() -> str:
-    import subprocess
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "widelimit", "benchmarks"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
+    """Commit of the checkout (``widelimit.provenance.git_state``), ``-dirty`` if tracked files differ."""
+    from widelimit.provenance import git_state
+    sha, dirty = git_state()
+    return "unknown" if sha is None else sha[:7] + ("-dirty" if dirty else "")
 
 
 def _peak() -> int:

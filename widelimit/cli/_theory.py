@@ -30,16 +30,9 @@ def solver_threads(solver: str, n_train: int, f0: str = "nngp"):
     measured, benchmarks/RESULTS_scale.md: the thin float64 products of the kernel passes and the small
     dense algebra of the recurrence ran faster on one thread of the shared machine); no limit for eigh,
     whose O(N^3) eigendecomposition uses every core."""
-    import contextlib
-
+    from widelimit.kernels.blockwise import blas_threads
     from widelimit.predict.models import resolve_solver
-    if resolve_solver(solver, n_train, f0) != "krylov":
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return blas_threads(1 if resolve_solver(solver, n_train, f0) == "krylov" else None)
 
 
 def spread_model(prob, learning_rate: Optional[float] = None):

@@ -274,22 +274,43 @@ def blockwise_kernels(spec: MLP, x1, x2=None, *, get: Sequence[str] = GETS, bloc
         legacy = lambda gets: _key(spec, x1, None if sym else x2c, gets, dtype, block)  # noqa: E731
         out, done = open_store(Path(path), key, legacy, get, GETS, dtype, (n1, n2), blocks)
     fn = _jax_block_fn(spec) if dev == "jax" else None
-    with _blas_threads(1):  # the (rows x d) @ (d x block) Gram products are small: threaded BLAS only loses
+    with blas_threads(1):  # the (rows x d) @ (d x block) Gram products are small: threaded BLAS only loses
         _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress)
     return out
 
 
-def _blas_threads(n: int):
-    """Limit BLAS to ``n`` threads inside the block loop (threadpoolctl when installed, else no-op).
+class blas_threads:
+    """Context: BLAS limited to ``n`` threads (threadpoolctl; ``n=None``: no limit). The one thread limiter of
+    the project (kernel block loop, Krylov iteration and passes, CLI); reentrant, restores the caller's
+    setting on exit, one cached ``ThreadpoolController`` for the process.
 
-    Measured (benchmarks/RESULTS_scale.md): OpenBLAS with 2 threads ran the (32 x 40) @ (40 x 2048) Gram
-    chunk at 21 M entries/s on the shared 2-core machine, 1 thread at 360 M entries/s."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
+    Threaded OpenBLAS on small or thin products is pathological on a shared machine. Measured
+    (benchmarks/RESULTS_scale.md, RESULTS_krylov.md): the (32 x 40) @ (40 x 2048) Gram chunk ran at
+    21 M entries/s on 2 threads and 360 M entries/s on 1; eigh of a 270 x 270 matrix took 346 ms median on
+    2 threads and 23 ms on one (load 5 on 2 cores)."""
+
+    _controller = None
+
+    def __init__(self, n=1):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
+        self.n = n
+        self._ctx = None
+
+    def __enter__(self):
+        if self.n is not None:
+            if blas_threads._controller is None:
+                from threadpoolctl import ThreadpoolController
+                blas_threads._controller = ThreadpoolController()
+            self._ctx = blas_threads._controller.limit(limits=int(self.n), user_api="blas")
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            ctx.__exit__(*exc)
+        return False
 
 
 def _fill(spec, x1, x2c, sym, block, blocks, done, out, fn, path, key, progress) -> None:

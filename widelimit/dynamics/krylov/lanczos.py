@@ -28,41 +28,10 @@ from typing import Callable, List, Sequence
 
 import numpy as np
 
+from ...kernels.blockwise import blas_threads  # the project's one BLAS thread limiter
+
 _PSD_RTOL = 1e-5
 
-
-class blas_threads:
-    """Context: BLAS limited to ``n`` threads (threadpoolctl; ``n=None`` or without threadpoolctl a no-op).
-
-    ``blas_threads(1)`` wraps the small dense algebra of the iteration (Ritz and Gram eigendecompositions,
-    reorthogonalisation) while the kernel passes keep the caller's setting. Threaded OpenBLAS on small
-    matrices is pathological on a shared machine: measured (load 5 on 2 cores; benchmarks/RESULTS_krylov.md)
-    eigh of a 270 x 270 matrix took 346 ms median on 2 threads and 23 ms on one."""
-
-    _controller = None
-
-    def __init__(self, n=1):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-            raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
-        self.n = n
-
-    def __enter__(self):
-        if blas_threads._controller is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-                blas_threads._controller = ThreadpoolController()
-            except ImportError:  # pragma: no cover
-                blas_threads._controller = False
-        self._ctx = None
-        if self.n is not None and blas_threads._controller:
-            self._ctx = blas_threads._controller.limit(limits=int(self.n), user_api="blas")
-            self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
-        return False
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ read a few thousand entries, never the whole matrix, so they run before any expe
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import numpy as np
@@ -27,7 +26,7 @@ _PSD_RTOL = 1e-5                # smallest eigenvalue of a principal submatrix >
 
 
 # one implementation, shared with the blockwise kernels (dynamics may import kernels, not the reverse)
-from ...kernels.blockwise import _blas_threads, available_memory_bytes  # noqa: E402
+from ...kernels.blockwise import available_memory_bytes, blas_threads  # noqa: E402
 
 
 class KernelMatrix:
@@ -155,9 +154,7 @@ class KernelMatrix:
 
     def _threads(self):
         """BLAS limited to ``blas_threads`` during a chunked pass (no limit when None)."""
-        if self.blas_threads is None:
-            return contextlib.nullcontext()
-        return _blas_threads(self.blas_threads)
+        return blas_threads(self.blas_threads)
 
     def check_square(self, n_pairs: int = 4096, n_sub: int = 256, seed: int = 0) -> None:
         """Cheap checks that ``A`` is a symmetric PSD kernel, reading ``O(n_pairs + n_sub^2 + N)`` entries.

@@ -207,3 +207,29 @@ def test_blas_threads_limits_and_restores():
             blas_threads(bad)
     with pytest.raises(ValueError, match="threads"):
         KrylovLoss(np.eye(4), np.ones(4), 2, threads=0)
+
+
+def test_lockstep_equals_separate_runs(problem):
+    """Two bases grown with shared passes (:func:`lockstep`) are the bases grown one after the other, and
+    each shared pass counts once."""
+    from widelimit.dynamics.krylov.lanczos import BlockLanczos, block_lanczos, lockstep
+    p = problem
+    a = p["ntt"] / p["y"].size
+    starts = [p["y"], np.random.default_rng(5).standard_normal((400, 7))]
+
+    def sol(s0):          # exp(-3 A) applied to the start, the quantity whose convergence stops the run
+        return lambda q, theta, w: [q @ (w * np.exp(-3.0 * theta)) @ (w.T @ (q.T @ s0))]
+
+    sep = [block_lanczos(lambda x: a @ x, st, solution=sol(st), tol=1e-9, max_dim=200) for st in starts]
+    calls = []
+
+    def mm(x):
+        calls.append(x.shape[1])
+        return a @ x
+    both = lockstep(mm, [BlockLanczos(st, solution=sol(st), tol=1e-9, max_dim=200) for st in starts])
+    assert len(calls) == max(b.n_blocks for b in both) < sum(b.n_blocks for b in both)
+    assert calls[0] == sum(s.shape[1] for s in starts)
+    for s_, b_ in zip(sep, both):
+        assert (s_.dim, s_.n_blocks, s_.converged) == (b_.dim, b_.n_blocks, True)
+        np.testing.assert_allclose(b_.ritz_values, s_.ritz_values, rtol=1e-10, atol=1e-12 * s_.ritz_values.max())
+        assert np.linalg.norm(s_.q - b_.q @ (b_.q.T @ s_.q)) < 1e-8     # the same space

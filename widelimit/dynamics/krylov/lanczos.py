@@ -31,6 +31,9 @@ import numpy as np
 from ...kernels.blockwise import blas_threads  # the project's one BLAS thread limiter
 
 _PSD_RTOL = 1e-5
+#: BLAS threads of the basis products ``Q^T (A X)`` and the reorthogonalisation (N x r by r x b); None:
+#: the caller's setting (the passes'), 1: serial like the small r x r algebra
+_GEMM_THREADS = None
 
 
 
@@ -108,6 +111,105 @@ def _relative_change(new: Sequence[np.ndarray], old: Sequence[np.ndarray]) -> fl
     return err
 
 
+class BlockLanczos:
+    """The iteration of :func:`block_lanczos` as a state machine, so that several can share kernel passes.
+
+    :attr:`block` is the next block to multiply (``None`` once finished); :meth:`advance` takes ``A @ block``
+    and prepares the next one; :meth:`result` returns the :class:`KrylovBasis`. Arguments as
+    :func:`block_lanczos` (``on_block`` is called with each block before its product is needed)."""
+
+    def __init__(self, start: np.ndarray, *,
+                 solution: Callable[[np.ndarray, np.ndarray, np.ndarray], List[np.ndarray]],
+                 tol: float = 1e-10, max_dim: int = 2000, lag: int = 2, min_blocks: int = 3,
+                 deflation_rtol: float = 1e-12, check_growth: float = 0.1, name: str = "kernel",
+                 on_block: Callable[[np.ndarray], None] = None):
+        self._t0 = _time.perf_counter()
+        start = np.asarray(start, dtype=np.float64)
+        n = start.shape[0]
+        self.max_dim = int(min(max_dim, n))
+        scale0 = _norm2(start)
+        if scale0 == 0.0:
+            raise ValueError("the starting block (targets, initial outputs, probes) is all zeros")
+        block, _, _ = _orthonormal_columns(start, 1e-13 * scale0)
+        self.solution, self.tol, self.lag, self.min_blocks = solution, tol, lag, min_blocks
+        self.deflation_rtol, self.check_growth, self.name, self.on_block = (deflation_rtol, check_growth, name,
+                                                                            on_block)
+        self.q = np.empty((n, self.max_dim), order="F")   # columns contiguous: only the used ones are touched
+        self.t_mat = np.zeros((self.max_dim, self.max_dim))
+        self.r, self.n_blocks, self.r_checked = 0, 0, 0
+        self.sols: List[List[np.ndarray]] = []
+        self.history = []
+        self.err, self.resid, self.invariant, self.norm_a = np.inf, np.inf, False, 0.0
+        self.block = None
+        self._set_block(block[:, :self.max_dim])
+
+    def _set_block(self, block: np.ndarray) -> None:
+        if block.shape[1] == 0:
+            self.block = None
+            return
+        b = block.shape[1]
+        self.q[:, self.r:self.r + b] = block
+        if self.on_block is not None:
+            self.on_block(block)
+        self.block = block
+
+    def advance(self, aq: np.ndarray) -> None:
+        """Take ``A @ self.block``: extend ``T``, maybe evaluate the solution, and set the next block."""
+        q, t_mat, r, b = self.q, self.t_mat, self.r, self.block.shape[1]
+        r_new = r + b
+        with blas_threads(_GEMM_THREADS):   # the (N, r) x (N, b) products: the caller's BLAS threads
+            coef = q[:, :r_new].T @ aq
+        with blas_threads(1):            # the small dense algebra (r x r at most) on one thread
+            self.n_blocks += 1
+            t_mat[:r_new, r:r_new] = coef
+            t_mat[r:r_new, :r] = coef[:r].T
+            t_mat[r:r_new, r:r_new] = 0.5 * (coef[r:] + coef[r:].T)
+            r = self.r = r_new
+            check = self.n_blocks <= self.min_blocks or r >= self.r_checked + max(
+                1, int(self.check_growth * self.r_checked))
+            if check:                      # Ritz pairs and the solution at geometrically spaced sizes
+                theta, w = np.linalg.eigh(t_mat[:r, :r])
+                self.norm_a = max(self.norm_a, float(np.max(np.abs(theta))))
+                if theta[0] < -_PSD_RTOL * self.norm_a:
+                    raise ValueError(f"{self.name} is not positive semi-definite: Ritz value {theta[0]:.3g} (a "
+                                     f"Rayleigh quotient) vs largest {theta[-1]:.3g}")
+                self.sols.append(self.solution(q[:, :r], theta, w))
+                self.r_checked = r
+                if len(self.sols) > self.lag:
+                    self.err = _relative_change(self.sols[-1], self.sols[-1 - self.lag])
+                    self.sols.pop(0)
+            else:
+                self.norm_a = max(self.norm_a, float(np.max(np.abs(np.diag(t_mat[:r, :r])))))
+        # next block: residual of A Q_last against the whole basis, orthogonalised twice, then deflated
+        with blas_threads(_GEMM_THREADS):
+            res = aq - q[:, :r] @ coef
+            res -= q[:, :r] @ (q[:, :r].T @ res)
+        with blas_threads(1):
+            size = _norm2(aq)
+            block, self.resid, low = _orthonormal_columns(res, self.deflation_rtol * max(self.norm_a, 1e-300))
+        if block.shape[1] and low < 1e-4 * size:    # small kept directions: a third pass keeps them orthogonal
+            with blas_threads(_GEMM_THREADS):
+                block -= q[:, :r] @ (q[:, :r].T @ block)
+            with blas_threads(1):
+                block, _ = np.linalg.qr(block)
+        self.history.append((r, self.err))
+        if block.shape[1] == 0:
+            self.invariant, self.err = True, 0.0
+            self.block = None
+        elif (check and self.n_blocks >= self.min_blocks and self.err <= self.tol) or r >= self.max_dim:
+            self.block = None
+        else:
+            self._set_block(block[:, :self.max_dim - r])
+
+    def result(self) -> KrylovBasis:
+        r = self.r
+        with blas_threads(1):
+            theta, w = np.linalg.eigh(self.t_mat[:r, :r])
+        return KrylovBasis(self.q[:, :r], theta, w, float(self.resid), self.n_blocks, float(self.err),
+                           bool(self.invariant or self.err <= self.tol), tuple(self.history),
+                           _time.perf_counter() - self._t0)
+
+
 def block_lanczos(matmat: Callable[[np.ndarray], np.ndarray], start: np.ndarray, *,
                   solution: Callable[[np.ndarray, np.ndarray, np.ndarray], List[np.ndarray]],
                   tol: float = 1e-10, max_dim: int = 2000, lag: int = 2, min_blocks: int = 3,
@@ -129,71 +231,26 @@ def block_lanczos(matmat: Callable[[np.ndarray], np.ndarray], start: np.ndarray,
     Raises ValueError if a Ritz value is clearly negative (it is a Rayleigh quotient of ``A``, so ``A`` is
     then not PSD).
     """
-    t0 = _time.perf_counter()
-    start = np.asarray(start, dtype=np.float64)
-    n = start.shape[0]
-    max_dim = int(min(max_dim, n))
-    scale0 = _norm2(start)
-    if scale0 == 0.0:
-        raise ValueError("the starting block (targets, initial outputs, probes) is all zeros")
-    block, _, _ = _orthonormal_columns(start, 1e-13 * scale0)
-    block = block[:, :max_dim]
-    q = np.empty((n, max_dim), order="F")      # columns contiguous: only the used ones are touched
-    t_mat = np.zeros((max_dim, max_dim))
-    r, n_blocks, r_checked = 0, 0, 0
-    sols: List[List[np.ndarray]] = []
-    history = []
-    err, resid, invariant = np.inf, np.inf, False
-    norm_a = 0.0
-    while block.shape[1] > 0:
-        b = block.shape[1]
-        q[:, r:r + b] = block
-        if on_block is not None:
-            on_block(block)
-        aq = matmat(block)
-        with blas_threads(1):            # everything but the kernel pass: small dense algebra
-            n_blocks += 1
-            r_new = r + b
-            coef = q[:, :r_new].T @ aq
-            t_mat[:r_new, r:r_new] = coef
-            t_mat[r:r_new, :r] = coef[:r].T
-            t_mat[r:r_new, r:r_new] = 0.5 * (coef[r:] + coef[r:].T)
-            r = r_new
-            check = n_blocks <= min_blocks or r >= r_checked + max(1, int(check_growth * r_checked))
-            if check:                      # Ritz pairs and the solution at geometrically spaced sizes
-                theta, w = np.linalg.eigh(t_mat[:r, :r])
-                norm_a = max(norm_a, float(np.max(np.abs(theta))))
-                if theta[0] < -_PSD_RTOL * norm_a:
-                    raise ValueError(f"{name} is not positive semi-definite: Ritz value {theta[0]:.3g} (a Rayleigh "
-                                     f"quotient) vs largest {theta[-1]:.3g}")
-                sols.append(solution(q[:, :r], theta, w))
-                r_checked = r
-                if len(sols) > lag:
-                    err = _relative_change(sols[-1], sols[-1 - lag])
-                    sols.pop(0)
-            else:
-                norm_a = max(norm_a, float(np.max(np.abs(np.diag(t_mat[:r, :r])))))
-            # next block: residual of A Q_last against the whole basis, orthogonalised twice, then deflated
-            res = aq - q[:, :r] @ coef
-            res -= q[:, :r] @ (q[:, :r].T @ res)
-            size = _norm2(aq)
-            block, resid, low = _orthonormal_columns(res, deflation_rtol * max(norm_a, 1e-300))
-            if block.shape[1] and low < 1e-4 * size:    # small kept directions: a third pass keeps them orthogonal
-                block -= q[:, :r] @ (q[:, :r].T @ block)
-                block, _ = np.linalg.qr(block)
-        history.append((r, err))
-        if block.shape[1] == 0:
-            invariant, err = True, 0.0
-            break
-        if check and n_blocks >= min_blocks and err <= tol:
-            break
-        if r >= max_dim:
-            break
-        block = block[:, :max_dim - r]
-    with blas_threads(1):
-        theta, w = np.linalg.eigh(t_mat[:r, :r])
-    return KrylovBasis(q[:, :r], theta, w, float(resid), n_blocks, float(err),
-                       bool(invariant or err <= tol), tuple(history), _time.perf_counter() - t0)
+    it = BlockLanczos(start, solution=solution, tol=tol, max_dim=max_dim, lag=lag, min_blocks=min_blocks,
+                      deflation_rtol=deflation_rtol, check_growth=check_growth, name=name, on_block=on_block)
+    while it.block is not None:
+        it.advance(matmat(it.block))
+    return it.result()
 
 
-__all__ = ["KrylovBasis", "block_lanczos", "blas_threads"]
+def lockstep(matmat: Callable[[np.ndarray], np.ndarray], iterations: Sequence[BlockLanczos]) -> list:
+    """Run several :class:`BlockLanczos` iterations of the SAME operator with shared passes: every pass
+    multiplies the unfinished iterations' blocks side by side (one read of the kernel instead of one per
+    basis; the result is the same as running them one after the other). Returns their :class:`KrylovBasis`."""
+    while True:
+        live = [it for it in iterations if it.block is not None]
+        if not live:
+            break
+        widths = np.cumsum([0] + [it.block.shape[1] for it in live])
+        aq = matmat(np.concatenate([it.block for it in live], axis=1))
+        for it, lo, hi in zip(live, widths[:-1], widths[1:]):
+            it.advance(aq[:, lo:hi])
+    return [it.result() for it in iterations]
+
+
+__all__ = ["KrylovBasis", "BlockLanczos", "block_lanczos", "lockstep", "blas_threads"]

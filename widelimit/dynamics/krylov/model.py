@@ -32,7 +32,7 @@ import numpy as np
 
 from ..modes import check_learning_rate, mode_response
 from ..ntk_l2 import _as_float_array, _check_degree, _check_lam
-from .lanczos import KrylovBasis, blas_threads, block_lanczos
+from .lanczos import BlockLanczos, KrylovBasis, blas_threads, lockstep
 from .operator import KernelMatrix, as_kernel, available_memory_bytes
 
 
@@ -214,10 +214,20 @@ class KrylovLoss:
                            np.array([0.03, 0.3, 3.0, horizon]))
         self._test_monitor = None if test is None else np.sort(
             np.random.default_rng(seed).choice(m, size=min(m, 256), replace=False))
-        # basis 1: targets (and given f0) -> outputs, mean-function and training losses
+        # basis 1: targets (and given f0) -> outputs, mean-function and training losses; basis 2 (expected
+        # loss): probes u = Theta~_Xx z (w = K_Xx z enters only through Q^T w) -> variance. Both are grown
+        # in lockstep: each pass over the kernel multiplies both bases' blocks (one read instead of two).
         start = np.concatenate([g for _, g in groups], axis=1)
         kinds = np.concatenate([np.full(g.shape[1], name == "y") for name, g in groups])
-        self.basis, self._g, proj = self._grow(a, test, start, kinds, tol, max_dim, on_failure, "mean")
+        mon_rows = None if test is None else _rows(test, self._test_monitor) / test.normalization
+        runs = [self._iteration(a, test, mon_rows, start, kinds, tol, max_dim, "mean")]
+        if averaged:
+            u, w_probe = test.rmatmat(z), nngp_xt.rmatmat(z)
+            runs.append(self._iteration(a, test, mon_rows, u, np.zeros(u.shape[1], bool), variance_tol, max_dim,
+                                        "variance", need_test=False))
+        with self._threads:
+            bases = lockstep(a.matmat, [it for it, _ in runs])
+        self.basis, self._g, proj = runs[0][1](bases[0], on_failure)
         self.eigenvalues = np.maximum(self.basis.ritz_values, 0.0)   # Ritz values (the protocol's modes)
         self._s_y = proj[:, kinds]
         self._s_f = proj[:, ~kinds] if (~kinds).any() else None
@@ -228,10 +238,8 @@ class KrylovLoss:
             self._r_y = np.einsum("ik,ik->i", self._g.T @ self._yt, self._s_y)
             self._c0 = float(np.sum(self._yt ** 2))
         self.variance_basis = None
-        if averaged:  # basis 2: probes u = Theta~_Xx z (w = K_Xx z enters only through Q^T w) -> variance
-            u, w_probe = test.rmatmat(z), nngp_xt.rmatmat(z)
-            vb, _, s_u = self._grow(a, test, u, np.zeros(u.shape[1], bool), variance_tol, max_dim, on_failure,
-                                    "variance", need_test=False)
+        if averaged:
+            vb, _, s_u = runs[1][1](bases[1], on_failure)
             self.variance_basis = vb
             self._var_eigenvalues = np.maximum(vb.ritz_values, 0.0)
             q, w = vb.q, vb.ritz_vectors
@@ -245,25 +253,31 @@ class KrylovLoss:
             self._kxx = float(np.mean(kxx))
         self.passes = a.passes + (0 if test is None else test.passes)
 
-    def _grow(self, a: KernelMatrix, test: Optional[KernelMatrix], start: np.ndarray, kinds: np.ndarray,
-              tol: float, max_dim: int, on_failure: str, what: str, need_test: bool = True):
-        """One block Krylov basis from ``start``; returns ``(basis, G = Theta~_xX Q W or None, W^T Q^T start)``.
+    def _iteration(self, a: KernelMatrix, test: Optional[KernelMatrix], mon_rows: Optional[np.ndarray],
+                   start: np.ndarray, kinds: np.ndarray, tol: float, max_dim: int, what: str,
+                   need_test: bool = True):
+        """One block Krylov iteration from ``start`` (:class:`~.lanczos.BlockLanczos`, run by
+        :func:`~.lanczos.lockstep`) and its ``finish(basis, on_failure) -> (basis, G = Theta~_xX Q W or None,
+        W^T Q^T start)``.
 
         The stopping rule monitors, at the sentinel ``(lam, t)``, the test outputs (on <= 256 monitored test
-        points; the training outputs without a test kernel) of every start column: ``J/mu`` for target
-        columns (``kinds``), ``gap/mu`` for the others."""
-        n = start.shape[0]
+        points, ``mon_rows``; the training outputs without a test kernel) of every start column: ``J/mu``
+        for target columns (``kinds``), ``gap/mu`` for the others. The full ``G`` is one pass over the test
+        kernel after convergence, not one per block."""
         mon = self._test_monitor
         use_test = test is not None
-        gq = np.empty((test.shape[0] if need_test else mon.size, max_dim)) if use_test else None
+        gq = np.empty((mon.size, max_dim)) if use_test else None
         filled = [0]
         lams, s_grid = self._sentinels
-        mon_rows = _rows(test, mon) / test.normalization if (use_test and not need_test) else None
 
         def on_block(block):
             if use_test:
                 k = block.shape[1]
-                val = test.matmat(block) if need_test else mon_rows @ block
+                if filled[0] == 0 and need_test:   # one full pass first: a non-finite test kernel raises early
+                    val = test.matmat(block)[mon]
+                else:
+                    with blas_threads(1):
+                        val = mon_rows @ block
                 gq[:, filled[0]:filled[0] + k] = val
             filled[0] += block.shape[1]
 
@@ -271,7 +285,7 @@ class KrylovLoss:
             s_all = w.T @ (q.T @ start)                 # (r, b)
             r = q.shape[1]
             if use_test:
-                base = (gq[mon, :r] if need_test else gq[:, :r]) @ w
+                base = gq[:, :r] @ w
             else:
                 base = q @ w
             coef = []
@@ -283,18 +297,24 @@ class KrylovLoss:
             groups = [out[..., kinds], out[..., ~kinds]]
             return [g for g in groups if g.size]
 
-        with self._threads:
-            basis = block_lanczos(a.matmat, start, solution=solution, tol=tol, max_dim=max_dim,
-                                  name="ntk_train_train", on_block=on_block)
-        if not basis.converged:
-            msg = (f"Krylov basis ({what}) not converged: error estimate {basis.error_estimate:.3g} > tol "
-                   f"{tol:g} at max_dim={max_dim} ({basis.n_blocks} blocks); results carry that relative error")
-            if on_failure == "raise":
-                raise RuntimeError(msg)
-            warnings.warn(msg, KrylovConvergenceWarning, stacklevel=3)
-        w = basis.ritz_vectors
-        g = gq[:, :basis.dim] @ w if (use_test and need_test) else None
-        return basis, g, w.T @ (basis.q.T @ start)
+        def finish(basis, on_failure):
+            if not basis.converged:
+                msg = (f"Krylov basis ({what}) not converged: error estimate {basis.error_estimate:.3g} > tol "
+                       f"{tol:g} at max_dim={max_dim} ({basis.n_blocks} blocks); results carry that relative "
+                       "error")
+                if on_failure == "raise":
+                    raise RuntimeError(msg)
+                warnings.warn(msg, KrylovConvergenceWarning, stacklevel=3)
+            w = basis.ritz_vectors
+            g = None
+            if use_test and need_test:
+                with self._threads:
+                    g = test.matmat(basis.q) @ w
+            return basis, g, w.T @ (basis.q.T @ start)
+
+        it = BlockLanczos(start, solution=solution, tol=tol, max_dim=max_dim, name="ntk_train_train",
+                          on_block=on_block)
+        return it, finish
 
     @classmethod
     def from_kernels(cls, kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp",

@@ -130,3 +130,31 @@ def test_kernel_dir_subset_reused_and_other_run_refused(tmp_path, capsys):
     assert cli.main(common + ["--kernel-dir", str(tmp_path / "fresh"), "--n-train", "120", "--f0", "zero"]) == 0
     fresh = json.loads(capsys.readouterr().out)
     assert np.allclose([r["t*"] for r in fresh["rows"]], [r["t*"] for r in zero["rows"]], rtol=1e-12)
+
+
+def test_cli_states_the_krylov_solver_error(monkeypatch, capsys):
+    """With the stochastic (Hutch++) Krylov model the t* and lambda_opt tables carry the jackknife solver
+    s.e. (the same numbers the Python API states), and its cost is announced before the searches."""
+    from widelimit.cli import progress
+    from widelimit.predict import lambda_opt, t_star
+    monkeypatch.setattr(progress, "ANNOUNCE_S", 0.0)
+    args = ["table", "ntk", "--data", "digits", "--n-train", "300", "--n-test", "150", "--seed", "1",
+            "--solver", "krylov", "--weight-decay", "0.003", "--budgets", "1000", "--learning-rate", "1",
+            "--format", "json"]
+    assert cli.main(args) == 0
+    cap = capsys.readouterr()
+    assert "17 searches per λ: the jackknife over the 16 Hutch++ probes" in cap.err
+    tables = json.loads(cap.out)["tables"]
+    row, opt = tables["tstar"]["rows"][0], tables["lambda_opt"]["rows"][0]
+    assert tables["tstar"]["units"]["t* solver s.e."] == "η·steps"
+    assert tables["lambda_opt"]["units"]["λ_opt solver s.e."] == "1/(η·steps)"
+    assert 0 < row["t* solver s.e."] < 0.05 * row["t*"] and 0 < opt["λ_opt solver s.e."] < 0.05 * opt["λ_opt"]
+    # the same numbers from the Python API on the same problem
+    from widelimit.cli import _theory
+    from widelimit.cli.problem import load_problem
+    ns = cli.build_parser().parse_args(args + ["--no-progress"])
+    model = _theory.loss_model(load_problem(ns), "nngp", None, "krylov")
+    ts = t_star(model, weight_decays=[0.003])
+    lo = lambda_opt(model, steps=[1000], learning_rate=1.0)
+    assert row["t* solver s.e."] == pytest.approx(float(ts.t_star_solver_se[0]), rel=1e-9)
+    assert opt["λ_opt solver s.e."] == pytest.approx(float(np.ravel(lo.weight_decay_opt_solver_se)[0]), rel=1e-9)

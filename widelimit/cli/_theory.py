@@ -62,11 +62,12 @@ def lambda_opt_spread(model, steps: Sequence[int], learning_rate: float, seeds: 
         raise UsageError(f"--search-weight-decay: {e}") from None
 
 
-def t_star(model, weight_decays: Sequence[float], learning_rate: Optional[float]):
+def t_star(model, weight_decays: Sequence[float], learning_rate: Optional[float], solver_error=None):
     """:func:`widelimit.predict.t_star` (a :class:`~widelimit.predict.TStar`, one validity per row)."""
     from widelimit.predict import t_star as _t_star
     return _t_star(model, weight_decays=list(weight_decays),
-                   learning_rate=None if getattr(model, "learning_rate", None) is not None else learning_rate)
+                   learning_rate=None if getattr(model, "learning_rate", None) is not None else learning_rate,
+                   solver_error=solver_error)
 
 
 def lambda_opt(model, steps: Sequence[int], learning_rate: float, weight_decays=None):
@@ -98,7 +99,9 @@ class Row:
 
     Fields: ``weight_decay`` λ (float, 1/(η·steps)); ``t_star`` (η·steps; None for budget rows); ``loss``
     (test MSE at the optimum); ``validity`` (:class:`widelimit.validity.Validity`); for budgets also
-    ``steps`` (T) and ``time`` (η·T, in η·steps)."""
+    ``steps`` (T) and ``time`` (η·T, in η·steps); ``solver_se``: the standard error of the row's optimum
+    (t* in η·steps, λ_opt in 1/(η·steps)) from a stochastic solver (Hutch++ probes of the Krylov model,
+    jackknife, docs/theory.md §4.3), None for an exact model."""
 
     weight_decay: float
     t_star: Optional[float]
@@ -106,6 +109,7 @@ class Row:
     validity: object
     steps: Optional[int] = None
     time: Optional[float] = None
+    solver_se: Optional[float] = None
 
     def __post_init__(self):
         object.__setattr__(self, "weight_decay", float(self.weight_decay))
@@ -113,12 +117,17 @@ class Row:
 
 def t_star_rows(result):
     """The rows of a :class:`~widelimit.predict.TStar`."""
-    return [Row(lam, float(t), float(b), v) for lam, t, b, v in
-            zip(result.weight_decay, result.t_star, result.best, result.validity)]
+    se = result.t_star_solver_se
+    se = [None] * len(result.t_star) if se is None else [float(x) for x in se]
+    return [Row(lam, float(t), float(b), v, solver_se=e) for lam, t, b, v, e in
+            zip(result.weight_decay, result.t_star, result.best, result.validity, se)]
 
 
 def lambda_opt_rows(result):
     """The rows of a :class:`~widelimit.predict.LambdaOpt` over a 1-D list of budgets."""
-    return [Row(lam, None, float(b), v, int(T), float(t)) for lam, b, v, T, t in
+    import numpy as np
+    se = result.weight_decay_opt_solver_se
+    se = [None] * result.best.size if se is None else [float(x) for x in np.asarray(se).reshape(-1)]
+    return [Row(lam, None, float(b), v, int(T), float(t), e) for lam, b, v, T, t, e in
             zip(result.weight_decay_opt.reshape(-1), result.best.reshape(-1), result.validity,
-                result.steps.reshape(-1), result.time.reshape(-1))]
+                result.steps.reshape(-1), result.time.reshape(-1), se)]

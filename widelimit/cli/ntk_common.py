@@ -3,13 +3,14 @@ commands) and the options of the theory model."""
 from __future__ import annotations
 
 import math
+import time
 from typing import List, Optional
 
 from . import _theory
 from .argtypes import positive_int
 from .errors import UsageError
 from .options import add_solver_options
-from .progress import progress
+from .progress import announce, progress
 
 #: units of every column of the per-λ table (times in physical time t = η·steps, step counts in steps)
 TSTAR_UNITS = {"λ": "1/(η·steps)", "t*": "η·steps", "steps*": "steps", "c = λt*": "1",
@@ -58,9 +59,21 @@ def build_model(prob, args, f0=None):
 def tstar_rows(model, weight_decays, args) -> List[_theory.Row]:
     """:func:`widelimit.predict.t_star` for every weight decay λ (progress bar over λ)."""
     rows: List[_theory.Row] = []
-    for lam in progress(weight_decays, args, desc="t* per λ"):
+    lams = list(weight_decays)
+    probes = getattr(model, "random_probes", 0)
+    if probes and lams:   # stochastic solver: each t* also gets its jackknife s.e. (one search per probe)
+        t0 = time.perf_counter()
+        _theory.t_star(model, lams[:1], args.learning_rate, solver_error=False)
+        announce(args, f"t* for {len(lams)} λ with its solver error ({probes + 1} searches per λ: the jackknife "
+                       f"over the {probes} Hutch++ probes)", (time.perf_counter() - t0) * (probes + 1) * len(lams))
+    for lam in progress(lams, args, desc="t* per λ"):
         rows += _theory.t_star_rows(_theory.t_star(model, [lam], args.learning_rate))
     return rows
+
+
+def solver_se_note(what: str) -> str:
+    return (f"{what} solver s.e.: the standard error of {what} from the Krylov solver's random trace probes "
+            "(delete-one jackknife over the Hutch++ probes, docs/theory.md §4.3), not a spread over seeds")
 
 
 def tstar_table(prob, model, rows, args, accuracy_model=None, spread=None):
@@ -71,9 +84,10 @@ def tstar_table(prob, model, rows, args, accuracy_model=None, spread=None):
     eta: Optional[float] = args.learning_rate
     spread_cols = [] if spread is None else [f"t* {spread.level:.0%} low ({spread.seeds} seeds)",
                                              f"t* {spread.level:.0%} high ({spread.seeds} seeds)"]
-    cols = ["λ", "t*"] + (["steps*"] if eta else []) + spread_cols + ["c = λt*", "test loss at t*"] \
+    se_cols = ["t* solver s.e."] if any(r.solver_se is not None for r in rows) else []
+    cols = ["λ", "t*"] + se_cols + (["steps*"] if eta else []) + spread_cols + ["c = λt*", "test loss at t*"] \
         + (["test acc at t*"] if accuracy_model is not None else []) + ["kernel decay", "output decay", "validity"]
-    units = dict(TSTAR_UNITS, **{c: "η·steps" for c in spread_cols})
+    units = dict(TSTAR_UNITS, **{c: "η·steps" for c in spread_cols + se_cols})
     table = Table(cols, title="Best test time t* per weight decay λ",
                   units={c: units[c] for c in cols},
                   caption=f"{prob.source}; L = {prob.L}" + (f"; η = {eta:g}" if eta else ""),
@@ -85,11 +99,13 @@ def tstar_table(prob, model, rows, args, accuracy_model=None, spread=None):
                          + " (ok: inside the theory's range; see docs/theory.md §3)"],
                   meta={"L": prob.L, "learning_rate": eta, "f0": args.f0, "model": model.label,
                         "source": prob.source})
+    if se_cols:
+        table.notes.append(solver_se_note("t*"))
     if spread is not None:
         table.notes.append(f"t* low/high: the predicted central {spread.level:.0%} interval of t* of a "
                            f"{spread.seeds}-seed average test loss ({spread.method}; docs/theory.md §3.5)")
     for i, r in enumerate(rows):
-        row = [r.weight_decay, r.t_star] + ([r.t_star / eta] if eta else [])
+        row = [r.weight_decay, r.t_star] + ([r.solver_se] if se_cols else []) + ([r.t_star / eta] if eta else [])
         row += [] if spread is None else [float(spread.low[i]), float(spread.high[i])]
         row += [r.weight_decay * r.t_star, r.loss]
         if accuracy_model is not None:

@@ -5,7 +5,7 @@ from . import _theory
 from .argtypes import positive_float, positive_int
 from .errors import EXIT_OK, UsageError
 from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_model, check_model_options,
-                         tstar_rows, tstar_table, validity_warnings)
+                         solver_se_note, tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, add_table_output, check_problem_args
 from .problem import check_memory, load_problem
 from .progress import add_progress_option
@@ -80,10 +80,14 @@ def run(args) -> int:
             model, budgets, eta, args.seeds, args.search_weight_decay)
         cols = list(BUDGET_UNITS)
         units = dict(BUDGET_UNITS)
+        with_se = any(r.solver_se is not None for r in opt)
+        if with_se:
+            cols.insert(3, "λ_opt solver s.e.")
+            units["λ_opt solver s.e."] = "1/(η·steps)"
         if opt_spread is not None:
             extra = [f"λ_opt {opt_spread.level:.0%} low ({args.seeds} seeds)",
                      f"λ_opt {opt_spread.level:.0%} high ({args.seeds} seeds)"]
-            cols[3:3] = extra
+            cols[3 + with_se:3 + with_se] = extra
             units.update({c: "1/(η·steps)" for c in extra})
         per_budget = Table(cols, title="Weight decay for a step budget T", units={c: units[c] for c in cols},
                            caption=f"{prob.source}; L = {prob.L}; η = {eta:g}",
@@ -98,6 +102,8 @@ def run(args) -> int:
                                   "validity: of λ_opt (no-learning: loss within 1% of the zero function's; "
                                   "grid-edge: λ_opt only a bound; unstable: η·μ_max ≥ 2)"],
                            meta={"L": prob.L, "learning_rate": eta, "f0": args.f0, "c": c, "model": model.label})
+        if with_se:
+            per_budget.notes.append(solver_se_note("λ_opt"))
         if opt_spread is not None:
             per_budget.notes.append(f"λ_opt low/high: the predicted central {opt_spread.level:.0%} interval of "
                                     f"λ_opt of a {args.seeds}-seed average test loss ({opt_spread.method}; "
@@ -106,7 +112,8 @@ def run(args) -> int:
             lam_rule = c / r.time if c is not None else None
             loss_rule = float(model.test_loss(lam_rule, [r.time])[0]) if lam_rule is not None else None
             band = [] if opt_spread is None else [float(opt_spread.low[i]), float(opt_spread.high[i])]
-            per_budget.add_row([r.steps, r.time, r.weight_decay] + band + [r.loss, r.validity, lam_rule, loss_rule])
+            per_budget.add_row([r.steps, r.time, r.weight_decay] + ([r.solver_se] if with_se else []) + band
+                               + [r.loss, r.validity, lam_rule, loss_rule])
             warnings.append((f"T = {r.steps} steps: λ_opt", r.validity))
         tables["lambda_opt"] = per_budget
     write_tables(tables, args)

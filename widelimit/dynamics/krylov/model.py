@@ -535,6 +535,11 @@ class KrylovLoss:
         return self.test_loss(weight_decay, t)
 
     # -- stochastic error of derived predictions (Hutch++) ------------------------------------------
+    @property
+    def random_probes(self) -> int:
+        """Number of random Hutch++ probes (the jackknife's replicates); 0 for an exact model."""
+        return 0 if not self.averaged or self.variance_exact else int(self._n_rem)
+
     def probe_replicates(self) -> list:
         """Delete-one jackknife replicates of a Hutch++ model: ``p`` models (``p = variance_probes``), the
         i-th the same estimator built without random probe ``i`` (its remaining ``p - 1`` probes weighted

@@ -32,7 +32,25 @@ def orth_against(Q: np.ndarray, W: np.ndarray, drop: float) -> np.ndarray:
 
 class BasisEnrichment:
     """Mixin: :meth:`enrich` and its rounds (needs ``basis``, ``max_basis``, ``max_rounds``, ``enrich_tol``,
-    ``rtol``, ``t0``, ``step``, ``_bq``, ``_loop`` and ``_set_basis`` of the reduced flow)."""
+    ``rtol``, ``t0``, ``step``, ``_bq``, ``_loop``, ``_set_basis`` and ``_basis_version`` of the reduced
+    flow). A round that adds no column keeps its pass (outputs and residual bound of the current basis on
+    its grids) in ``_pass_cache``: the last round of :meth:`enrich` is then the coarsest level of the
+    final solve, which :meth:`cached_pass` hands back instead of repeating it."""
+
+    _pass_cache = None
+
+    def cached_pass(self, lams, grids):
+        """The kept pass ``(train, test, bound)`` if it was made in the current basis for exactly these
+        decays and grids, else None."""
+        c = self._pass_cache
+        if c is None or c[0] != self._basis_version or len(c[2]) != len(grids):
+            return None
+        if not np.array_equal(c[1], np.asarray(lams, dtype=np.float64)):
+            return None
+        for g1, g2 in zip(c[2], grids):
+            if len(g1) != len(g2) or not all(np.array_equal(a, b) for a, b in zip(g1, g2)):
+                return None
+        return c[3]
 
     def enrich(self, weight_decays, t) -> int:
         """Greedy enrichment of the basis for this table: solve on the coarsest grids, form the full-space
@@ -86,6 +104,9 @@ class BasisEnrichment:
             scale = np.maximum(scale, np.max(np.abs(te), axis=(1, 2, 3)))
         rel = np.max(bnd, axis=1) / scale
         if room <= 0 or np.max(rel) <= target:
+            # the basis stays: this pass is the final solve on these grids (kept for ``_batched_grid``)
+            self._pass_cache = (self._basis_version, np.asarray(lams, dtype=np.float64).copy(), grids,
+                                (tr, te, bnd))
             return 0, rel
         sketch = min(Z.shape[1], 2 * min(room, 96))
         BQ = self._bq.transpose(1, 0, 2).reshape(self.n_train, -1)              # (N, r k)

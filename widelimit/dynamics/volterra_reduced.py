@@ -228,6 +228,7 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         kernels for the new columns only, then the reduced blocks ``B_r`` (mixing applied here)."""
         old = self.basis.shape[1]
         new = Q[:, old:]
+        self._basis_version = getattr(self, "_basis_version", -1) + 1
         self._pq = np.concatenate([self._pq, np.einsum("rij,jb->rib", self._piv_train, new, optimize=True)], 2)
         self.basis = Q
         mix = self._mix
@@ -332,7 +333,11 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         return self._diag_cache
 
     def _batched_grid(self, lams, grids, y):
-        tr, te, _, bnd = self._loop(lams, grids, bound=True)
+        kept = self.cached_pass(lams, grids)     # the enrichment's last (checking) pass on these grids
+        if kept is None:
+            tr, te, _, bnd = self._loop(lams, grids, bound=True)
+        else:
+            tr, te, bnd = kept
         self._bounds.append(bnd)
         return tr, te
 

@@ -80,8 +80,8 @@ def test_blas_threads_limited_during_pass(k32):
     seen = []
 
     class Spy(KernelMatrix):
-        def _chunks(self):
-            for item in super()._chunks():
+        def _chunks(self, *a):
+            for item in super()._chunks(*a):
                 seen.append(max(i["num_threads"] for i in threadpoolctl.threadpool_info()
                                 if i["user_api"] == "blas"))
                 yield item
@@ -102,6 +102,29 @@ def test_default_chunk_rows():
     assert KernelMatrix("k", big).rows == op_mod._MIN_ROWS == 10
     assert KernelMatrix("k", np.zeros((3, 1000), np.float32)).rows == op_mod._CHUNK_BYTES // 8000
     assert KernelMatrix("k", big, chunk_bytes=8 * 200_000).rows == 1   # an explicit size is honoured
+
+
+def test_wide_passes_use_larger_chunks_with_the_same_result():
+    """Passes wider than 16 columns take 6 b rows per chunk (up to 64 MiB) under the default size, narrow
+    ones and explicit sizes keep theirs; every pass gives the float64 product."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((700, 2000)).astype(np.float32)
+    op = KernelMatrix("k", a)
+    assert op.chunk_rows(10) == op.rows == op_mod._CHUNK_BYTES // (8 * 2000)
+    assert op.chunk_rows(74) == 6 * 74 and op.chunk_rows(10_000) == op_mod._WIDE_CHUNK_BYTES // (8 * 2000)
+    assert KernelMatrix("k", a, chunk_bytes=8 * 2000 * 7).chunk_rows(74) == 7
+    ref = a.astype(np.float64)
+    for b in (3, 74, 300):
+        x = rng.standard_normal((2000, b))
+        np.testing.assert_allclose(op.matmat(x), ref @ x, rtol=1e-12, atol=1e-12 * np.abs(ref @ x).max())
+        z = rng.standard_normal((700, b))
+        np.testing.assert_allclose(op.rmatmat(z), ref.T @ z, rtol=1e-12, atol=1e-12 * np.abs(ref.T @ z).max())
+    sq = rng.standard_normal((900, 900)).astype(np.float32)
+    sq = sq + sq.T
+    q = rng.standard_normal((900, 80))
+    ref = q.T @ sq.astype(np.float64) @ q
+    np.testing.assert_allclose(KernelMatrix("s", sq).sandwich(q), 0.5 * (ref + ref.T), rtol=1e-11,
+                               atol=1e-11 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("kw, match", [({"chunk_bytes": 0}, "chunk_bytes"), ({"chunk_bytes": True}, "chunk_bytes"),

@@ -18,6 +18,12 @@ import numpy as np
 #: benchmarks/RESULTS_scale.md §6)
 _CHUNK_BYTES = 1 << 22
 _MIN_ROWS = 10
+#: wide passes (more than ``_NARROW`` columns: the lockstep blocks, the NNGP sandwich) re-read the (N, b)
+#: block from MEMORY for every chunk, so their default chunks are ``6 b`` rows, up to ``_WIDE_CHUNK_BYTES``
+#: (N = 20 000 float32, b = 74, one thread: 4 MiB chunks 2.89 s, 16 MiB 2.37 s, 64 MiB 2.22 s per pass; b = 10:
+#: 0.56 / 0.77 / 0.82 s)
+_NARROW = 16
+_WIDE_CHUNK_BYTES = 1 << 26
 #: BLAS threads of a float32 pass: None leaves the caller's setting (``KrylovLoss(threads=...)``, the CLI's
 #: one thread on the Krylov path); an int limits every pass of this operator
 _BLAS_THREADS = None
@@ -71,6 +77,7 @@ class KernelMatrix:
             raise ValueError(f"blas_threads must be a positive int or None, got {blas_threads!r}")
         self.rows = max(_MIN_ROWS, _CHUNK_BYTES // (8 * matrix.shape[1])) if chunk_bytes is None else \
             max(1, int(chunk_bytes) // (8 * matrix.shape[1]))
+        self._auto_rows = chunk_bytes is None
         self.blas_threads = None if blas_threads is None else int(blas_threads)
         self._buf = None         # the float64 chunk buffer, allocated at the first float32 pass
         self.passes = 0          # number of full passes over the matrix (matmat calls)
@@ -84,15 +91,24 @@ class KernelMatrix:
     def nbytes(self) -> int:
         return int(self.matrix.nbytes)
 
-    def _chunks(self):
+    def chunk_rows(self, width: int = 1) -> int:
+        """Rows of one chunk for a pass with ``width`` columns: :attr:`rows`, or for a wide pass under the
+        default chunk size ``6 width`` rows up to ``_WIDE_CHUNK_BYTES``."""
+        if not self._auto_rows or width <= _NARROW:
+            return self.rows
+        return max(self.rows, min(6 * int(width), _WIDE_CHUNK_BYTES // (8 * self.shape[1])))
+
+    def _chunks(self, width: int = 1):
         """Yield ``(i, rows i.. of the matrix as float64)``; float32 rows are cast into ONE reused buffer of
-        ``self.rows`` rows (allocated at the first pass), so a pass allocates nothing per chunk. The yielded
-        array is overwritten by the next chunk: use it before advancing."""
+        :meth:`chunk_rows` rows (allocated at the first pass, grown once for a wider pass), so a pass
+        allocates nothing per chunk. The yielded array is overwritten by the next chunk: use it before
+        advancing."""
         n_rows = self.shape[0]
-        if self._buf is None:
-            self._buf = np.empty((min(self.rows, n_rows), self.shape[1]))
-        for i in range(0, n_rows, self.rows):
-            src = self.matrix[i:i + self.rows]
+        rows = self.chunk_rows(width)
+        if self._buf is None or self._buf.shape[0] < min(rows, n_rows):
+            self._buf = np.empty((min(rows, n_rows), self.shape[1]))
+        for i in range(0, n_rows, rows):
+            src = self.matrix[i:i + rows]
             blk = self._buf[:src.shape[0]]
             np.copyto(blk, src)
             if not self._finite_checked and not np.all(np.isfinite(blk)):
@@ -124,7 +140,7 @@ class KernelMatrix:
             return self._check_out(m @ x) / self.normalization
         out = np.empty((self.shape[0], x.shape[1]))
         with self._threads():
-            for i, blk in self._chunks():
+            for i, blk in self._chunks(x.shape[1]):
                 np.matmul(blk, x, out=out[i:i + blk.shape[0]])
         return self._check_out(out) / self.normalization
 
@@ -137,7 +153,7 @@ class KernelMatrix:
         out = np.zeros((self.shape[1], z.shape[1]))
         tmp = np.empty_like(out)
         with self._threads():
-            for i, blk in self._chunks():
+            for i, blk in self._chunks(z.shape[1]):
                 np.matmul(blk.T, z[i:i + blk.shape[0]], out=tmp)
                 out += tmp
         return out / self.normalization
@@ -156,10 +172,10 @@ class KernelMatrix:
             self._check_out(out)
             return 0.5 * (out + out.T)
         out = np.zeros((r, r))
-        aq = np.empty((min(self.rows, self.shape[0]), r))
+        aq = np.empty((min(self.chunk_rows(r), self.shape[0]), r))
         tmp = np.empty((r, r))
         with self._threads():
-            for i, blk in self._chunks():
+            for i, blk in self._chunks(r):
                 m = blk.shape[0]
                 np.matmul(blk, q, out=aq[:m])
                 np.matmul(q[i:i + m].T, aq[:m], out=tmp)

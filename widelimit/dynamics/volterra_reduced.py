@@ -270,7 +270,6 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         q = np.zeros((Lm, kk, K))
         train = np.empty((Lm, req.shape[1], kk, K))
         test = None if Et is None else np.empty((Lm, req.shape[1], Et.shape[0], K))
-        eye = np.eye(kk)
         Bflat = Bt.reshape(r, kk * kk)
         snaps = []
         if bound:        # sketch of the residual operator (I - Q Q^T) [B_1 Q, ..., B_r Q]: (s, r k)
@@ -289,9 +288,10 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
             if bound and i > 0:
                 racc = np.exp(-2 * lams * (t[:, i] - t[:, i - 1]))[:, None] * (racc + v[:, i - 1, None] * nr2)
             z = (G[:, i] @ mom.reshape(Lm, p, kk * K)).reshape(Lm, r, kk, K)
-            kd = w[:, i, None, None] * (diag[:, i] @ Bflat).reshape(Lm, kk, kk)
+            mat = ((w[:, i, None] / a) * diag[:, i]) @ Bflat                 # (w_i/a) Q^T Theta(s_i, s_i) Q
+            mat[:, ::kk + 1] += 1.0                                           # + I, in place
             hist = (E @ z.transpose(1, 2, 0, 3).reshape(r * kk, Lm * K)).reshape(kk, Lm, K).transpose(1, 0, 2)
-            u = np.linalg.solve(eye + kd / a, -yr - hist)                 # one GEMM for all decays
+            u = np.linalg.solve(mat.reshape(Lm, kk, kk), -yr - hist)        # one GEMM for all decays
             q = u / a
             if (capture > 0 and i % capture == capture - 1) or (capture < 0 and np.any(req == i)):
                 zf = z + (w[:, i, None] * diag[:, i])[:, :, None, None] * q[:, None]

@@ -233,3 +233,14 @@ def test_lockstep_equals_separate_runs(problem):
         assert (s_.dim, s_.n_blocks, s_.converged) == (b_.dim, b_.n_blocks, True)
         np.testing.assert_allclose(b_.ritz_values, s_.ritz_values, rtol=1e-10, atol=1e-12 * s_.ritz_values.max())
         assert np.linalg.norm(s_.q - b_.q @ (b_.q.T @ s_.q)) < 1e-8     # the same space
+
+
+def test_progress_callback_once_per_pass(problem):
+    p = problem
+    calls = []
+    m = KrylovLoss(p["ntt"], p["y"], p["L"], ntk_test_train=p["nxt"], y_test=p["yt"], nngp_train_train=p["ktt"],
+                   nngp_test_train=p["kxt"], nngp_test_test_diag=p["kxx"], progress=lambda k, d: calls.append((k, d)))
+    assert [k for k, _ in calls] == list(range(1, max(m.basis.n_blocks, m.variance_basis.n_blocks) + 1))
+    assert calls[-1][1] == [m.basis.dim, m.variance_basis.dim]
+    with pytest.raises(TypeError, match="progress"):
+        KrylovLoss(p["ntt"], p["y"], p["L"], progress="bar")

@@ -14,15 +14,33 @@ from typing import Optional, Sequence
 from .errors import CommandError, UsageError
 
 
-def loss_model(prob, f0: str, learning_rate: Optional[float] = None, solver: str = "auto"):
+def loss_model(prob, f0: str, learning_rate: Optional[float] = None, solver: str = "auto",
+               show_progress: bool = False):
     """:func:`widelimit.predict.predict_model` of the problem's kernels (gradient flow, or full-batch GD at
-    ``learning_rate``; ``solver`` "auto", "eigh" or "krylov" as there)."""
+    ``learning_rate``; ``solver`` "auto", "eigh" or "krylov" as there); ``show_progress``: a tqdm bar on
+    stderr over the Krylov path's kernel passes (their number is set by its stopping rule)."""
+    import sys
+
     from widelimit.predict import predict_model
+    from widelimit.predict.models import resolve_solver
+    n = prob.kernels.ntk_train_train.shape[0]
+    bar = None
+    if show_progress and resolve_solver(solver, n, f0) == "krylov":
+        from tqdm.auto import tqdm
+        bar = tqdm(desc=f"Krylov passes ({f0})", unit="pass", file=sys.stderr, leave=False)
+
+    def on_pass(passes, dims):
+        bar.update(passes - bar.n)
+        bar.set_postfix_str("basis " + " + ".join(str(d) for d in dims), refresh=False)
     try:
-        with solver_threads(solver, prob.kernels.ntk_train_train.shape[0], f0):
-            return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate, solver=solver)
+        with solver_threads(solver, n, f0):
+            return predict_model(prob.kernels, f0=f0, learning_rate=learning_rate, solver=solver,
+                                 progress=None if bar is None else on_pass)
     except ValueError as e:
         raise CommandError(f"cannot build the {f0} model from {prob.source}: {e}") from e
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def solver_threads(solver: str, n_train: int, f0: str = "nngp"):

@@ -53,7 +53,8 @@ def build_model(prob, args, f0=None):
     lr = args.learning_rate if getattr(args, "gd", False) else None
     if getattr(args, "seeds", None) is not None and (f0 or args.f0) == "nngp":
         return _theory.spread_model(prob, lr)
-    return _theory.loss_model(prob, f0 or args.f0, lr, getattr(args, "solver_resolved", None) or args.solver)
+    return _theory.loss_model(prob, f0 or args.f0, lr, getattr(args, "solver_resolved", None) or args.solver,
+                              show_progress=not getattr(args, "no_progress", False))
 
 
 def tstar_rows(model, weight_decays, args) -> List[_theory.Row]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import CommandError, UsageError, require
 from .options import build_spec, data_options, describe_spec, large_mnist1d
-from .progress import announce, kernel_cost_s, progress
+from .progress import announce, kernel_cost_s, krylov_cost_s, progress
 
 GiB = 2 ** 30
 #: typical Krylov basis size per basis (benchmarks/RESULTS_krylov.md: r = 230-270 at N = 5k-20k) and the
@@ -194,6 +194,10 @@ def load_problem(args) -> Problem:
              kernel_cost_s(ds.n_train, ds.n_test, spec.depth, dim, cnn=args.arch == "cnn", eigh=solver == "eigh"))
     src = (f"{name}: {ds.n_train} train / {ds.n_test} test"
            + (f", classes {list(ds.labels)}" if ds.labels is not None else "") + f"; {describe_spec(spec)}")
+    if solver == "krylov":
+        itemsize = 8 if (args.kernel_dtype or "float32") == "float64" else 4
+        announce(args, f"Krylov solver on {ds.n_train} training points (--f0 {args.f0})",
+                 krylov_cost_s(ds.n_train, itemsize, args.f0))
     if solver == "krylov" and args.arch == "mlp":
         return _load_large(args, ds, spec, src)
     jobs = [(ds.x_train, None), (ds.x_test, ds.x_train)]

@@ -36,3 +36,16 @@ def kernel_cost_s(n_train: int, n_test: int, depth: int, dim: int, cnn: bool = F
     pairs = n_train * n_train + n_test * n_train + n_test
     per_pair = (dim + 30.0 * depth) * (1000.0 if cnn else 1.0)
     return (pairs * per_pair + (10.0 * n_train ** 3 if eigh else 0.0)) / FLOPS_PER_S
+
+
+#: kernel passes of a Krylov build (MNIST-1D, 3-layer ReLU, tol 1e-10: 27 for the mean basis; with the
+#: variance basis the first 8 are wider and the NNGP projection adds about 8 pass-equivalents) and the
+#: float32 pass rate measured at N = 50 000 on this machine (1.75 GB/s, benchmarks/RESULTS_scale.md §5)
+KRYLOV_PASSES = {"zero": 27, "nngp": 40}
+KRYLOV_BYTES_PER_S = 1.75e9
+
+
+def krylov_cost_s(n_train: int, itemsize: int, f0: str) -> float:
+    """Rough seconds of the Krylov build: passes x bytes of the train-train NTK / the measured pass rate."""
+    return KRYLOV_PASSES[f0] * float(n_train) ** 2 * itemsize / KRYLOV_BYTES_PER_S
+

@@ -39,14 +39,17 @@ KRYLOV_MIN_N = 8000
 KRYLOV_MIN_N_ZERO = 1000
 
 
-def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp", solver: str = "auto"):
+def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "nngp", solver: str = "auto",
+                  progress=None):
     """The default prediction model for a :class:`widelimit.kernels.DataKernels`.
 
     ``f0="nngp"`` (default): :class:`ExpectedLoss` (needs the NNGP blocks); ``"zero"``: :class:`FlowLoss`
     started from ``f0 = 0``. ``learning_rate``: ``None`` for gradient flow, else full-batch GD at eta.
     ``solver``: ``"eigh"`` (dense eigendecomposition), ``"krylov"``
     (:class:`~widelimit.dynamics.krylov.KrylovLoss`, matrix-free) or ``"auto"`` (Krylov from
-    :data:`KRYLOV_MIN_N` training points, :data:`KRYLOV_MIN_N_ZERO` with ``f0="zero"``).
+    :data:`KRYLOV_MIN_N` training points, :data:`KRYLOV_MIN_N_ZERO` with ``f0="zero"``). ``progress``:
+    the Krylov path's ``progress(passes, dims)`` callback (:class:`~widelimit.dynamics.krylov.KrylovLoss`);
+    the dense path has none (one eigendecomposition).
     """
     if f0 not in F0_CHOICES:
         raise ValueError(f"f0 must be one of {F0_CHOICES}, got {f0!r}")
@@ -57,7 +60,7 @@ def predict_model(kernels, *, learning_rate: Optional[float] = None, f0: str = "
             raise TypeError(f"kernels must be a widelimit.kernels.DataKernels, got {type(kernels).__name__}")
     if resolve_solver(solver, kernels.ntk_train_train.shape[0], f0) == "krylov":
         from ..dynamics.krylov import KrylovLoss
-        return KrylovLoss.from_kernels(kernels, learning_rate=learning_rate, f0=f0)
+        return KrylovLoss.from_kernels(kernels, learning_rate=learning_rate, f0=f0, progress=progress)
     if f0 == "zero":
         return FlowLoss.from_kernels(kernels, learning_rate=learning_rate)
     return ExpectedLoss.from_kernels(kernels, learning_rate=learning_rate)

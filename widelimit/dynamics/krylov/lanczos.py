@@ -238,10 +238,13 @@ def block_lanczos(matmat: Callable[[np.ndarray], np.ndarray], start: np.ndarray,
     return it.result()
 
 
-def lockstep(matmat: Callable[[np.ndarray], np.ndarray], iterations: Sequence[BlockLanczos]) -> list:
+def lockstep(matmat: Callable[[np.ndarray], np.ndarray], iterations: Sequence[BlockLanczos],
+             progress: Callable[[int, list], None] = None) -> list:
     """Run several :class:`BlockLanczos` iterations of the SAME operator with shared passes: every pass
     multiplies the unfinished iterations' blocks side by side (one read of the kernel instead of one per
-    basis; the result is the same as running them one after the other). Returns their :class:`KrylovBasis`."""
+    basis; the result is the same as running them one after the other). ``progress(passes, dims)`` is
+    called after every pass. Returns their :class:`KrylovBasis`."""
+    passes = 0
     while True:
         live = [it for it in iterations if it.block is not None]
         if not live:
@@ -250,6 +253,9 @@ def lockstep(matmat: Callable[[np.ndarray], np.ndarray], iterations: Sequence[Bl
         aq = matmat(np.concatenate([it.block for it in live], axis=1))
         for it, lo, hi in zip(live, widths[:-1], widths[1:]):
             it.advance(aq[:, lo:hi])
+        passes += 1
+        if progress is not None:
+            progress(passes, [it.r for it in iterations])
     return [it.result() for it in iterations]
 
 

@@ -100,6 +100,9 @@ class KrylovLoss:
       threads: BLAS threads for the kernel passes while building (``None``: the BLAS default). The small
         dense algebra of the iteration always runs on one thread (:class:`~.lanczos.blas_threads`). On a
         loaded 2-core machine one thread for the passes too was measured faster (benchmarks/RESULTS_krylov.md).
+      progress: ``None`` or ``progress(passes, dims)``, called after every pass over the NTK with the number
+        of passes so far and the current basis sizes (the CLI's progress bar); the number of passes is set
+        by the stopping rule, not known in advance.
     """
 
     def __init__(self, ntk_train_train, y_train, L: int, *, ntk_test_train=None, y_test=None,
@@ -110,7 +113,7 @@ class KrylovLoss:
                  variance_sketch: int = 48,
                  variance_probes=16, seed: int = 0, variance: str = "auto",
                  on_failure: str = "warn", normalization: Optional[float] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, progress=None):
         if not isinstance(ntk_train_train, (np.ndarray, KernelMatrix)):
             ntk_train_train = _as_float_array("ntk_train_train", ntk_train_train, (2,))
         n = ntk_train_train.shape[0]
@@ -120,6 +123,8 @@ class KrylovLoss:
         self.L = _check_degree(L)
         self.learning_rate = check_learning_rate(learning_rate)
         self._threads = blas_threads(threads)      # validates threads
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be None or a callable (passes, basis dims), got {type(progress).__name__}")
         if on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
         lo, hi = (float(v) for v in weight_decay_range)
@@ -226,7 +231,7 @@ class KrylovLoss:
             runs.append(self._iteration(a, test, mon_rows, u, np.zeros(u.shape[1], bool), variance_tol, max_dim,
                                         "variance", need_test=False))
         with self._threads:
-            bases = lockstep(a.matmat, [it for it, _ in runs])
+            bases = lockstep(a.matmat, [it for it, _ in runs], progress=progress)
         self.basis, self._g, proj = runs[0][1](bases[0], on_failure)
         self.eigenvalues = np.maximum(self.basis.ritz_values, 0.0)   # Ritz values (the protocol's modes)
         self._s_y = proj[:, kinds]

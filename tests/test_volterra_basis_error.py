@@ -78,3 +78,22 @@ def test_stated_basis_error_bounds_the_measured_one_at_rtol(spec):
     for out, ref in zip(outs, refs):
         dev = _dev(out, ref, y)
         assert dev < 1e-6 and dev <= out.basis_error + 5e-8
+
+
+def test_decays_solved_in_a_prefix_of_the_basis_state_a_bound():
+    """Depth-2 ReLU, b = 0.3, N = 80: the enrichment ends with k < N columns and some decays are solved in
+    fewer leading columns (``columns``: the smallest kept enrichment pass whose bound met the target). Their
+    stated basis error (the bound in that prefix) is >= the deviation from the full-space solver, and
+    <= rtol."""
+    x, xt, y = _problem(12, 80, 12)
+    spec = MLP(depth=2, b_std=0.3)
+    t = np.geomspace(1.0, 1e3, 5)
+    lams = list(np.geomspace(1e-4, 1e-2, 5))
+    red = ReducedCrossScaleFlow(spec, x, y, x_test=xt, rtol=1e-6)
+    outs = red.solve_many(lams, t)
+    k = red.basis.shape[1]
+    assert k < 80 and np.any(red.columns < k)
+    refs = SeparableCrossScaleFlow(spec, x, y, x_test=xt, rtol=1e-6, step=red.step).solve_many(lams, t)
+    for out, ref in zip(outs, refs):
+        dev = _dev(out, ref, y)
+        assert dev <= out.basis_error <= 1e-6

@@ -33,24 +33,52 @@ def orth_against(Q: np.ndarray, W: np.ndarray, drop: float) -> np.ndarray:
 class BasisEnrichment:
     """Mixin: :meth:`enrich` and its rounds (needs ``basis``, ``max_basis``, ``max_rounds``, ``enrich_tol``,
     ``rtol``, ``t0``, ``step``, ``_bq``, ``_loop``, ``_set_basis`` and ``_basis_version`` of the reduced
-    flow). A round that adds no column keeps its pass (outputs and residual bound of the current basis on
-    its grids) in ``_pass_cache``: the last round of :meth:`enrich` is then the coarsest level of the
-    final solve, which :meth:`cached_pass` hands back instead of repeating it."""
+    flow). Every round keeps its pass (outputs and residual bound, on its grids, in the basis of that
+    round: the leading columns of every later basis, which only grows) in ``_passes``, keyed by the
+    number of columns; :meth:`cached_pass` hands it back instead of repeating it -- the last round of
+    :meth:`enrich` is the coarsest level of the final solve, and an earlier round's pass is that level in a
+    prefix of the basis (:meth:`prefix_columns`)."""
 
-    _pass_cache = None
+    _passes = None
 
-    def cached_pass(self, lams, grids):
-        """The kept pass ``(train, test, bound)`` if it was made in the current basis for exactly these
-        decays and grids, else None."""
-        c = self._pass_cache
-        if c is None or c[0] != self._basis_version or len(c[2]) != len(grids):
+    def _keep_pass(self, lams, grids, out, rel) -> None:
+        if self._passes is None:
+            self._passes = {}
+        self._passes[self.basis.shape[1]] = (np.asarray(lams, dtype=np.float64).copy(), list(grids), out,
+                                             np.asarray(rel))
+
+    def cached_pass(self, lams, grids, cols: int):
+        """The kept pass ``(train, test, bound)`` in the first ``cols`` basis columns for these decays on
+        exactly these grids (rows in the order of ``lams``), else None."""
+        c = (self._passes or {}).get(cols)
+        if c is None:
             return None
-        if not np.array_equal(c[1], np.asarray(lams, dtype=np.float64)):
-            return None
-        for g1, g2 in zip(c[2], grids):
-            if len(g1) != len(g2) or not all(np.array_equal(a, b) for a, b in zip(g1, g2)):
+        idx = []
+        for lam, g in zip(np.asarray(lams, dtype=np.float64), grids):
+            hit = np.flatnonzero(c[0] == lam)
+            if not hit.size:
                 return None
-        return c[3]
+            g0 = c[1][hit[0]]
+            if len(g0) != len(g) or not all(np.array_equal(a, b) for a, b in zip(g0, g)):
+                return None
+            idx.append(hit[0])
+        tr, te, bnd = c[2]
+        return tr[idx], None if te is None else te[idx], bnd[idx]
+
+    def prefix_columns(self, lams, grids, target: float) -> np.ndarray:
+        """Per decay, the fewest leading basis columns (among the kept passes on these grids) whose relative
+        residual bound was ``<= target``; the whole basis where none was."""
+        cols = np.full(len(lams), self.basis.shape[1])
+        for k in sorted(self._passes or {}, reverse=True):
+            c = self._passes[k]
+            for j, (lam, g) in enumerate(zip(np.asarray(lams, dtype=np.float64), grids)):
+                hit = np.flatnonzero(c[0] == lam)
+                if not hit.size or c[3][hit[0]] > target:
+                    continue
+                g0 = c[1][hit[0]]
+                if len(g0) == len(g) and all(np.array_equal(a, b) for a, b in zip(g0, g)):
+                    cols[j] = min(cols[j], k)
+        return cols
 
     def enrich(self, weight_decays, t) -> int:
         """Greedy enrichment of the basis for this table: solve on the coarsest grids, form the full-space
@@ -66,6 +94,7 @@ class BasisEnrichment:
         if not pos.size:
             return 0
         rng = np.random.default_rng(1)
+        self._passes = {}            # passes of an earlier table are dropped (memory)
         sub = lams
         if len(lams) > 6:
             sub = lams[np.unique(np.linspace(0, len(lams) - 1, 6).round().astype(int))]
@@ -103,10 +132,8 @@ class BasisEnrichment:
         if te is not None:
             scale = np.maximum(scale, np.max(np.abs(te), axis=(1, 2, 3)))
         rel = np.max(bnd, axis=1) / scale
+        self._keep_pass(lams, grids, (tr, te, bnd), rel)
         if room <= 0 or np.max(rel) <= target:
-            # the basis stays: this pass is the final solve on these grids (kept for ``_batched_grid``)
-            self._pass_cache = (self._basis_version, np.asarray(lams, dtype=np.float64).copy(), grids,
-                                (tr, te, bnd))
             return 0, rel
         sketch = min(Z.shape[1], 2 * min(room, 96))
         BQ = self._bq.transpose(1, 0, 2).reshape(self.n_train, -1)              # (N, r k)

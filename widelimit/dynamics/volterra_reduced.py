@@ -69,7 +69,7 @@ from numpy.polynomial import chebyshev
 from ..kernels.cross_scale import cross_scale_kernels
 from .ntk_l2 import _check_lam
 from .volterra import _CALIBRATED_H, _LEVELS, CrossScaleFlow, VolterraOutputs, _check_rtol, _check_times_1d
-from .volterra_enrich import BasisEnrichment, orth_against
+from .volterra_enrich import _FINE_OVER_COARSE, BasisEnrichment, orth_against
 from .volterra_separable import SeparableCrossScaleFlow, basis, triangle_samples
 
 _CHECK_SEED = 12345
@@ -179,6 +179,7 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         self.max_basis = min(N, 400) if max_basis is None else min(N, max_basis)
         self.enrich_tol = self.rtol / 10 if enrich_tol is None else float(enrich_tol)
         self.max_rounds = max_rounds
+        self._cols, self.columns = {}, None
         self.basis = np.zeros((N, 0))
         self._pq = np.zeros((r, N, 0))
         self._set_basis(self._snapshot_basis(self._ntk_11[None], basis_tol))
@@ -228,7 +229,6 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         kernels for the new columns only, then the reduced blocks ``B_r`` (mixing applied here)."""
         old = self.basis.shape[1]
         new = Q[:, old:]
-        self._basis_version = getattr(self, "_basis_version", -1) + 1
         self._pq = np.concatenate([self._pq, np.einsum("rij,jb->rib", self._piv_train, new, optimize=True)], 2)
         self.basis = Q
         mix = self._mix
@@ -333,18 +333,31 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         return self._diag_cache
 
     def _batched_grid(self, lams, grids, y):
-        kept = self.cached_pass(lams, grids)     # the enrichment's last (checking) pass on these grids
-        if kept is None:
-            tr, te, _, bnd = self._loop(lams, grids, bound=True)
-        else:
-            tr, te, bnd = kept
+        """One grid level for all decays, each in its own leading ``_cols`` basis columns (groups of equal
+        ``cols`` in one vectorised loop; passes kept from the enrichment are reused)."""
+        k = self.basis.shape[1]
+        cols = np.array([min(self._cols.get(float(lam), k), k) for lam in lams])
+        tr = te = bnd = None
+        for c in np.unique(cols):
+            idx = np.flatnonzero(cols == c)
+            sub, sg = lams[idx], [grids[i] for i in idx]
+            kept = self.cached_pass(sub, sg, int(c))
+            part = kept if kept is not None else _no_snaps(self._loop(sub, sg, cols=int(c), bound=True))
+            if tr is None:
+                tr = np.empty((len(lams),) + part[0].shape[1:])
+                te = None if part[1] is None else np.empty((len(lams),) + part[1].shape[1:])
+                bnd = np.empty((len(lams),) + part[2].shape[1:])
+            tr[idx], bnd[idx] = part[0], part[2]
+            if te is not None:
+                te[idx] = part[1]
         self._bounds.append(bnd)
         return tr, te
 
     def solve_many(self, weight_decays, t) -> list:
         """All weight decays in one vectorised pass (MSE, ``g = 0``); each output carries the quadrature
         ``error_estimate`` and the ``basis_error`` (the residual bound, see the module docstring). Decays
-        whose bound exceeds ``rtol`` get enrichment rounds on their finest grids and are solved again (at
+        whose bound exceeds ``rtol`` are solved again: in the whole basis if they were solved in a prefix of it
+        (``columns``, see :meth:`prefix_columns`), else after enrichment rounds on their finest grids (at
         most ``_RETRIES`` times); then FloatingPointError."""
         lams = [_check_lam(v) for v in np.atleast_1d(np.asarray(weight_decays, dtype=np.float64))]
         times = _check_times_1d(t)
@@ -352,40 +365,49 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         if not pos.size:
             return [CrossScaleFlow.solve(self, lam, times) for lam in lams]
         self.enrich(lams, pos)
+        # each decay in the fewest leading columns whose coarse-grid bound met the enrichment's target
+        cols = self.prefix_columns(lams, self._grids(lams, pos, 1),
+                                   self.rtol / 2 / (_FINE_OVER_COARSE * 85 / 45))
+        self._cols = {float(lam): int(c) for lam, c in zip(lams, cols)}
+        self.columns = cols             # basis columns each decay is solved in (the last solve_many)
         res = [None] * len(lams)
         todo = list(range(len(lams)))
         rng = np.random.default_rng(2)
-        for attempt in range(_RETRIES + 1):
+        retries = 0
+        while True:
             self._bounds = []
             outs = super().solve_many([lams[j] for j in todo], times)
             b0, b1, b2 = self._bounds               # per grid: (L, R) bounds on |u_k - u| (absolute)
             bounds = (64 * b2 + 20 * b1 + b0) / 45  # |R_k - R| <= this for R = (64 r2 - 20 r1 + r0) / 45
-            failed = []
+            failed, k = [], self.basis.shape[1]
             for j, o, bnd in zip(todo, outs, bounds):
                 scale = max(float(np.max(np.abs(o.train))), float(np.max(np.abs(self.y_train))))
                 if o.test is not None:
                     scale = max(scale, float(np.max(np.abs(o.test))))
-                rel = 0.0 if self.basis.shape[1] == self.n_train else float(np.max(bnd)) / scale
+                rel = 0.0 if int(self.columns[j]) == self.n_train else float(np.max(bnd)) / scale
                 res[j] = VolterraOutputs(*_fields(o), basis_error=rel)
                 if rel > self.rtol:
                     failed.append(j)
             if not failed:
                 return res
-            room = self.max_basis - self.basis.shape[1]
-            if attempt == _RETRIES or room <= 0:
-                j = failed[0]
-                raise FloatingPointError(f"reduced-basis error bound {res[j].basis_error:.2g} exceeds rtol="
-                                         f"{self.rtol:g} at weight_decay={lams[j]:g}; use a larger max_basis "
-                                         f"(now {self.max_basis}; k = {self.basis.shape[1]}) or a smaller "
-                                         "enrich_tol")
-            fl = np.array([lams[j] for j in failed])
-            grids = self._grids(fl, pos, 2 ** (_LEVELS - 1))
-            for _ in range(self.max_rounds):      # finest grids: the residual there is what is bounded
-                if not self._enrich_round(fl, grids, 2 ** (_LEVELS - 1), 1e-3, rng,
-                                          self.rtol / 2 / (85 / 45))[0]:
-                    break
+            whole = [j for j in failed if self.columns[j] >= k]    # the others used a prefix: first retry them
+            if whole:                                             # in the whole basis, without enrichment
+                room = self.max_basis - k
+                if retries == _RETRIES or room <= 0:
+                    j = whole[0]
+                    raise FloatingPointError(f"reduced-basis error bound {res[j].basis_error:.2g} exceeds rtol="
+                                             f"{self.rtol:g} at weight_decay={lams[j]:g}; use a larger max_basis "
+                                             f"(now {self.max_basis}; k = {k}) or a smaller enrich_tol")
+                retries += 1
+                fl = np.array([lams[j] for j in whole])
+                grids = self._grids(fl, pos, 2 ** (_LEVELS - 1))
+                for _ in range(self.max_rounds):      # finest grids: the residual there is what is bounded
+                    if not self._enrich_round(fl, grids, 2 ** (_LEVELS - 1), 1e-3, rng,
+                                              self.rtol / 2 / (85 / 45))[0]:
+                        break
             todo = failed
-        return res
+            for j in failed:                          # solved again in the whole (enriched) basis
+                self._cols[float(lams[j])] = self.columns[j] = self.basis.shape[1]
 
     def solve(self, weight_decay: float, t, *, initial=None, loss: str = "mse") -> VolterraOutputs:
         """:meth:`solve_many` for one weight decay (``initial=None`` and ``loss="mse"`` only)."""
@@ -393,6 +415,10 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
             raise ValueError("the reduced-basis solver covers MSE with g = 0 (initial=None) only; use "
                              "SeparableCrossScaleFlow for a given initial function, the prior or cross-entropy")
         return self.solve_many([weight_decay], t)[0]
+
+
+def _no_snaps(out):
+    return out[0], out[1], out[3]
 
 
 def _fields(o: VolterraOutputs):

@@ -244,3 +244,22 @@ def test_progress_callback_once_per_pass(problem):
     assert calls[-1][1] == [m.basis.dim, m.variance_basis.dim]
     with pytest.raises(TypeError, match="progress"):
         KrylovLoss(p["ntt"], p["y"], p["L"], progress="bar")
+
+
+def test_mean_model_is_the_f0_zero_model(problem):
+    """``mean_model()`` of the NNGP-averaged models (Krylov and dense) is the f0 = 0 model built on its own."""
+    p = problem
+    kw = dict(ntk_test_train=p["nxt"], y_test=p["yt"])
+    avg = KrylovLoss(p["ntt"], p["y"], p["L"], **kw, nngp_train_train=p["ktt"], nngp_test_train=p["kxt"],
+                     nngp_test_test_diag=p["kxx"])
+    own = KrylovLoss(p["ntt"], p["y"], p["L"], **kw)
+    dense = ExpectedLoss(p["ntt"], p["nxt"], p["ktt"], p["kxt"], p["kxx"], p["y"], p["yt"], p["L"])
+    flow = FlowLoss(L2Flow(p["ntt"], p["y"], 0.0, p["L"], ntk_test_train=p["nxt"]), p["yt"])
+    mk, md = avg.mean_model(), dense.mean_model()
+    assert not mk.averaged and avg.averaged and mk.label.startswith("f0 = 0") and mk.mean_model() is mk
+    for lam in LAMS:
+        t = S / lam
+        np.testing.assert_allclose(mk.test_loss(lam, t), own.test_loss(lam, t), rtol=1e-12)
+        np.testing.assert_allclose(md.test_loss(lam, t), flow.test_loss(lam, t), rtol=1e-12)
+        va, vm = avg.test_loss(lam, t), mk.test_loss(lam, t)
+        assert np.all(va >= vm) and va[0] > vm[0]      # the variance term: >= 0, decaying like exp(-2 L lam t)

@@ -57,6 +57,17 @@ def build_model(prob, args, f0=None):
                               show_progress=not getattr(args, "no_progress", False))
 
 
+def mean_model(prob, args, model):
+    """The f0 = 0 (mean-function) model next to ``model``: ``model`` itself for ``--f0 zero``, else the one
+    on the same decomposition (``model.mean_model()``: no second eigendecomposition or Krylov build), else
+    a new one (``--seeds``)."""
+    if args.f0 == "zero":
+        return model
+    if hasattr(model, "mean_model"):
+        return model.mean_model()
+    return build_model(prob, args, "zero")
+
+
 def tstar_rows(model, weight_decays, args) -> List[_theory.Row]:
     """:func:`widelimit.predict.t_star` for every weight decay λ (progress bar over λ)."""
     rows: List[_theory.Row] = []

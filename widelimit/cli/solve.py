@@ -8,7 +8,7 @@ from . import _theory
 from .argtypes import integer, positive_float
 from .errors import EXIT_OK, UsageError
 from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_model, check_model_options,
-                         tstar_rows, tstar_table, validity_warnings)
+                         mean_model, tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, check_problem_args
 from .paths import check_out_dir
 from .problem import check_memory, load_problem
@@ -93,7 +93,7 @@ def run(args) -> int:
     prob = load_problem(args)
     from widelimit.predict import loss_curves
     model = build_model(prob, args)
-    mean = model if args.f0 == "zero" else build_model(prob, args, "zero")
+    mean = mean_model(prob, args, model)
     t = np.geomspace(t_min, t_max, args.n_times)
     lams = list(dict.fromkeys(float(x) for x in args.weight_decay))
     eta = args.learning_rate

@@ -5,7 +5,7 @@ from . import _theory
 from .argtypes import positive_float, positive_int
 from .errors import EXIT_OK, UsageError
 from .ntk_common import (F0_NOTE, add_model_options, add_seeds_option, build_model, check_model_options,
-                         solver_se_note, tstar_rows, tstar_table, validity_warnings)
+                         mean_model, solver_se_note, tstar_rows, tstar_table, validity_warnings)
 from .options import add_arch, add_data, add_table_output, check_problem_args
 from .problem import check_memory, load_problem
 from .progress import add_progress_option
@@ -62,7 +62,7 @@ def run(args) -> int:
 
     prob = load_problem(args)
     model = build_model(prob, args)
-    acc_model = (model if args.f0 == "zero" else build_model(prob, args, "zero")) if prob.classification else None
+    acc_model = mean_model(prob, args, model) if prob.classification else None
     lams = sorted(set(args.weight_decay), reverse=True)
     rows = tstar_rows(model, lams, args)
     spread = None if args.seeds is None else _theory.t_star_spread(model, lams, args.seeds)

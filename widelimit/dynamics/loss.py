@@ -321,6 +321,11 @@ class ExpectedLoss(_QuadraticLoss):
     def label(self) -> str:
         return f"E over f0 ~ NNGP, {self._kind()}"
 
+    def mean_model(self) -> "FlowLoss":
+        """The f0 = 0 (mean-function) :class:`FlowLoss` on the same eigendecomposition (nothing
+        re-decomposed): ``FlowLoss.from_kernels`` of the same kernels."""
+        return FlowLoss(self.flow, self.y_test, learning_rate=self.learning_rate)
+
     def variance(self, weight_decay: float, t) -> np.ndarray:
         """Mean over test points of ``Var_{f0} f_x(t)`` (per output) at times ``t`` (1-D)."""
         c = self.coefficients(weight_decay, t)

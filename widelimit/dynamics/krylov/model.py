@@ -578,6 +578,17 @@ class KrylovLoss:
         p = vals.shape[0]
         return np.sqrt((p - 1) / p * np.sum((vals - vals.mean(axis=0)) ** 2, axis=0))
 
+    def mean_model(self) -> "KrylovLoss":
+        """The f0 = 0 (mean-function) model on the same basis 1: what ``KrylovLoss`` without the NNGP kernels
+        builds from the same targets and tolerance (its basis does not depend on basis 2), nothing
+        recomputed. The model itself for a model that is not averaged over f0."""
+        if not self.averaged:
+            return self
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.averaged, new.variance_method, new.variance_basis = False, None, None
+        return new
+
     def with_learning_rate(self, learning_rate: Optional[float]) -> "KrylovLoss":
         """The same basis as gradient flow (``None``) or GD at ``learning_rate`` (nothing recomputed)."""
         new = object.__new__(type(self))

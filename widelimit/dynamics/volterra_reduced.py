@@ -50,7 +50,10 @@ replaced here.
    bound on the coarsest grids is below ``rtol / (2 * 4 * 85/45)`` (the finest grid's residual is up to 4x
    the coarsest's); decays whose final bound exceeds ``rtol`` get enrichment rounds on their finest grids
    and are solved again (twice at most), then FloatingPointError. ``fit_error`` (interpolation in the
-   scales) is stated separately.
+   scales) is stated separately. Each decay is solved in the fewest leading columns of ``Q`` whose kept
+   enrichment pass (coarsest grids) met the enrichment's target (``columns``; the bound is computed in those
+   columns and, above ``rtol``, the decay is solved again in the whole basis first); the enrichment's last,
+   checking pass is level 0 of the final solve.
 
 Cost: ``r`` kernels of ``N x N`` and ``M x N``, ``m^2`` probe kernels of ``e`` entries, one ``N x N``
 eigendecomposition, ``O(r N^2 k)`` flops for the projections, ``O(n L (k^3 + r k^2 + r p k K))`` for the
@@ -111,7 +114,8 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
     Attributes: ``rank`` (r, pivot kernels), ``pivots`` ((r, 2) scale pairs), ``coef`` (r, P+1, P+1),
     ``basis`` (Q, N x k; grows with :meth:`enrich`), ``blocks_train`` (r, k, k) = ``Q^T B_r Q``,
     ``blocks_test`` (r, M, k) or None, ``fit_error`` (max over probe entries and 64 check points of
-    ``|fit - Theta| / max|Theta|``).
+    ``|fit - Theta| / max|Theta|``), ``columns`` (int array, one per decay of the last :meth:`solve_many`:
+    the leading basis columns it was solved in; None before).
     """
 
     def __init__(self, spec, x_train, y_train, *, x_test=None, rtol: float = 1e-6,

@@ -281,8 +281,7 @@ class KrylovLoss:
                 if filled[0] == 0 and need_test:   # one full pass first: a non-finite test kernel raises early
                     val = test.matmat(block)[mon]
                 else:
-                    with blas_threads(1):
-                        val = mon_rows @ block
+                    val = mon_rows @ block        # (<= 256, N) x (N, b): on the passes' threads
                 gq[:, filled[0]:filled[0] + k] = val
             filled[0] += block.shape[1]
 
@@ -409,14 +408,27 @@ class KrylovLoss:
 
     def coefficients(self, weight_decay: float, t):
         """Per-mode coefficients at the Ritz values, times ``t`` (1-D): arrays (T, r)."""
-        lam, times = _check_lam(weight_decay), _times(t)
-        self._check_region(lam, times)
-        return mode_response(self.eigenvalues, times, lam, self.L, self.learning_rate)
+        return self._both_coefficients(weight_decay, t)[0]
 
     def _var_coefficients(self, weight_decay: float, t):
+        return self._both_coefficients(weight_decay, t)[1]
+
+    def _both_coefficients(self, weight_decay: float, t):
+        """The coefficients of basis 1 and (averaged models) basis 2, from ONE elementwise evaluation on
+        their joined Ritz values; the last query is kept (the loss, the variance and their errors ask for
+        the same ``(weight_decay, t)`` in turn)."""
         lam, times = _check_lam(weight_decay), _times(t)
+        key = (lam, times.tobytes(), self.learning_rate, self.L, self.averaged)
+        cached = self.__dict__.get("_coef_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         self._check_region(lam, times)
-        return mode_response(self._var_eigenvalues, times, lam, self.L, self.learning_rate)
+        r = self.eigenvalues.size
+        ev = np.concatenate([self.eigenvalues, self._var_eigenvalues]) if self.averaged else self.eigenvalues
+        c = mode_response(ev, times, lam, self.L, self.learning_rate)
+        both = (type(c)(*(a[:, :r] for a in c)), type(c)(*(a[:, r:] for a in c)) if self.averaged else None)
+        self._coef_cache = (key, both)          # assigned, never mutated: copies of the model keep their own
+        return both
 
     def _need_test(self):
         if self._g is None or self._yt is None:

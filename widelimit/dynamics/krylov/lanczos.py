@@ -31,9 +31,6 @@ import numpy as np
 from ...kernels.blockwise import blas_threads  # the project's one BLAS thread limiter
 
 _PSD_RTOL = 1e-5
-#: BLAS threads of the basis products ``Q^T (A X)`` and the reorthogonalisation (N x r by r x b); None:
-#: the caller's setting (the passes'), 1: serial like the small r x r algebra
-_GEMM_THREADS = None
 
 
 
@@ -157,8 +154,7 @@ class BlockLanczos:
         """Take ``A @ self.block``: extend ``T``, maybe evaluate the solution, and set the next block."""
         q, t_mat, r, b = self.q, self.t_mat, self.r, self.block.shape[1]
         r_new = r + b
-        with blas_threads(_GEMM_THREADS):   # the (N, r) x (N, b) products: the caller's BLAS threads
-            coef = q[:, :r_new].T @ aq
+        coef = q[:, :r_new].T @ aq        # the (N, r) x (N, b) products run on the caller's BLAS threads
         with blas_threads(1):            # the small dense algebra (r x r at most) on one thread
             self.n_blocks += 1
             t_mat[:r_new, r:r_new] = coef
@@ -181,15 +177,13 @@ class BlockLanczos:
             else:
                 self.norm_a = max(self.norm_a, float(np.max(np.abs(np.diag(t_mat[:r, :r])))))
         # next block: residual of A Q_last against the whole basis, orthogonalised twice, then deflated
-        with blas_threads(_GEMM_THREADS):
-            res = aq - q[:, :r] @ coef
-            res -= q[:, :r] @ (q[:, :r].T @ res)
+        res = aq - q[:, :r] @ coef
+        res -= q[:, :r] @ (q[:, :r].T @ res)
         with blas_threads(1):
             size = _norm2(aq)
             block, self.resid, low = _orthonormal_columns(res, self.deflation_rtol * max(self.norm_a, 1e-300))
         if block.shape[1] and low < 1e-4 * size:    # small kept directions: a third pass keeps them orthogonal
-            with blas_threads(_GEMM_THREADS):
-                block -= q[:, :r] @ (q[:, :r].T @ block)
+            block -= q[:, :r] @ (q[:, :r].T @ block)
             with blas_threads(1):
                 block, _ = np.linalg.qr(block)
         self.history.append((r, self.err))

@@ -143,3 +143,26 @@ def test_memmap_float32(k32, tmp_path):
     ref = k32.astype(np.float64) @ x / 3.0
     np.testing.assert_allclose(KernelMatrix("k", mm, 3.0, chunk_bytes=8 * N * 9).matmat(x), ref, rtol=1e-13,
                                atol=1e-13 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("rows", [1, 7, 100, 1000])     # many blocks, uneven last block, one block (N < rows)
+def test_float64_upper_triangle_sandwich(monkeypatch, rows):
+    """The float64 sandwich reads the upper block triangle only; it equals q^T K q of the full symmetric
+    matrix to rounding whatever the block size (and the lower triangle is really not read: poisoning it
+    with NaN
+    leaves the result finite and unchanged; the diagonal blocks are read whole)."""
+    from widelimit.dynamics.krylov import operator as op_mod
+    monkeypatch.setattr(op_mod, "_SANDWICH_ROWS", rows)
+    rng = np.random.default_rng(5)
+    n = 301
+    g = rng.standard_normal((n, 40))
+    k = g @ g.T
+    q = rng.standard_normal((n, 23))
+    ref = q.T @ k @ q / 2.5
+    got = KernelMatrix("nngp", k, 2.5).sandwich(q)
+    np.testing.assert_allclose(got, 0.5 * (ref + ref.T), rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    poisoned = k.copy()
+    blk = np.arange(n) // rows
+    poisoned[blk[:, None] > blk[None, :]] = np.nan          # the strictly lower block triangle
+    np.testing.assert_allclose(KernelMatrix("nngp", poisoned, 2.5).sandwich(q), got, rtol=1e-13,
+                               atol=1e-13 * np.abs(ref).max())

@@ -3,11 +3,11 @@ second-largest part of the Krylov build at N = 10 000 under Hutch++ (r = 512).
 
 Variants, all on one random symmetric PSD-like matrix, median of 5:
 
-* ``float64``: the solver's present one BLAS call ``q.T @ (K @ q)`` (KernelMatrix.sandwich);
+* ``float64``: one BLAS call ``q.T @ (K @ q)`` (KernelMatrix.sandwich before commit 0c43da0);
 * ``float32``: ``K`` and ``q`` cast to float32 once (cast timed separately), sgemm, result in float64 --
   its relative deviation from the float64 result is printed (what a stated error would have to absorb);
-* ``upper``: ``KernelMatrix.sandwich`` (the solver's path): the upper block triangle only, ``sum_i Q_i^T K_ii Q_i + sum_{i<j} (Q_i^T K_ij Q_j + transpose)``,
-  blocks of ``--block`` rows (about half the flops of ``K @ q`` for ``block >> r``).
+* ``upper``: ``KernelMatrix.sandwich`` (the solver's path since 0c43da0): the upper block triangle only,
+  ``sum_i Q_i^T K_ii Q_i + sum_{i<j} (Q_i^T K_ij Q_j + transpose)``, blocks of ``--block`` rows (about half the flops of ``K @ q`` for ``block >> r``).
 
     python benchmarks/micro_sandwich.py --n 10000 --r 512
 """

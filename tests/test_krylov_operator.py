@@ -148,9 +148,9 @@ def test_memmap_float32(k32, tmp_path):
 @pytest.mark.parametrize("rows", [1, 7, 100, 1000])     # many blocks, uneven last block, one block (N < rows)
 def test_float64_upper_triangle_sandwich(monkeypatch, rows):
     """The float64 sandwich reads the upper block triangle only; it equals q^T K q of the full symmetric
-    matrix to rounding whatever the block size (and the lower triangle is really not read: poisoning it
-    with NaN
-    leaves the result finite and unchanged; the diagonal blocks are read whole)."""
+    matrix to rounding whatever the block size (and the lower triangle is really not read: poisoning the
+    strictly lower block triangle with NaN leaves the result finite and unchanged; the diagonal blocks are
+    read whole)."""
     from widelimit.dynamics.krylov import operator as op_mod
     monkeypatch.setattr(op_mod, "_SANDWICH_ROWS", rows)
     rng = np.random.default_rng(5)

@@ -159,8 +159,9 @@ class KernelMatrix:
         return out / self.normalization
 
     def sandwich(self, q: np.ndarray) -> np.ndarray:
-        """``q^T A q`` for a square ``A`` and ``q`` of shape (N, r), one pass: float64 in one BLAS call
-        (``N r`` extra floats), float32 in row chunks (``rows r`` extra floats)."""
+        """``q^T A q`` for a square ``A`` and ``q`` of shape (N, r), one pass: float64 from the upper block
+        triangle (``_SANDWICH_ROWS x r`` extra floats), float32 in row chunks over the whole matrix
+        (``rows r`` extra floats)."""
         q = np.asarray(q, dtype=np.float64)
         self.passes += 1
         r = q.shape[1]

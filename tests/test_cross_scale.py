@@ -179,3 +179,26 @@ def test_jax_backend_equals_numpy_backend(spec):
             np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-14 * np.max(np.abs(v)))
     with pytest.raises(ValueError, match="backend"):
         cross_scale_kernels(spec, x1, scale1=1.0, scale2=1.0, backend="torch")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_scale_free_first_layer_equals_full_recursion(depth, backend):
+    """The first layer computed once at unit scales (positively homogeneous activations) against the
+    recursion run whole for every scale pair: equal to rounding, for every activation (erf takes the full
+    recursion either way), with and without biases, both parameterisations, one pair and several."""
+    rng = np.random.default_rng(11)
+    x1, x2 = rng.normal(size=(7, 4)), rng.normal(size=(5, 4))
+    s1, s2 = np.array([1.0, 0.3, 1e-3, 0.7]), np.array([1.0, 0.9, 2e-3, 0.7])
+    for act in ACTS:
+        for b_std in (None, 0.6):
+            for par in ("ntk", "standard"):
+                spec = MLP(depth=depth, width=32, activation=act, b_std=b_std, parameterization=par,
+                           W_std=1.3, abrelu_a=-0.3, abrelu_b=1.2)
+                for a, b in ((x1, None), (x2, x1)):
+                    for sa, sb in ((s1, s2), (0.4, 0.8)):
+                        out = cross_scale_kernels(spec, a, b, scale1=sa, scale2=sb, backend=backend)
+                        ref = cross_scale_kernels(spec, a, b, scale1=sa, scale2=sb, _prefix=False)
+                        for u, v in ((out.ntk, ref.ntk), (out.nngp, ref.nngp)):
+                            assert u.shape == v.shape
+                            assert _rel(u, v) < 1e-13, (act, b_std, par, depth, _rel(u, v))

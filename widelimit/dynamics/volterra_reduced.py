@@ -78,6 +78,7 @@ from .volterra_separable import SeparableCrossScaleFlow, basis, triangle_samples
 _CHECK_SEED = 12345
 _COARSE = 0.75               # default step: 0.75 of the largest the a-priori estimate (h/8)^4 <= rtol allows
 _RETRIES = 2
+_PAIR_ELEMS = 2 ** 23        # pivot kernels per jit call: at most this many entries (8 pairs at N = 1000)
 _SKETCH, _SKETCH_FACTOR, _SKETCH_SEED = 64, 2.0, 7   # |R| <= 2 |Omega R| / 8: fails w.p. P(chi2_64 < 16) = 1.3e-10
 
 
@@ -177,9 +178,8 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         self.fit_error = float(np.max(np.abs(fit - ref)) / np.max(np.abs(ref)))
         # the r full pivot kernels (kept for enrichment), their test rows; the initial basis
         self._mix = mix
-        self._piv_train = np.stack([self._full(self.x_train, None, a, b) for a, b in self.pivots])   # (r, N, N)
-        self._piv_test = None if not M else np.stack([self._full(self.x_test, self.x_train, a, b)
-                                                      for a, b in self.pivots])                      # (r, M, N)
+        self._piv_train = self._full_many(self.x_train, None)                        # (r, N, N)
+        self._piv_test = None if not M else self._full_many(self.x_test, self.x_train)   # (r, M, N)
         self.max_basis = min(N, 400) if max_basis is None else min(N, max_basis)
         self.enrich_tol = self.rtol / 10 if enrich_tol is None else float(enrich_tol)
         self.max_rounds = max_rounds
@@ -189,6 +189,24 @@ class ReducedCrossScaleFlow(BasisEnrichment, SeparableCrossScaleFlow):
         self._set_basis(self._snapshot_basis(self._ntk_11[None], basis_tol))
 
     # -- construction ---------------------------------------------------------------------------------
+    def _full_many(self, xa, xb) -> np.ndarray:
+        """The full NTKs at every pivot pair, (r, Na, Nb): by the jit-compiled recursion when ``spec`` was
+        given and ``kernel_backend="jax"``, several pairs per call (at most ``_PAIR_ELEMS`` entries), so
+        the scale-free first layer of a ReLU-family net is computed once per call; else pair by pair."""
+        if self.spec is None or self.kernel_backend != "jax":
+            return np.stack([self._full(xa, xb, a, b) for a, b in self.pivots])
+        na, nb = xa.shape[0], (xa if xb is None else xb).shape[0]
+        r = self.rank
+        chunks = -(-r // max(1, _PAIR_ELEMS // (na * nb)))
+        step = -(-r // chunks)                 # equal chunks (one compiled shape), the last padded
+        piv = np.concatenate([self.pivots, np.repeat(self.pivots[-1:], chunks * step - r, axis=0)])
+        out = np.empty((chunks * step, na, nb))
+        for j in range(0, chunks * step, step):
+            p = piv[j:j + step]
+            out[j:j + step] = cross_scale_kernels(self.spec, xa, xb, scale1=p[:, 0].copy(),
+                                                  scale2=p[:, 1].copy(), backend="jax").ntk
+        return out[:r]
+
     def _full(self, xa, xb, a: float, b: float) -> np.ndarray:
         """One full NTK at the scale pair ``(a, b)``: by the jit-compiled recursion when ``spec`` was
         given and ``kernel_backend="jax"``, else by the kernel function."""

@@ -153,20 +153,37 @@ def _quiet(xp):
     return np.errstate(invalid="ignore", divide="ignore") if xp is np else contextlib.nullcontext()
 
 
-def _layers(xp, cfg, s1, s2, pa, pb, phi_ab, c):
-    """The layer recursion (module docstring) on arrays of module ``xp`` (numpy, or jax.numpy under jit)."""
+def _dense_c(xp, W2, B2, pa, pb, phi_ab, c):
+    """``c = 1 - rho`` after a Dense layer, from the stable formula of the module docstring."""
+    A, B = W2 * pa + B2, W2 * pb + B2
+    C = W2 * phi_ab + B2
+    sab = xp.sqrt(A[..., :, None] * B[..., None, :])
+    spa, spb = xp.sqrt(pa)[..., :, None], xp.sqrt(pb)[..., None, :]
+    num = W2 * W2 * (spa * spb) ** 2 * c * (2 - c) + W2 * B2 * ((spa - spb) ** 2 + 2 * c * spa * spb)
+    with _quiet(xp):
+        c = xp.where(sab > 0, xp.where(C > 0, num / (sab * (sab + C)), 1 - C / sab), 1.0)
+    return A, B, C, xp.clip(c, 0.0, 2.0)
+
+
+def _activation(xp, activation, slopes, qa, qb, q_ab, c, ntk):
+    if activation == "identity":
+        return qa, qb, q_ab, c, ntk
+    if activation == "erf":
+        return _erf_step(qa, qb, c, ntk, xp)
+    return _abrelu_step(*slopes, qa, qb, c, ntk, xp)
+
+
+def _layers(xp, cfg, first, s1, s2, pa, pb, phi_ab, c, ntk):
+    """The layer recursion (module docstring) from layer ``first`` on, on arrays of module ``xp`` (numpy,
+    or jax.numpy under jit); ``(pa, pb, phi_ab, c, ntk)`` is the state entering that layer."""
     depth, W2, B2, parameterization, activation, slopes, d, width, has_bias = cfg
     ss = (s1 * s2)[:, None, None]
-    ntk = xp.zeros(phi_ab.shape)
-    for layer in range(depth):
-        A, B = W2 * pa + B2, W2 * pb + B2
-        C = W2 * phi_ab + B2
-        sab = xp.sqrt(A[..., :, None] * B[..., None, :])
-        spa, spb = xp.sqrt(pa)[..., :, None], xp.sqrt(pb)[..., None, :]
-        num = W2 * W2 * (spa * spb) ** 2 * c * (2 - c) + W2 * B2 * ((spa - spb) ** 2 + 2 * c * spa * spb)
-        with _quiet(xp):
-            c = xp.where(sab > 0, xp.where(C > 0, num / (sab * (sab + C)), 1 - C / sab), 1.0)
-        c = xp.clip(c, 0.0, 2.0)
+    for layer in range(first, depth):
+        last = layer == depth - 1
+        if last:          # the output layer: its correlation c is not needed
+            A, B, C = W2 * pa + B2, W2 * pb + B2, W2 * phi_ab + B2
+        else:
+            A, B, C, c = _dense_c(xp, W2, B2, pa, pb, phi_ab, c)
         if parameterization == "standard":
             fan_in = d if layer == 0 else width
             own = fan_in * phi_ab + (1.0 if has_bias else 0.0)
@@ -174,15 +191,27 @@ def _layers(xp, cfg, s1, s2, pa, pb, phi_ab, c):
             own = C
         ntk = own + ss * W2 * ntk
         qa, qb, q_ab = s1[:, None] ** 2 * A, s2[:, None] ** 2 * B, ss * C
-        if layer == depth - 1:
+        if last:
             break
-        if activation == "identity":
-            pa, pb, phi_ab = qa, qb, q_ab
-        elif activation == "erf":
-            pa, pb, phi_ab, c, ntk = _erf_step(qa, qb, c, ntk, xp)
-        else:
-            pa, pb, phi_ab, c, ntk = _abrelu_step(*slopes, qa, qb, c, ntk, xp)
+        pa, pb, phi_ab, c, ntk = _activation(xp, activation, slopes, qa, qb, q_ab, c, ntk)
     return ntk, q_ab
+
+
+def _scale_free_prefix(cfg, pa, pb, phi_ab, c):
+    """The state after the first Dense layer and its activation at unit scales, for a positively
+    homogeneous activation (``a min(u,0) + b max(u,0)``, identity) and depth >= 2.
+
+    The first layer's pre-activation covariances are ``s s' (W^2 Phi + B^2)`` (and ``s^2 (...)``,
+    ``s'^2 (...)``), so their correlation ``1 - c`` does not depend on the scales, and a positively
+    homogeneous activation maps ``(s u, s' v)`` to ``s s'`` times the unit-scale expectations; the NTK
+    entering layer 2 is scale-free (``C`` times the scale-free derivative expectation). So the state at
+    scales ``(s, s')`` is ``(s^2 Phi_aa, s'^2 Phi_bb, s s' Phi_ab, c, ntk)`` of this unit-scale state,
+    and only layers 2 ... L are computed per scale pair (equal to the full recursion to rounding,
+    tests/test_cross_scale.py)."""
+    depth, W2, B2, parameterization, activation, slopes, d, width, has_bias = cfg
+    A, B, C, c = _dense_c(np, W2, B2, pa, pb, phi_ab, c)
+    ntk = (d * phi_ab + (1.0 if has_bias else 0.0)) if parameterization == "standard" else C
+    return _activation(np, activation, slopes, A, B, C, c, ntk)
 
 
 _JIT = {}
@@ -195,12 +224,12 @@ def _layers_jax():
 
         import jax
         import jax.numpy as jnp
-        _JIT["fn"] = jax.jit(functools.partial(_layers, jnp), static_argnums=(0,))
+        _JIT["fn"] = jax.jit(functools.partial(_layers, jnp), static_argnums=(0, 1))
     return _JIT["fn"]
 
 
 def cross_scale_kernels(spec: MLP, x1, x2: Optional[Array] = None, *, scale1, scale2,
-                        backend: str = "numpy") -> CrossScaleKernels:
+                        backend: str = "numpy", _prefix: bool = True) -> CrossScaleKernels:
     """Infinite-width cross-scale ``(ntk, nngp)`` between rows of ``x1`` (N1, d) at parameter scale
     ``scale1`` and rows of ``x2`` (N2, d) at ``scale2`` (``x2=None``: ``x2 = x1``).
 
@@ -210,7 +239,9 @@ def cross_scale_kernels(spec: MLP, x1, x2: Optional[Array] = None, *, scale1, sc
     parameterisation NTK depends on ``spec.width`` as in :mod:`widelimit.kernels.native`.
     ``backend``: ``"numpy"`` (default) or ``"jax"`` (the same recursion compiled by jax.jit in float64:
     one fused pass over the ``N1 x N2`` entries, several times faster for large kernels; agrees with
-    numpy to rounding).
+    numpy to rounding). For a positively homogeneous activation (ReLU family, identity) the first layer
+    is computed once for all pairs (scale-free up to factors, :func:`_scale_free_prefix`); ``_prefix=False``
+    runs the whole recursion per pair (the tests' reference).
     """
     check_spec(spec)
     if backend not in ("numpy", "jax"):
@@ -239,13 +270,20 @@ def cross_scale_kernels(spec: MLP, x1, x2: Optional[Array] = None, *, scale1, sc
     cfg = (spec.depth, spec.W_std ** 2, 0.0 if spec.b_std is None else spec.b_std ** 2, spec.parameterization,
            spec.activation, _slopes(spec) if spec.activation not in ("erf", "identity") else (0.0, 0.0), d,
            spec.width, bool(spec.has_bias))
+    first, ntk = 0, np.zeros(phi_ab.shape[-2:])
+    if _prefix and spec.activation != "erf" and spec.depth >= 2:
+        # layer 1 and its activation are scale-free up to factors (see _scale_free_prefix): computed once
+        pa1, pb1, phi1, c, ntk = _scale_free_prefix(cfg, pa[0], pb[0], phi_ab[0], c[0])
+        ss = (s1 * s2)[:, None, None]
+        pa, pb, phi_ab = s1[:, None] ** 2 * pa1, s2[:, None] ** 2 * pb1, ss * phi1
+        first = 1
     if backend == "jax":
         from .._x64 import x64
         with x64():
-            ntk, q_ab = _layers_jax()(cfg, s1, s2, pa, pb, phi_ab, c)
+            ntk, q_ab = _layers_jax()(cfg, first, s1, s2, pa, pb, phi_ab, c, ntk)
             ntk, q_ab = np.asarray(ntk), np.asarray(q_ab)
     else:
-        ntk, q_ab = _layers(np, cfg, s1, s2, pa, pb, phi_ab, c)
+        ntk, q_ab = _layers(np, cfg, first, s1, s2, pa, pb, phi_ab, c, ntk)
     if scalar:
         return CrossScaleKernels(ntk[0], q_ab[0])
     return CrossScaleKernels(ntk, q_ab)

@@ -250,6 +250,8 @@ def main(argv=None):
     p.add_argument("--solver", default="krylov", choices=("dense", "krylov"))
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("--variance", default=None, choices=("auto", "exact", "hutch++"))
+    p.add_argument("--variance-tol", type=float, default=None,
+                   help="Krylov variance_tol (tolerance of the variance basis; default: tol for the exact trace)")
     p.add_argument("--no-accuracy", action="store_true", help="compare: timings and table only")
     p.add_argument("--max-dim", type=int, default=None, help="Krylov max_dim (the exact trace may need N)")
     p.add_argument("--store", type=int, default=5000, help="calibrate: kernel store to take the subset from")
@@ -276,6 +278,8 @@ def main(argv=None):
             kw["max_dim"] = a.max_dim
         if a.threads is not None:
             kw["threads"] = a.threads
+        if a.variance_tol is not None:
+            kw["variance_tol"] = a.variance_tol
         res = cmd_compare(a.n, a.tol, not a.no_accuracy, **kw)
     else:
         res = cmd_accuracy(a.n, a.tol, **({} if a.variance is None else {"variance": a.variance}))

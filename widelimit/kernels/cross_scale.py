@@ -173,28 +173,34 @@ def _activation(xp, activation, slopes, qa, qb, q_ab, c, ntk):
     return _abrelu_step(*slopes, qa, qb, c, ntk, xp)
 
 
+def _layer(xp, cfg, layer, s1, s2, pa, pb, phi_ab, c, ntk):
+    """One Dense layer (and, unless it is the output layer, its activation) of the recursion in the module
+    docstring; returns the state entering the next layer, or ``(ntk, q_ab)`` after the output layer."""
+    depth, W2, B2, parameterization, activation, slopes, d, width, has_bias = cfg
+    ss = (s1 * s2)[:, None, None]
+    last = layer == depth - 1
+    if last:          # the output layer: its correlation c is not needed
+        A, B, C = W2 * pa + B2, W2 * pb + B2, W2 * phi_ab + B2
+    else:
+        A, B, C, c = _dense_c(xp, W2, B2, pa, pb, phi_ab, c)
+    if parameterization == "standard":
+        fan_in = d if layer == 0 else width
+        own = fan_in * phi_ab + (1.0 if has_bias else 0.0)
+    else:
+        own = C
+    ntk = own + ss * W2 * ntk
+    qa, qb, q_ab = s1[:, None] ** 2 * A, s2[:, None] ** 2 * B, ss * C
+    if last:
+        return ntk, q_ab
+    return _activation(xp, activation, slopes, qa, qb, q_ab, c, ntk)
+
+
 def _layers(xp, cfg, first, s1, s2, pa, pb, phi_ab, c, ntk):
     """The layer recursion (module docstring) from layer ``first`` on, on arrays of module ``xp`` (numpy,
     or jax.numpy under jit); ``(pa, pb, phi_ab, c, ntk)`` is the state entering that layer."""
-    depth, W2, B2, parameterization, activation, slopes, d, width, has_bias = cfg
-    ss = (s1 * s2)[:, None, None]
-    for layer in range(first, depth):
-        last = layer == depth - 1
-        if last:          # the output layer: its correlation c is not needed
-            A, B, C = W2 * pa + B2, W2 * pb + B2, W2 * phi_ab + B2
-        else:
-            A, B, C, c = _dense_c(xp, W2, B2, pa, pb, phi_ab, c)
-        if parameterization == "standard":
-            fan_in = d if layer == 0 else width
-            own = fan_in * phi_ab + (1.0 if has_bias else 0.0)
-        else:
-            own = C
-        ntk = own + ss * W2 * ntk
-        qa, qb, q_ab = s1[:, None] ** 2 * A, s2[:, None] ** 2 * B, ss * C
-        if last:
-            break
-        pa, pb, phi_ab, c, ntk = _activation(xp, activation, slopes, qa, qb, q_ab, c, ntk)
-    return ntk, q_ab
+    for layer in range(first, cfg[0] - 1):
+        pa, pb, phi_ab, c, ntk = _layer(xp, cfg, layer, s1, s2, pa, pb, phi_ab, c, ntk)
+    return _layer(xp, cfg, cfg[0] - 1, s1, s2, pa, pb, phi_ab, c, ntk)
 
 
 def _scale_free_prefix(cfg, pa, pb, phi_ab, c):
@@ -204,14 +210,13 @@ def _scale_free_prefix(cfg, pa, pb, phi_ab, c):
     The first layer's pre-activation covariances are ``s s' (W^2 Phi + B^2)`` (and ``s^2 (...)``,
     ``s'^2 (...)``), so their correlation ``1 - c`` does not depend on the scales, and a positively
     homogeneous activation maps ``(s u, s' v)`` to ``s s'`` times the unit-scale expectations; the NTK
-    entering layer 2 is scale-free (``C`` times the scale-free derivative expectation). So the state at
-    scales ``(s, s')`` is ``(s^2 Phi_aa, s'^2 Phi_bb, s s' Phi_ab, c, ntk)`` of this unit-scale state,
-    and only layers 2 ... L are computed per scale pair (equal to the full recursion to rounding,
-    tests/test_cross_scale.py)."""
-    depth, W2, B2, parameterization, activation, slopes, d, width, has_bias = cfg
-    A, B, C, c = _dense_c(np, W2, B2, pa, pb, phi_ab, c)
-    ntk = (d * phi_ab + (1.0 if has_bias else 0.0)) if parameterization == "standard" else C
-    return _activation(np, activation, slopes, A, B, C, c, ntk)
+    entering layer 2 is scale-free (the layer's own term times the scale-free derivative expectation). So
+    the state at scales ``(s, s')`` is ``(s^2 Phi_aa, s'^2 Phi_bb, s s' Phi_ab, c, ntk)`` of this
+    unit-scale state, and only layers 2 ... L are computed per scale pair (equal to the full recursion to
+    rounding, tests/test_cross_scale.py). Returned without the pair axis."""
+    one = np.ones(1)
+    state = _layer(np, cfg, 0, one, one, pa[None], pb[None], phi_ab[None], c[None], np.zeros(phi_ab.shape))
+    return tuple(a[0] for a in state)
 
 
 _JIT = {}
@@ -274,8 +279,7 @@ def cross_scale_kernels(spec: MLP, x1, x2: Optional[Array] = None, *, scale1, sc
     if _prefix and spec.activation != "erf" and spec.depth >= 2:
         # layer 1 and its activation are scale-free up to factors (see _scale_free_prefix): computed once
         pa1, pb1, phi1, c, ntk = _scale_free_prefix(cfg, pa[0], pb[0], phi_ab[0], c[0])
-        ss = (s1 * s2)[:, None, None]
-        pa, pb, phi_ab = s1[:, None] ** 2 * pa1, s2[:, None] ** 2 * pb1, ss * phi1
+        pa, pb, phi_ab = s1[:, None] ** 2 * pa1, s2[:, None] ** 2 * pb1, (s1 * s2)[:, None, None] * phi1
         first = 1
     if backend == "jax":
         from .._x64 import x64
